@@ -1,0 +1,133 @@
+"""The headless command line: run, validate, nodes, workflows, runs.
+
+Exit codes: 0 everything ran (or was valid), 1 a run failed or was cancelled, 2 invalid input.
+Runs go through the same job worker as the UI and the HTTP API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+class _Ordered(argparse.Action):
+    """Keeps --sweep and --zip in the order given, since a --zip belongs to the --sweep before it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        items = list(getattr(namespace, self.dest) or [])
+        items.append((self.const, values))
+        setattr(namespace, self.dest, items)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python run.py", description="FlowCanvas: node workflows for flow image models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a workflow (file, PNG or library workflow) headlessly")
+    run.add_argument("workflow", help="a .json or .png file, or a library workflow id/name")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                     help="set an exposed field (by label) or node.param")
+    run.add_argument("--sweep", dest="batch", action=_Ordered, const="sweep", metavar="NAME=VALUES",
+                     help="start a sweep group: A..B[:STEP], a JSON list, or comma-separated values")
+    run.add_argument("--zip", dest="batch", action=_Ordered, const="zip", metavar="NAME=VALUES",
+                     help="add a field to the previous --sweep, zipped with it")
+    run.add_argument("--jobs", type=Path, metavar="CSV", help="a CSV of jobs: header = field names, one row per run")
+    run.add_argument("--target", metavar="NODE", help="run only up to this node")
+    run.add_argument("--out", type=Path, metavar="DIR", help="copy output images into this folder")
+    run.add_argument("--grid", action="store_true", help="with a sweep, also write a captioned grid of all outputs")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument("--json", action="store_true", help="print one machine-readable summary")
+
+    validate = sub.add_parser("validate", help="check a workflow without running it")
+    validate.add_argument("workflow")
+    validate.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE")
+    validate.add_argument("--json", action="store_true")
+
+    nodes = sub.add_parser("nodes", help="list the node types")
+    nodes.add_argument("--json", action="store_true", help="the full catalogue, as the canvas reads it")
+
+    workflows = sub.add_parser("workflows", help="the workflow library")
+    wsub = workflows.add_subparsers(dest="action", metavar="ACTION", required=True)
+    wl = wsub.add_parser("list", help="list saved workflows")
+    wl.add_argument("--search")
+    wl.add_argument("--tag")
+    wl.add_argument("--json", action="store_true")
+    ws = wsub.add_parser("show", help="show a workflow's details")
+    ws.add_argument("ref")
+    ws.add_argument("--version", type=int)
+    ws.add_argument("--json", action="store_true")
+    we = wsub.add_parser("export", help="write a workflow's JSON")
+    we.add_argument("ref")
+    we.add_argument("--version", type=int)
+    we.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
+    wi = wsub.add_parser("import", help="save a workflow file or PNG into the library")
+    wi.add_argument("file", type=Path)
+    wi.add_argument("--name")
+    wi.add_argument("--message", default="imported")
+    wd = wsub.add_parser("delete", help="delete a workflow (its runs keep their records)")
+    wd.add_argument("ref")
+    wd.add_argument("--yes", action="store_true", help="do not ask")
+    wv = wsub.add_parser("versions", help="list a workflow's versions")
+    wv.add_argument("ref")
+    wv.add_argument("--json", action="store_true")
+    wr = wsub.add_parser("restore", help="make an older version current again (as a new version)")
+    wr.add_argument("ref")
+    wr.add_argument("version", type=int)
+
+    runs = sub.add_parser("runs", help="run history")
+    rsub = runs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rl = rsub.add_parser("list", help="recent runs")
+    rl.add_argument("--limit", type=int, default=20)
+    rl.add_argument("--status")
+    rl.add_argument("--json", action="store_true")
+    rs = rsub.add_parser("show", help="one run's record")
+    rs.add_argument("ref")
+    rs.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    from app import commands
+
+    handler = {"run": commands.run, "validate": commands.validate, "nodes": commands.nodes,
+               "workflows": commands.workflows, "runs": commands.runs}[args.command]
+    try:
+        return handler(args)
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def copy_outputs(paths: list[tuple[Path, str]], out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for source, name in paths:
+        target = out / name
+        shutil.copyfile(source, target)
+        written.append(str(target))
+    return written

@@ -1,0 +1,356 @@
+"""What each CLI command does (parsing lives in app/cli.py, so `--help` stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, copy_outputs, print_json, table
+from nodes.registry import all_node_classes, catalogue
+from pipelines.batch import BatchSpecError, build_groups, expand, parse_assignment, submit_batch, sweep_grid
+from pipelines.executor import RunEvent
+from pipelines.graph import validate_workflow
+from pipelines.issues import Issue, WorkflowInvalid
+from pipelines.jobs import RunHandle, RunOutcome, RunRequest, WorkerPool
+from pipelines.workflow import Workflow, canonical_json, load_workflow
+from storage import NotFound, RunStatus, Storage, StorageError, open_storage
+
+
+def _report_issues(issues: list[Issue], as_json: bool) -> int:
+    if as_json:
+        print_json({"valid": False, "issues": [i.model_dump() for i in issues]})
+    else:
+        print(f"invalid workflow: {len(issues)} problem{'s' if len(issues) != 1 else ''}", file=sys.stderr)
+        for issue in issues:
+            print(f"  {issue}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def _error(message: str, as_json: bool = False) -> int:
+    if as_json:
+        print_json({"valid": False, "issues": [{"code": "invalid_input", "message": message}]})
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def load_source(ref: str, storage: Storage | None) -> tuple[Workflow, str | None, int | None]:
+    """A workflow file/PNG path, or else a library workflow by id, id prefix or name."""
+    path = Path(ref)
+    if path.exists() or storage is None or path.suffix.lower() in (".json", ".png"):
+        return load_workflow(path), None, None
+    try:
+        record = storage.get_workflow(ref)
+    except NotFound:
+        raise WorkflowInvalid([Issue(code="unreadable", message=f"no file {ref!r} and no library workflow by that id or name")]) from None
+    version = storage.get_workflow_version(record.id)
+    return load_workflow(version.document), record.id, version.version
+
+
+def _overrides(sets: list[str]) -> dict[str, Any]:
+    return dict(parse_assignment(text) for text in sets)
+
+
+def validate(args: argparse.Namespace) -> int:
+    try:
+        workflow, _, _ = load_source(args.workflow, None)
+        overrides = _overrides(args.sets)
+    except WorkflowInvalid as invalid:
+        return _report_issues(invalid.issues, args.json)
+    except BatchSpecError as error:
+        return _error(str(error), args.json)
+    issues = validate_workflow(workflow, overrides)
+    if issues:
+        return _report_issues(issues, args.json)
+    if args.json:
+        print_json({"valid": True, "issues": []})
+    else:
+        print(f"valid: {workflow.name!r}, {len(workflow.nodes)} nodes")
+    return EXIT_OK
+
+
+def nodes(args: argparse.Namespace) -> int:
+    if args.json:
+        print_json(catalogue())
+        return EXIT_OK
+    rows = [(cls.category, cls.type, ", ".join(f"{i.name}:{i.type}" for i in cls.inputs),
+             ", ".join(f"{o.name}:{o.type}" for o in cls.outputs), cls.description.splitlines()[0] if cls.description else "")
+            for cls in all_node_classes()]
+    print(table(("category", "type", "inputs", "outputs", "description"), rows))
+    return EXIT_OK
+
+
+class _Progress:
+    """One bar over the batch's runs, with the running node and its step as the postfix (terminals only)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="run", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+    def __call__(self, index: int, event: RunEvent) -> None:
+        if event.kind == "node_started":
+            self.bar.set_postfix_str(f"run {index + 1}: {event.node}", refresh=True)
+        elif event.kind == "node_progress":
+            self.bar.set_postfix_str(f"run {index + 1}: {event.node} {event.data['step']}/{event.data['total']}")
+        elif event.kind in ("run_finished", "run_failed", "run_cancelled"):
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _follow(handles: list[RunHandle], progress: _Progress) -> list[RunOutcome]:
+    outcomes = []
+    try:
+        for index, handle in enumerate(handles):
+            for event in handle.events():
+                progress(index, event)
+            outcomes.append(handle.wait())
+    except KeyboardInterrupt:
+        for handle in handles:
+            handle.cancel()
+        print("\ncancelling…", file=sys.stderr)
+        outcomes = [handle.wait() for handle in handles]
+    return outcomes
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        storage = open_storage()
+    except StorageError as error:
+        return _error(str(error), args.json)
+    try:
+        workflow, workflow_id, version = load_source(args.workflow, storage)
+        groups = build_groups(
+            [text for kind, text in args.batch or [] if kind == "sweep"],
+            _zip_positions(args.batch or []), args.jobs)
+        jobs = expand(groups, _overrides(args.sets))
+    except WorkflowInvalid as invalid:
+        return _report_issues(invalid.issues, args.json)
+    except BatchSpecError as error:
+        return _error(str(error), args.json)
+
+    pool = WorkerPool(storage)
+    request = RunRequest(workflow=workflow, device=args.device, target=args.target,
+                         workflow_id=workflow_id, workflow_version=version)
+    try:
+        submission = submit_batch(pool, request, jobs)
+    except WorkflowInvalid as invalid:
+        return _report_issues(invalid.issues, args.json)
+    except ValueError as error:  # the device
+        return _error(str(error), args.json)
+    progress = _Progress(len(submission.handles), enabled=sys.stderr.isatty() and not args.json)
+    outcomes = _follow(submission.handles, progress)
+    progress.close()
+    pool.shutdown()
+
+    summaries = [_summarise(storage, outcome, values, args.out) for outcome, values in zip(outcomes, submission.jobs)]
+    grid = _write_grid(summaries, args.out) if args.grid and args.out and len(jobs) > 1 else None
+    ok = all(o.status == RunStatus.SUCCEEDED for o in outcomes)
+    if args.json:
+        print_json({"ok": ok, "batch_id": submission.batch_id, "grid": grid, "runs": summaries})
+    else:
+        rows = [(i + 1, s["run_id"], s["status"], f"{s['seconds']:.2f}", _values_text(s["values"]) or "-",
+                 "\n".join(s["outputs"]) or (s["error"] or {}).get("message", "-"))
+                for i, s in enumerate(summaries)]
+        print(table(("#", "run", "status", "seconds", "values", "outputs / error"), rows))
+        if grid:
+            print(f"grid: {grid}")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def _zip_positions(batch: list[tuple[str, str]]) -> list[tuple[int, str]]:
+    positions, sweeps = [], -1
+    for kind, text in batch:
+        if kind == "sweep":
+            sweeps += 1
+        else:
+            positions.append((sweeps, text))
+    return positions
+
+
+def _values_text(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def _summarise(storage: Storage, outcome: RunOutcome, values: dict[str, Any], out: Path | None) -> dict[str, Any]:
+    images = [a for a in outcome.artifacts if a.kind == "image"]
+    sources = [(storage.artifacts.absolute(a.path),
+                f"{a.meta.get('filename_prefix', 'flowcanvas')}_{outcome.run_id}_{a.meta.get('index', 0):02d}.png")
+               for a in images]
+    outputs = copy_outputs(sources, out) if out else [str(path) for path, _ in sources]
+    return {"run_id": outcome.run_id, "status": str(outcome.status), "values": values, "outputs": outputs,
+            "seconds": round(sum(outcome.timings.values()), 4), "timings": outcome.timings,
+            "cached": outcome.cached, "error": outcome.error}
+
+
+def _write_grid(summaries: list[dict[str, Any]], out: Path) -> str | None:
+    cells = [(Path(path), _values_text(s["values"])) for s in summaries for path in s["outputs"]]
+    if not cells:
+        return None
+    target = out / "grid.png"
+    target.write_bytes(sweep_grid([p for p, _ in cells], [c for _, c in cells]))
+    return str(target)
+
+
+def workflows(args: argparse.Namespace) -> int:
+    as_json = getattr(args, "json", False)
+    try:
+        storage = open_storage()
+        return _WORKFLOW_ACTIONS[args.action](storage, args)
+    except WorkflowInvalid as invalid:
+        return _report_issues(invalid.issues, as_json)
+    except StorageError as error:
+        return _error(str(error), as_json)
+
+
+def _workflow_row(record: Any) -> dict[str, Any]:
+    return {"id": record.id, "name": record.name, "description": record.description, "tags": list(record.tags),
+            "version": record.current_version, "updated_at": record.updated_at.isoformat()}
+
+
+def _workflows_list(storage: Storage, args: argparse.Namespace) -> int:
+    records = storage.list_workflows(search=args.search, tag=args.tag)
+    if args.json:
+        print_json([_workflow_row(r) for r in records])
+    else:
+        print(table(("id", "name", "version", "tags", "updated"),
+                    [(r.id, r.name, r.current_version, ", ".join(r.tags), r.updated_at.strftime("%Y-%m-%d %H:%M"))
+                     for r in records]))
+    return EXIT_OK
+
+
+def _workflows_show(storage: Storage, args: argparse.Namespace) -> int:
+    record = storage.get_workflow(args.ref)
+    version = storage.get_workflow_version(record.id, args.version)
+    workflow = load_workflow(version.document)
+    info = {**_workflow_row(record), "shown_version": version.version,
+            "exposed": [e.model_dump() for e in workflow.exposed],
+            "nodes": {nid: n.type for nid, n in workflow.nodes.items()}}
+    if args.json:
+        print_json(info)
+        return EXIT_OK
+    print(f"{record.name}  ({record.id}, version {version.version} of {record.current_version})")
+    if record.description:
+        print(record.description)
+    print(f"tags: {', '.join(record.tags) or '-'}")
+    print(table(("node", "type"), sorted(info["nodes"].items())))
+    if workflow.exposed:
+        print(table(("field", "node.param"), [(e.label, f"{e.node}.{e.param}") for e in workflow.exposed]))
+    return EXIT_OK
+
+
+def _workflows_export(storage: Storage, args: argparse.Namespace) -> int:
+    record = storage.get_workflow(args.ref)
+    text = canonical_json(load_workflow(storage.get_workflow_version(record.id, args.version).document))
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _workflows_import(storage: Storage, args: argparse.Namespace) -> int:
+    workflow = load_workflow(args.file)
+    record = storage.create_workflow(args.name or workflow.name, canonical_json(workflow),
+                                     description=workflow.description, tags=workflow.tags, message=args.message)
+    print(f"imported {record.name!r} as {record.id}")
+    for issue in validate_workflow(workflow):
+        print(f"  warning: {issue}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _workflows_delete(storage: Storage, args: argparse.Namespace) -> int:
+    record = storage.get_workflow(args.ref)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            return _error(f"deleting {record.name!r} needs --yes when not asked interactively")
+        answer = input(f"delete workflow {record.name!r} ({record.id}) and its {record.current_version} versions? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("kept")
+            return EXIT_OK
+    storage.delete_workflow(record.id)
+    print(f"deleted {record.name!r} ({record.id}); its runs keep their records")
+    return EXIT_OK
+
+
+def _workflows_versions(storage: Storage, args: argparse.Namespace) -> int:
+    record = storage.get_workflow(args.ref)
+    versions = storage.list_versions(record.id)
+    if args.json:
+        print_json([{"version": v.version, "sha256": v.sha256, "message": v.message,
+                     "created_at": v.created_at.isoformat()} for v in versions])
+    else:
+        print(table(("version", "saved", "message", "sha256"),
+                    [(f"{v.version}{' *' if v.version == record.current_version else ''}",
+                      v.created_at.strftime("%Y-%m-%d %H:%M:%S"), v.message, v.sha256[:12]) for v in versions]))
+    return EXIT_OK
+
+
+def _workflows_restore(storage: Storage, args: argparse.Namespace) -> int:
+    record = storage.restore_version(storage.get_workflow(args.ref).id, args.version)
+    print(f"restored version {args.version} of {record.name!r} as version {record.current_version}")
+    return EXIT_OK
+
+
+_WORKFLOW_ACTIONS = {"list": _workflows_list, "show": _workflows_show, "export": _workflows_export,
+                     "import": _workflows_import, "delete": _workflows_delete, "versions": _workflows_versions,
+                     "restore": _workflows_restore}
+
+
+def runs(args: argparse.Namespace) -> int:
+    as_json = getattr(args, "json", False)
+    try:
+        storage = open_storage()
+        if args.action == "list":
+            records = storage.list_runs(limit=args.limit, status=args.status)
+            if as_json:
+                print_json([_run_row(r) for r in records])
+            else:
+                print(table(("run", "status", "workflow", "created", "seconds", "device"),
+                            [(r.id, r.status, _run_name(r), r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                              f"{sum(r.node_timings.values()):.2f}", r.device) for r in records]))
+            return EXIT_OK
+        record = storage.get_run(args.ref)
+        artifacts = storage.list_artifacts(record.id)
+        info = {**_run_row(record), "overrides": record.overrides, "node_timings": record.node_timings,
+                "error": record.error, "environment": record.environment, "seeds": record.seeds,
+                "model_hashes": record.model_hashes,
+                "artifacts": [{"node": a.node_id, "kind": a.kind, "path": str(storage.artifacts.absolute(a.path)),
+                               "sha256": a.sha256, "size": a.size} for a in artifacts]}
+        if as_json:
+            print_json(info)
+        else:
+            for key in ("id", "status", "workflow", "device", "created_at", "started_at", "finished_at"):
+                print(f"{key}: {info[key]}")
+            for key in ("overrides", "seeds", "error", "environment"):
+                if info[key]:
+                    print(f"{key}: {json.dumps(info[key], sort_keys=True, default=str)}")
+            if record.node_timings:
+                print(table(("node", "seconds"), [(k, f"{v:.4f}") for k, v in record.node_timings.items()]))
+            for artifact in info["artifacts"]:
+                print(f"{artifact['kind']} from {artifact['node']}: {artifact['path']}")
+        return EXIT_OK
+    except StorageError as error:
+        return _error(str(error), as_json)
+
+
+def _run_name(record: Any) -> str:
+    try:
+        return json.loads(record.workflow).get("name", "?")
+    except json.JSONDecodeError:
+        return "?"
+
+
+def _run_row(record: Any) -> dict[str, Any]:
+    return {"id": record.id, "status": str(record.status), "workflow": _run_name(record),
+            "workflow_id": record.workflow_id, "workflow_version": record.workflow_version, "device": record.device,
+            "created_at": record.created_at.isoformat(),
+            "started_at": record.started_at.isoformat() if record.started_at else None,
+            "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+            "batch_id": record.batch_id, "batch_index": record.batch_index}

@@ -1,0 +1,429 @@
+"""From a workflow to an execution plan: subgraph flattening, overrides, validation with structured issues, pruning.
+
+Validation reports every problem at once as `Issue(node, field, code, message, hint)`; bad input never
+produces a traceback. Codes: schema, unknown_type, unsupported_type_version, unknown_param,
+missing_param, out_of_bounds, not_in_choices, invalid_value, invalid_params, unknown_input,
+missing_input, multiple_links, missing_node, missing_output, type_mismatch, cycle, no_output,
+unknown_target, unknown_subgraph, subgraph_cycle, unknown_exposed, duplicate_label, unknown_field.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+from pydantic import TypeAdapter, ValidationError
+
+from nodes.registry import Node, get_node_class, all_node_classes, param_socket_type
+from nodes.types import can_connect
+from pipelines.issues import Issue, WorkflowInvalid
+from pipelines.workflow import ID_SEPARATOR, SUBGRAPH_TYPE, Link, NodeEntry, Workflow, resolve_field
+
+_BOUNDS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_long", "too_short",
+           "string_too_long", "string_too_short", "multiple_of"}
+_CHOICES = {"literal_error", "enum"}
+
+
+@dataclass
+class FlatNode:
+    """A node after subgraph flattening; `id` is namespaced (`outer/inner`) for nodes from subgraphs."""
+
+    id: str
+    type: str
+    type_version: int
+    params: dict[str, Any]
+    inputs: dict[str, Link | list[Link]]
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    id: str
+    cls: type[Node]
+    params: dict[str, Any]  # literal params, upgraded to the current type_version
+    wired_params: dict[str, Link]  # params fed by another node's INT/FLOAT/STRING/BOOLEAN output
+    inputs: dict[str, Link | list[Link]]
+    title: str | None = None
+
+
+@dataclass
+class Plan:
+    """Validated nodes in topological order, pruned to what the requested outputs need."""
+
+    nodes: list[PlanNode]
+    output_nodes: list[str]
+    consumers: dict[str, int] = field(default_factory=dict)  # how many later nodes read each node's outputs
+
+
+# ---------------------------------------------------------------- flattening
+
+def flatten(workflow: Workflow) -> tuple[dict[str, FlatNode], list[Issue]]:
+    """Inline every subgraph instance; links into and out of instances are rewired to the inner nodes."""
+    issues: list[Issue] = []
+    flat: dict[str, FlatNode] = {}
+    instance_inputs: dict[str, dict[str, Link | list[Link]]] = {}
+    instance_targets: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    instance_outputs: dict[str, dict[str, Link]] = {}
+
+    def expand(nodes: dict[str, NodeEntry], prefix: str, stack: tuple[str, ...]) -> None:
+        for local_id, entry in nodes.items():
+            node_id = prefix + local_id
+            if not local_id or ID_SEPARATOR in local_id:
+                issues.append(Issue(node=node_id, code="schema", field="id",
+                                    message=f"node ids must be non-empty and may not contain {ID_SEPARATOR!r}"))
+                continue
+            inputs = {name: _prefixed(value, prefix) for name, value in entry.inputs.items()}
+            if entry.type != SUBGRAPH_TYPE:
+                flat[node_id] = FlatNode(node_id, entry.type, entry.type_version, dict(entry.params), inputs, entry.title)
+                continue
+            sub_id = entry.subgraph
+            definition = workflow.subgraphs.get(sub_id) if sub_id else None
+            if definition is None:
+                issues.append(Issue(node=node_id, field="subgraph", code="unknown_subgraph",
+                                    message=f"subgraph {sub_id!r} is not defined in this workflow",
+                                    hint=f"defined: {', '.join(workflow.subgraphs) or 'none'}"))
+                continue
+            if sub_id in stack:
+                issues.append(Issue(node=node_id, field="subgraph", code="subgraph_cycle",
+                                    message=f"subgraph {sub_id!r} contains itself ({' → '.join(stack + (sub_id,))})"))
+                continue
+            inner_prefix = node_id + ID_SEPARATOR
+            declared = {port.name: port for port in definition.inputs}
+            for name in inputs:
+                if name not in declared:
+                    issues.append(Issue(node=node_id, field=name, code="unknown_input",
+                                        message=f"subgraph {sub_id!r} has no input {name!r}",
+                                        hint=f"inputs: {', '.join(declared) or 'none'}"))
+            instance_inputs[node_id] = {k: v for k, v in inputs.items() if k in declared}
+            instance_targets[node_id] = {
+                port.name: [(inner_prefix + t.node, t.input) for t in port.targets] for port in definition.inputs
+            }
+            instance_outputs[node_id] = {
+                port.name: Link(node=inner_prefix + port.source.node, output=port.source.output)
+                for port in definition.outputs
+            }
+            expand(definition.nodes, inner_prefix, stack + (sub_id,))
+
+    expand(workflow.nodes, "", ())
+
+    # Feed instance inputs to their inner targets, outermost first (a target may be a nested instance).
+    for instance in sorted(instance_inputs, key=lambda i: i.count(ID_SEPARATOR)):
+        for name, value in instance_inputs[instance].items():
+            for target_id, target_input in instance_targets[instance].get(name, []):
+                if target_id in flat:
+                    flat[target_id].inputs[target_input] = value
+                elif target_id in instance_inputs:
+                    instance_inputs[target_id][target_input] = value
+                else:
+                    issues.append(Issue(node=instance, field=name, code="missing_node",
+                                        message=f"subgraph input {name!r} targets missing inner node {target_id!r}"))
+
+    def resolve(link: Link) -> Link | None:
+        seen = 0
+        while link.node in instance_outputs and seen <= len(instance_outputs):
+            mapped = instance_outputs[link.node].get(link.output)
+            if mapped is None:
+                return None
+            link, seen = mapped, seen + 1
+        return link
+
+    for node in flat.values():
+        for name, value in list(node.inputs.items()):
+            links = value if isinstance(value, list) else [value]
+            resolved = []
+            for link in links:
+                target = resolve(link)
+                if target is None:
+                    issues.append(Issue(node=node.id, field=name, code="missing_output",
+                                        message=f"subgraph node {link.node!r} has no output {link.output!r}"))
+                    target = link
+                resolved.append(target)
+            node.inputs[name] = resolved if isinstance(value, list) else resolved[0]
+    return flat, issues
+
+
+def _prefixed(value: Link | list[Link], prefix: str) -> Link | list[Link]:
+    if not prefix:
+        return value
+    if isinstance(value, list):
+        return [Link(node=prefix + link.node, output=link.output) for link in value]
+    return Link(node=prefix + value.node, output=value.output)
+
+
+# ---------------------------------------------------------------- overrides
+
+def apply_overrides(workflow: Workflow, flat: dict[str, FlatNode], overrides: dict[str, Any]) -> list[Issue]:
+    """Set each `label` or `node.param` override on the flat nodes, coerced to the param's type when possible."""
+    issues = []
+    for name, raw in overrides.items():
+        try:
+            node_id, param = resolve_field(workflow, name)
+        except KeyError as error:
+            issues.append(Issue(field=name, code="unknown_field", message=str(error.args[0])))
+            continue
+        node = flat.get(node_id)
+        if node is None:
+            issues.append(Issue(node=node_id, field=param, code="unknown_field", message=f"{name!r}: no node {node_id!r}"))
+            continue
+        node.params[param] = coerce_param(node.type, param, raw)
+        node.inputs.pop(param, None)  # an override replaces a wire into that param
+    return issues
+
+
+def coerce_param(type_name: str, param: str, raw: Any) -> Any:
+    """Convert a value given as text (CLI, CSV) to the param's type; leave it for validation to report if not."""
+    cls = get_node_class(type_name)
+    info = cls.Params.model_fields.get(param) if cls else None
+    if info is None or not isinstance(raw, str):
+        return raw
+    try:
+        return TypeAdapter(info.annotation).validate_python(raw)
+    except ValidationError:
+        return raw
+
+
+# ---------------------------------------------------------------- validation
+
+def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *, target: str | None = None) -> tuple[list[Issue], dict[str, PlanNode]]:
+    issues: list[Issue] = []
+    planned: dict[str, PlanNode] = {}
+    classes: dict[str, type[Node] | None] = {nid: get_node_class(n.type) for nid, n in flat.items()}
+
+    for node_id, node in flat.items():
+        cls = classes[node_id]
+        if cls is None:
+            close = difflib.get_close_matches(node.type, [c.type for c in all_node_classes()], n=3)
+            issues.append(Issue(node=node_id, field="type", code="unknown_type",
+                                message=f"unknown node type {node.type!r}",
+                                hint=f"did you mean {', '.join(close)}?" if close else "see `python run.py nodes`"))
+            continue
+        params = _upgrade_params(cls, node, issues)
+        if params is None:
+            continue
+        input_specs = {i.name: i for i in cls.inputs}
+        fields = cls.Params.model_fields
+        wired: dict[str, Link] = {}
+        inputs: dict[str, Link | list[Link]] = {}
+        for name, value in node.inputs.items():
+            links = value if isinstance(value, list) else [value]
+            if name in input_specs:
+                spec = input_specs[name]
+                if isinstance(value, list) and not spec.multi:
+                    issues.append(Issue(node=node_id, field=name, code="multiple_links",
+                                        message=f"input {name!r} takes one link, got {len(value)}"))
+                    continue
+                expected = spec.type
+                inputs[name] = value
+            elif name in fields and (expected := param_socket_type(fields[name])) is not None:
+                if isinstance(value, list):
+                    issues.append(Issue(node=node_id, field=name, code="multiple_links",
+                                        message=f"param {name!r} can be fed by one link, got {len(value)}"))
+                    continue
+                wired[name] = value
+            else:
+                issues.append(Issue(node=node_id, field=name, code="unknown_input",
+                                    message=f"{cls.type} has no input {name!r}",
+                                    hint=f"inputs: {', '.join(input_specs) or 'none'}"))
+                continue
+            for link in links:
+                issues.extend(_check_link(node_id, name, link, expected, flat, classes))
+        for spec in cls.inputs:
+            if not spec.optional and spec.name not in node.inputs:
+                issues.append(Issue(node=node_id, field=spec.name, code="missing_input",
+                                    message=f"required input {spec.name!r} ({spec.type}) is not connected"))
+        constants = {name: value for name, link in wired.items()
+                     if (value := _constant_value(flat.get(link.node), classes.get(link.node))) is not _UNKNOWN}
+        issues.extend(_check_params(node_id, cls, params, wired, constants))
+        planned[node_id] = PlanNode(node_id, cls, params, wired, inputs, node.title)
+
+    graph = _link_graph(flat)
+    for component in nx.strongly_connected_components(graph):
+        if len(component) > 1 or any(graph.has_edge(n, n) for n in component):
+            members = sorted(component)
+            issues.append(Issue(node=members[0], code="cycle",
+                                message=f"these nodes form a cycle: {' → '.join(members)}",
+                                hint="remove one of the links between them"))
+    if not any(c is not None and c.output_node for c in classes.values()):
+        issues.append(Issue(code="no_output", message="the workflow has no output node",
+                            hint="add a Save Image or Preview Image node"))
+    if target is not None and target not in flat:
+        issues.append(Issue(node=target, code="unknown_target", message=f"cannot run up to {target!r}: no such node"))
+    issues.extend(_check_exposed(workflow, flat, classes))
+    return issues, planned
+
+
+def _upgrade_params(cls: type[Node], node: FlatNode, issues: list[Issue]) -> dict[str, Any] | None:
+    params = dict(node.params)
+    if node.type_version > cls.version:
+        issues.append(Issue(node=node.id, field="type_version", code="unsupported_type_version",
+                            message=f"{cls.type} version {node.type_version} is newer than this FlowCanvas knows ({cls.version})",
+                            hint="upgrade FlowCanvas"))
+        return None
+    for version in range(node.type_version, cls.version):
+        upgrade = cls.upgrades.get(version)
+        if upgrade is None:
+            issues.append(Issue(node=node.id, field="type_version", code="unsupported_type_version",
+                                message=f"{cls.type} params saved by version {version} cannot be upgraded to {cls.version}"))
+            return None
+        params = upgrade(params)
+    return params
+
+
+def _check_link(node_id: str, name: str, link: Link, expected: Any, flat: dict[str, FlatNode],
+                classes: dict[str, type[Node] | None]) -> list[Issue]:
+    if link.node not in flat:
+        return [Issue(node=node_id, field=name, code="missing_node",
+                      message=f"input {name!r} is linked to node {link.node!r}, which does not exist")]
+    source_cls = classes.get(link.node)
+    if source_cls is None:
+        return []  # the unknown type is reported on the source node itself
+    outputs = {o.name: o for o in source_cls.outputs}
+    if link.output not in outputs:
+        return [Issue(node=node_id, field=name, code="missing_output",
+                      message=f"{source_cls.type} node {link.node!r} has no output {link.output!r}",
+                      hint=f"outputs: {', '.join(outputs) or 'none'}")]
+    produced = outputs[link.output].type
+    if not can_connect(produced, expected):
+        return [Issue(node=node_id, field=name, code="type_mismatch",
+                      message=f"input {name!r} expects {expected}, but {link.node}.{link.output} gives {produced}")]
+    return []
+
+
+_UNKNOWN = object()
+
+
+def _constant_value(source: FlatNode | None, cls: type[Node] | None) -> Any:
+    """The value a primitive source will output, known before running (or _UNKNOWN)."""
+    if source is None or cls is None or cls.constant_param is None or source.inputs:
+        return _UNKNOWN
+    if cls.constant_param in source.params:
+        return source.params[cls.constant_param]
+    info = cls.Params.model_fields.get(cls.constant_param)
+    return _UNKNOWN if info is None or info.is_required() else info.get_default(call_default_factory=True)
+
+
+def _check_params(node_id: str, cls: type[Node], params: dict[str, Any], wired: dict[str, Link],
+                  constants: dict[str, Any]) -> list[Issue]:
+    """Check literal params, and wired params whose value is a primitive's constant, against the spec."""
+    issues = []
+    values = {k: v for k, v in params.items() if k not in wired} | constants
+    try:
+        validated = cls.Params.model_validate(values)
+    except ValidationError as error:
+        for item in error.errors():
+            field_name = str(item["loc"][0]) if item["loc"] else None
+            kind = item["type"]
+            if kind == "missing" and field_name in wired:
+                continue  # fed at run time by a node whose value is not known yet
+            if kind == "missing":
+                code = "missing_param"
+            elif kind == "extra_forbidden":
+                code = "unknown_param"
+            elif kind in _BOUNDS:
+                code = "out_of_bounds"
+            elif kind in _CHOICES:
+                code = "not_in_choices"
+            else:
+                code = "invalid_value"
+            hint = None
+            if code == "unknown_param":
+                close = difflib.get_close_matches(field_name or "", list(cls.Params.model_fields), n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"params: {', '.join(cls.Params.model_fields) or 'none'}"
+            got = "" if kind in ("missing", "extra_forbidden") else f" (got {item['input']!r})"
+            if field_name in constants:
+                got += f" (fed by {wired[field_name].node}.{wired[field_name].output})"
+            issues.append(Issue(node=node_id, field=field_name, code=code, message=f"{item['msg']}{got}", hint=hint))
+        return issues
+    if set(wired) <= set(constants):
+        issues.extend(Issue(node=node_id, field=f, code="invalid_params", message=m) for f, m in cls.check(validated))
+    return issues
+
+
+def _check_exposed(workflow: Workflow, flat: dict[str, FlatNode], classes: dict[str, type[Node] | None]) -> list[Issue]:
+    issues, labels = [], set()
+    for exposed in workflow.exposed:
+        if exposed.label in labels:
+            issues.append(Issue(node=exposed.node, field=exposed.param, code="duplicate_label",
+                                message=f"two exposed fields are labelled {exposed.label!r}"))
+        labels.add(exposed.label)
+        cls = classes.get(exposed.node)
+        if exposed.node not in flat:
+            issues.append(Issue(node=exposed.node, field=exposed.param, code="unknown_exposed",
+                                message=f"exposed field {exposed.label!r} names missing node {exposed.node!r}"))
+        elif cls is not None and exposed.param not in cls.Params.model_fields:
+            issues.append(Issue(node=exposed.node, field=exposed.param, code="unknown_exposed",
+                                message=f"exposed field {exposed.label!r}: {cls.type} has no param {exposed.param!r}"))
+    return issues
+
+
+def _link_graph(flat: dict[str, FlatNode]) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    graph.add_nodes_from(flat)
+    for node in flat.values():
+        for value in node.inputs.values():
+            for link in value if isinstance(value, list) else [value]:
+                if link.node in flat:
+                    graph.add_edge(link.node, node.id)
+    return graph
+
+
+# ---------------------------------------------------------------- planning
+
+def validate_workflow(workflow: Workflow, overrides: dict[str, Any] | None = None, *, target: str | None = None) -> list[Issue]:
+    """Every issue with the workflow (and the overrides), without planning."""
+    try:
+        build_plan(workflow, overrides, target=target)
+    except WorkflowInvalid as invalid:
+        return invalid.issues
+    return []
+
+
+def build_plan(workflow: Workflow, overrides: dict[str, Any] | None = None, *, target: str | None = None) -> Plan:
+    """Flatten, override, validate, prune to the ancestors of the outputs (or of `target`) and order."""
+    flat, issues = flatten(workflow)
+    if overrides:
+        issues.extend(apply_overrides(workflow, flat, overrides))
+    validation_issues, planned = validate_flat(workflow, flat, target=target)
+    issues.extend(validation_issues)
+    if issues:
+        raise WorkflowInvalid(issues)
+    graph = _link_graph(flat)
+    sinks = [target] if target is not None else [nid for nid, p in planned.items() if p.cls.output_node]
+    keep = set(sinks)
+    for sink in sinks:
+        keep |= nx.ancestors(graph, sink)
+    order = list(nx.lexicographical_topological_sort(graph.subgraph(keep)))
+    consumers = {nid: sum(1 for succ in graph.successors(nid) if succ in keep) for nid in keep}
+    return Plan(nodes=[planned[nid] for nid in order], output_nodes=[s for s in order if s in sinks], consumers=consumers)
+
+
+def substitute_overrides(workflow: Workflow, overrides: dict[str, Any]) -> Workflow:
+    """The workflow with overrides written into its params: what an output PNG carries, so reopening it
+    reproduces that image. Overrides of nodes inside subgraphs stay in the run record only."""
+    if not overrides:
+        return workflow
+    nodes = {nid: entry.model_copy(deep=True) for nid, entry in workflow.nodes.items()}
+    for name, raw in overrides.items():
+        node_id, param = resolve_field(workflow, name)
+        entry = nodes.get(node_id)
+        if entry is not None:
+            entry.params[param] = coerce_param(entry.type, param, raw)
+            entry.inputs.pop(param, None)
+    return workflow.model_copy(update={"nodes": nodes})
+
+
+def coerce_overrides(workflow: Workflow, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Overrides with text values converted to their params' types (what a run records as its values)."""
+    flat, _ = flatten(workflow)
+    coerced = {}
+    for name, raw in overrides.items():
+        try:
+            node_id, param = resolve_field(workflow, name)
+        except KeyError:
+            coerced[name] = raw  # reported by validation
+            continue
+        node = flat.get(node_id)
+        coerced[name] = coerce_param(node.type, param, raw) if node else raw
+    return coerced

@@ -1,0 +1,248 @@
+"""The job worker: one FIFO per device that the UI, the HTTP API and the CLI all submit runs to.
+
+Callers never execute a run themselves: `submit` validates, records a queued run row and returns a
+handle; the worker thread executes runs one at a time, stores their artifacts and finishes the row in
+one transaction; callers follow the run's events (replayed from the start, so a late follower misses
+nothing) or wait for its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nodes.registry import RunCancelled
+from nodes.runtime import environment, resolve_device
+from pipelines.executor import CancelToken, Executor, EventSink, NodeFailed, OutputCache, RunEvent
+from pipelines.graph import Plan, build_plan, substitute_overrides
+from pipelines.workflow import PNG_RUN_KEY, PNG_WORKFLOW_KEY, Workflow, canonical_json
+from storage import ArtifactRecord, NewArtifact, RunStatus, Storage
+
+log = logging.getLogger(__name__)
+
+TERMINAL_EVENTS = {"run_finished", "run_failed", "run_cancelled"}
+
+
+class RunRequest(BaseModel):
+    """What to run: a workflow, the substituted values, and where it may run and read from."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    workflow: Workflow
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    target: str | None = None  # "run up to here"
+    device: str = "auto"
+    workflow_id: str | None = None
+    workflow_version: int | None = None
+    batch_id: str | None = None
+    batch_index: int | None = None
+    file_roots: tuple[Path, ...] | None = None  # confine file-reading nodes (browser and API submissions)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: RunStatus
+    error: dict[str, Any] | None = None
+    artifacts: list[ArtifactRecord] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+
+
+class EventLog:
+    """Every event of one run, in order; followers replay from the start and block for new ones."""
+
+    def __init__(self) -> None:
+        self._events: list[RunEvent] = []
+        self._changed = threading.Condition()
+
+    def append(self, event: RunEvent) -> None:
+        with self._changed:
+            self._events.append(event)
+            self._changed.notify_all()
+
+    def follow(self, timeout: float | None = None) -> Iterator[RunEvent]:
+        index = 0
+        while True:
+            with self._changed:
+                if index >= len(self._events) and not self._changed.wait_for(
+                        lambda: index < len(self._events), timeout):
+                    return
+                batch = self._events[index:]
+            index += len(batch)
+            for event in batch:
+                yield event
+                if event.kind in TERMINAL_EVENTS:
+                    return
+
+    def snapshot(self) -> list[RunEvent]:
+        with self._changed:
+            return list(self._events)
+
+
+class RunHandle:
+    def __init__(self, run_id: str, events: EventLog) -> None:
+        self.run_id = run_id
+        self._events = events
+        self.cancel_token = CancelToken()
+        self._done = threading.Event()
+        self._outcome: RunOutcome | None = None
+
+    def events(self, timeout: float | None = None) -> Iterator[RunEvent]:
+        """Every event of this run from its start, until it ends (or `timeout` seconds pass with nothing new)."""
+        return self._events.follow(timeout)
+
+    def cancel(self) -> None:
+        self.cancel_token.cancel()
+
+    def wait(self, timeout: float | None = None) -> RunOutcome:
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"run {self.run_id} did not finish within {timeout} s")
+        assert self._outcome is not None
+        return self._outcome
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def _finish(self, outcome: RunOutcome) -> None:
+        self._outcome = outcome
+        self._done.set()
+
+
+@dataclass
+class _Job:
+    request: RunRequest
+    plan: Plan
+    handle: RunHandle
+    log: EventLog
+
+
+class JobWorker:
+    """Executes the runs of one device in submission order, on its own thread, with a persistent cache."""
+
+    def __init__(self, storage: Storage, device: str, *, cache_budget_bytes: int = 2 * 1024**3) -> None:
+        self.storage = storage
+        self.device = device
+        self.executor = Executor(device=device, cache=OutputCache(cache_budget_bytes))
+        self.listeners: list[EventSink] = []
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=f"flowcanvas-worker-{device}", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: RunRequest) -> RunHandle:
+        """Validate (raises WorkflowInvalid, leaving no row behind), record a queued run and enqueue it."""
+        plan = build_plan(request.workflow, request.overrides, target=request.target)
+        record = self.storage.create_run(
+            workflow=canonical_json(request.workflow), overrides=request.overrides, device=self.device,
+            workflow_id=request.workflow_id, workflow_version=request.workflow_version,
+            target_node=request.target, batch_id=request.batch_id, batch_index=request.batch_index)
+        log_ = EventLog()
+        handle = RunHandle(record.id, log_)
+        job = _Job(request, plan, handle, log_)
+        self._emit(job, RunEvent("run_queued", record.id))
+        self._queue.put(job)
+        return handle
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _emit(self, job: _Job, event: RunEvent) -> None:
+        job.log.append(event)
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("run listener failed")
+
+    def _loop(self) -> None:
+        while (job := self._queue.get()) is not None:
+            try:
+                outcome = self._run(job)
+            except Exception as error:  # storage trouble: report it on the run rather than kill the worker
+                log.exception("run %s could not be completed", job.handle.run_id)
+                outcome = RunOutcome(job.handle.run_id, RunStatus.FAILED, {"message": f"internal error: {error}"})
+                self._emit(job, RunEvent("run_failed", job.handle.run_id, data={"error": outcome.error}))
+            job.handle._finish(outcome)
+
+    def _run(self, job: _Job) -> RunOutcome:
+        run_id = job.handle.run_id
+        request = job.request
+        if job.handle.cancel_token.cancelled:
+            self.storage.finish_run(run_id, RunStatus.CANCELLED, node_timings={})
+            self._emit(job, RunEvent("run_cancelled", run_id))
+            return RunOutcome(run_id, RunStatus.CANCELLED)
+        env = environment(self.device)
+        self.storage.mark_run_started(run_id, env)
+        self._emit(job, RunEvent("run_started", run_id, data={"device": self.device}))
+        effective = canonical_json(substitute_overrides(request.workflow, request.overrides))
+
+        def png_text(records: dict[str, dict[str, Any]]) -> dict[str, str]:
+            run_record = {"run_id": run_id, "overrides": request.overrides, "seeds": records.get("seeds", {}),
+                          "model_hashes": records.get("model_hashes", {}), "environment": env}
+            return {PNG_WORKFLOW_KEY: effective, PNG_RUN_KEY: json.dumps(run_record, sort_keys=True, default=str)}
+
+        try:
+            result = self.executor.execute(
+                job.plan, run_id=run_id, sinks=[lambda e: self._emit(job, e)], cancel=job.handle.cancel_token,
+                png_text=png_text, file_roots=request.file_roots)
+        except RunCancelled:
+            self.storage.finish_run(run_id, RunStatus.CANCELLED, node_timings={})
+            self._emit(job, RunEvent("run_cancelled", run_id))
+            return RunOutcome(run_id, RunStatus.CANCELLED)
+        except NodeFailed as failure:
+            if failure.details:
+                log.info("node %s failed:\n%s", failure.node_id, failure.details)
+            error = failure.as_dict()
+            self.storage.finish_run(run_id, RunStatus.FAILED, node_timings={}, error=error)
+            self._emit(job, RunEvent("run_failed", run_id, node=failure.node_id, data={"error": error}))
+            return RunOutcome(run_id, RunStatus.FAILED, error)
+        artifacts = []
+        for item in result.output_items:
+            stored = self.storage.artifacts.put_bytes(item.data, item.suffix)
+            artifacts.append(NewArtifact(node_id=item.node_id, kind=item.kind, path=stored.path,
+                                         sha256=stored.sha256, size=stored.size, meta=item.meta))
+        self.storage.finish_run(run_id, RunStatus.SUCCEEDED, node_timings=result.timings, seeds=result.seeds,
+                                model_hashes=result.model_hashes, artifacts=artifacts)
+        records = self.storage.list_artifacts(run_id)
+        self._emit(job, RunEvent("run_finished", run_id, data={
+            "seconds": sum(result.timings.values()),
+            "artifacts": [{"id": a.id, "node": a.node_id, "kind": a.kind, "path": a.path} for a in records]}))
+        return RunOutcome(run_id, RunStatus.SUCCEEDED, None, records, result.timings, result.executed, result.cached)
+
+
+class WorkerPool:
+    """One JobWorker per device, created on first use; the process-wide entry point for running workflows."""
+
+    def __init__(self, storage: Storage, *, cache_budget_bytes: int = 2 * 1024**3) -> None:
+        self.storage = storage
+        self.cache_budget_bytes = cache_budget_bytes
+        self._workers: dict[str, JobWorker] = {}
+        self._lock = threading.Lock()
+
+    def worker(self, device: str = "auto") -> JobWorker:
+        resolved = resolve_device(device)
+        with self._lock:
+            if resolved not in self._workers:
+                self._workers[resolved] = JobWorker(self.storage, resolved, cache_budget_bytes=self.cache_budget_bytes)
+            return self._workers[resolved]
+
+    def submit(self, request: RunRequest) -> RunHandle:
+        return self.worker(request.device).submit(request)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            workers = list(self._workers.values())
+            self._workers.clear()
+        for worker in workers:
+            worker.shutdown()

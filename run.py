@@ -1,0 +1,8 @@
+"""FlowCanvas entry point: `python run.py COMMAND …` (see `python run.py --help`)."""
+
+import sys
+
+from app.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

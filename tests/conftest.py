@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated data folder per test, storage in it, and the test node types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tests.support_nodes  # noqa: F401  (registers the Test* node types)
+from pipelines.jobs import WorkerPool
+from storage import Storage, open_storage
+from tests.support_nodes import EXECUTIONS
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    data = tmp_path / "data"
+    monkeypatch.setenv("FLOWCANVAS_HOME", str(data))
+    monkeypatch.delenv("FLOWCANVAS_DATABASE_URL", raising=False)
+    return data
+
+
+@pytest.fixture
+def storage(home: Path) -> Iterator[Storage]:
+    opened = open_storage(home)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def pool(storage: Storage) -> Iterator[WorkerPool]:
+    workers = WorkerPool(storage)
+    yield workers
+    workers.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def reset_executions() -> None:
+    EXECUTIONS.clear()
+
+
+def workflow_dict(nodes: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A workflow document around `nodes` (node entries as dicts)."""
+    return {"format": "flowcanvas.workflow", "version": 1, "name": "test", "nodes": nodes, **extra}
+
+
+def link(node: str, output: str = "value") -> dict[str, str]:
+    return {"node": node, "output": output}
