@@ -16,7 +16,7 @@ from typing import Any
 import networkx as nx
 from pydantic import TypeAdapter, ValidationError
 
-from nodes.registry import Node, get_node_class, all_node_classes, param_socket_type
+from nodes.registry import Node, all_node_classes, get_node_class, param_choices, param_socket_type
 from nodes.types import can_connect
 from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.workflow import ID_SEPARATOR, SUBGRAPH_TYPE, Link, NodeEntry, Workflow, resolve_field
@@ -330,10 +330,14 @@ def _check_params(node_id: str, cls: type[Node], params: dict[str, Any], wired: 
                 code = "not_in_choices"
             else:
                 code = "invalid_value"
-            hint = None
+            info = cls.Params.model_fields.get(field_name or "")
             if code == "unknown_param":
                 close = difflib.get_close_matches(field_name or "", list(cls.Params.model_fields), n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"params: {', '.join(cls.Params.model_fields) or 'none'}"
+            elif info is not None and (choices := param_choices(info)) is not None:
+                hint = "one of: " + ", ".join(map(str, choices))
+            else:
+                hint = info.description if info is not None else None
             got = "" if kind in ("missing", "extra_forbidden") else f" (got {item['input']!r})"
             if field_name in constants:
                 got += f" (fed by {wired[field_name].node}.{wired[field_name].output})"
