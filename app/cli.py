@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = runs.add_subparsers(dest="action", metavar="ACTION", required=True)
     rl = rsub.add_parser("list", help="recent runs")
     rl.add_argument("--limit", type=int, default=20)
-    rl.add_argument("--status")
+    rl.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled", "interrupted"))
     rl.add_argument("--json", action="store_true")
     rs = rsub.add_parser("show", help="one run's record")
     rs.add_argument("ref")
@@ -96,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # usage errors (2) and --help (0) return instead of leaving the caller's process
+        return int(exit_.code or 0)
     if args.command is None:
         parser.print_help()
         return EXIT_OK

@@ -56,11 +56,12 @@ def _overrides(sets: list[str]) -> dict[str, Any]:
 
 def validate(args: argparse.Namespace) -> int:
     try:
-        workflow, _, _ = load_source(args.workflow, None)
+        storage = None if Path(args.workflow).exists() else open_storage()
+        workflow, _, _ = load_source(args.workflow, storage)
         overrides = _overrides(args.sets)
     except WorkflowInvalid as invalid:
         return _report_issues(invalid.issues, args.json)
-    except BatchSpecError as error:
+    except (BatchSpecError, StorageError) as error:
         return _error(str(error), args.json)
     issues = validate_workflow(workflow, overrides)
     if issues:
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         jobs = expand(groups, _overrides(args.sets))
     except WorkflowInvalid as invalid:
         return _report_issues(invalid.issues, args.json)
-    except BatchSpecError as error:
+    except (BatchSpecError, StorageError) as error:
         return _error(str(error), args.json)
 
     pool = WorkerPool(storage)
@@ -180,7 +181,7 @@ def _values_text(values: dict[str, Any]) -> str:
 def _summarise(storage: Storage, outcome: RunOutcome, values: dict[str, Any], out: Path | None) -> dict[str, Any]:
     images = [a for a in outcome.artifacts if a.kind == "image"]
     sources = [(storage.artifacts.absolute(a.path),
-                f"{a.meta.get('filename_prefix', 'flowcanvas')}_{outcome.run_id}_{a.meta.get('index', 0):02d}.png")
+                f"{a.meta.get('filename_prefix', 'flowcanvas')}_{outcome.run_id}_{a.node_id}_{a.meta.get('index', 0):02d}.png")
                for a in images]
     outputs = copy_outputs(sources, out) if out else [str(path) for path, _ in sources]
     return {"run_id": outcome.run_id, "status": str(outcome.status), "values": values, "outputs": outputs,

@@ -143,13 +143,25 @@ class LoadImage(Node):
         data = _read_file(ctx, params.path)
         try:
             with Image.open(io.BytesIO(data)) as opened:
-                img = ImageOps.exif_transpose(opened).convert("RGBA")
+                rgba = _rgba_array(ImageOps.exif_transpose(opened))
         except (UnidentifiedImageError, OSError) as error:
             raise NodeError(f"{params.path!r} is not an image this can read ({error})", field="path") from None
-        rgba = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0)
-        image = rgba[..., :3].permute(2, 0, 1).unsqueeze(0).contiguous()
-        mask = (1.0 - rgba[..., 3]).unsqueeze(0)
+        tensor = torch.from_numpy(rgba)
+        image = tensor[..., :3].permute(2, 0, 1).unsqueeze(0).contiguous()
+        mask = (1.0 - tensor[..., 3]).unsqueeze(0)
         return {"image": image, "mask": mask}
+
+
+def _rgba_array(img: Image.Image) -> np.ndarray:
+    """[H, W, 4] float32 in [0, 1]; 16-bit and 32-bit greyscale (depth maps, masks) are scaled, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        grey = np.asarray(img, dtype=np.float32) / (65535.0 if img.mode.startswith("I;16") else 4294967295.0)
+        grey = np.clip(grey, 0.0, 1.0)
+        return np.stack([grey, grey, grey, np.ones_like(grey)], axis=-1)
+    if img.mode == "F":
+        grey = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+        return np.stack([grey, grey, grey, np.ones_like(grey)], axis=-1)
+    return np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
 
 
 def _read_file(ctx: NodeContext, raw: str) -> bytes:

@@ -287,6 +287,10 @@ def param_spec(name: str, info: FieldInfo) -> dict[str, Any]:
             spec["exclusive_maximum"] = meta.lt
         elif isinstance(meta, annotated_types.MaxLen):
             spec["max_length"] = meta.max_length
+        elif isinstance(meta, annotated_types.MinLen):
+            spec["min_length"] = meta.min_length
+        elif getattr(meta, "pattern", None) is not None:
+            spec["pattern"] = meta.pattern
     choices = param_choices(info)
     if choices is not None:
         spec["choices"] = choices

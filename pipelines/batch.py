@@ -3,7 +3,8 @@
 Batch semantics follow InvokeAI: values zip within a group, and groups combine as a cartesian product.
 On the command line each `--sweep NAME=VALUES` starts a group, `--zip NAME=VALUES` adds a field to the
 group before it, and a `--jobs` CSV is one more group whose rows are zipped. VALUES are `A..B` or
-`A..B:STEP` (inclusive), a JSON list, or comma-separated text (`\\,` keeps a comma).
+`A..B:STEP` (inclusive), a JSON list, or comma-separated text (`\\,` keeps a comma; spaces around
+values are dropped).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pipelines.workflow import Workflow
 MAX_JOBS = 100_000
 _NUMBER = r"-?\d+(?:\.\d+)?"
 _RANGE = re.compile(rf"^{_NUMBER}\.\.{_NUMBER}(?::{_NUMBER})?$")
+_RANGE_START = re.compile(rf"^{_NUMBER}\.\.{_NUMBER}:")
 
 
 class BatchSpecError(ValueError):
@@ -69,6 +71,8 @@ def parse_values(text: str) -> list[Any]:
         return values
     if _RANGE.match(stripped):
         return _parse_range(stripped)
+    if _RANGE_START.match(stripped):
+        raise BatchSpecError(f"not a range: {text!r} (expected A..B or A..B:STEP with a numeric STEP)")
     values, current, escaped = [], "", False
     for char in text:
         if escaped:
@@ -77,11 +81,11 @@ def parse_values(text: str) -> list[Any]:
         elif char == "\\":
             escaped = True
         elif char == ",":
-            values.append(current)
+            values.append(current.strip())
             current = ""
         else:
             current += char
-    values.append(current)
+    values.append(current.strip())
     return values
 
 
@@ -119,20 +123,18 @@ def read_jobs_csv(source: Path | str) -> SweepGroup:
         except OSError as error:
             raise BatchSpecError(f"cannot read jobs file: {error}") from None
     reader = csv.reader(io.StringIO(source))
-    rows = [row for row in reader if any(cell.strip() for cell in row)]
+    rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     if len(rows) < 2:
         raise BatchSpecError("a jobs CSV needs a header row and at least one job row")
-    header = [name.strip() for name in rows[0]]
+    header = [name.strip() for name in rows[0][1]]
     if len(set(header)) != len(header) or not all(header):
         raise BatchSpecError(f"the CSV header must name distinct fields: {header}")
+    for line_no, row in rows[1:]:
+        if len(row) != len(header):
+            raise BatchSpecError(f"CSV line {line_no} has {len(row)} cells, the header has {len(header)}")
     group = SweepGroup()
     for column, name in enumerate(header):
-        values = []
-        for line_no, row in enumerate(rows[1:], start=2):
-            if len(row) != len(header):
-                raise BatchSpecError(f"CSV line {line_no} has {len(row)} cells, the header has {len(header)}")
-            values.append(row[column])
-        group.add(name, values)
+        group.add(name, [row[column] for _, row in rows[1:]])
     return group
 
 

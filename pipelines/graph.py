@@ -4,7 +4,8 @@ Validation reports every problem at once as `Issue(node, field, code, message, h
 produces a traceback. Codes: schema, unknown_type, unsupported_type_version, unknown_param,
 missing_param, out_of_bounds, not_in_choices, invalid_value, invalid_params, unknown_input,
 missing_input, multiple_links, missing_node, missing_output, type_mismatch, cycle, no_output,
-unknown_target, unknown_subgraph, subgraph_cycle, unknown_exposed, duplicate_label, unknown_field.
+unknown_target, unknown_subgraph, subgraph_cycle, unknown_exposed, duplicate_label, unknown_field,
+duplicate_field.
 """
 
 from __future__ import annotations
@@ -157,12 +158,19 @@ def _prefixed(value: Link | list[Link], prefix: str) -> Link | list[Link]:
 def apply_overrides(workflow: Workflow, flat: dict[str, FlatNode], overrides: dict[str, Any]) -> list[Issue]:
     """Set each `label` or `node.param` override on the flat nodes, coerced to the param's type when possible."""
     issues = []
+    named: dict[tuple[str, str], str] = {}
     for name, raw in overrides.items():
         try:
             node_id, param = resolve_field(workflow, name)
         except KeyError as error:
             issues.append(Issue(field=name, code="unknown_field", message=str(error.args[0])))
             continue
+        if (node_id, param) in named:
+            issues.append(Issue(node=node_id, field=param, code="duplicate_field",
+                                message=f"{name!r} and {named[node_id, param]!r} both set {node_id}.{param}",
+                                hint="set or sweep each field under one name"))
+            continue
+        named[node_id, param] = name
         node = flat.get(node_id)
         if node is None:
             issues.append(Issue(node=node_id, field=param, code="unknown_field", message=f"{name!r}: no node {node_id!r}"))
