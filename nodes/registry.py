@@ -222,9 +222,14 @@ def load_builtin_nodes() -> None:
     global _BUILTINS_LOADED
     if _BUILTINS_LOADED:
         return
-    _BUILTINS_LOADED = True
+    import nodes.encoders  # noqa: F401
     import nodes.image  # noqa: F401
+    import nodes.models.loader  # noqa: F401
     import nodes.primitives  # noqa: F401
+    import nodes.sampling  # noqa: F401
+    import nodes.solvers  # noqa: F401
+
+    _BUILTINS_LOADED = True
 
 
 # ---- param introspection (shared by validation, the catalogue and CLI value coercion) ----

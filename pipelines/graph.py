@@ -60,9 +60,18 @@ class Plan:
 
 # ---------------------------------------------------------------- flattening
 
-def flatten(workflow: Workflow) -> tuple[dict[str, FlatNode], list[Issue]]:
+@dataclass
+class Flattened:
+    nodes: dict[str, FlatNode]
+    issues: list[Issue]
+    reported: set[tuple[str, str]]  # (node, input) whose link problem flattening already reported
+
+
+def flatten(workflow: Workflow) -> Flattened:
     """Inline every subgraph instance; links into and out of instances are rewired to the inner nodes."""
     issues: list[Issue] = []
+    reported: set[tuple[str, str]] = set()
+    broken: set[str] = set()  # instances that could not be expanded (already reported)
     flat: dict[str, FlatNode] = {}
     instance_inputs: dict[str, dict[str, Link | list[Link]]] = {}
     instance_targets: dict[str, dict[str, list[tuple[str, str]]]] = {}
@@ -82,14 +91,21 @@ def flatten(workflow: Workflow) -> tuple[dict[str, FlatNode], list[Issue]]:
             sub_id = entry.subgraph
             definition = workflow.subgraphs.get(sub_id) if sub_id else None
             if definition is None:
-                issues.append(Issue(node=node_id, field="subgraph", code="unknown_subgraph",
-                                    message=f"subgraph {sub_id!r} is not defined in this workflow",
+                message = (f"subgraph {sub_id!r} is not defined in this workflow" if sub_id
+                           else "a Subgraph node needs `subgraph`: the id of its definition")
+                issues.append(Issue(node=node_id, field="subgraph", code="unknown_subgraph", message=message,
                                     hint=f"defined: {', '.join(workflow.subgraphs) or 'none'}"))
+                broken.add(node_id)
                 continue
             if sub_id in stack:
                 issues.append(Issue(node=node_id, field="subgraph", code="subgraph_cycle",
                                     message=f"subgraph {sub_id!r} contains itself ({' → '.join(stack + (sub_id,))})"))
+                broken.add(node_id)
                 continue
+            for param in entry.params:
+                issues.append(Issue(node=node_id, field=param, code="unknown_param",
+                                    message="a Subgraph node has no params of its own",
+                                    hint="set inner params as outer/inner.param"))
             inner_prefix = node_id + ID_SEPARATOR
             declared = {port.name: port for port in definition.inputs}
             for name in inputs:
@@ -116,7 +132,14 @@ def flatten(workflow: Workflow) -> tuple[dict[str, FlatNode], list[Issue]]:
                 if target_id in flat:
                     flat[target_id].inputs[target_input] = value
                 elif target_id in instance_inputs:
-                    instance_inputs[target_id][target_input] = value
+                    if target_input in instance_targets[target_id]:
+                        instance_inputs[target_id][target_input] = value
+                    else:
+                        issues.append(Issue(node=instance, field=name, code="unknown_input",
+                                            message=f"subgraph input {name!r} targets {target_id!r}, whose subgraph "
+                                                    f"has no input {target_input!r}"))
+                elif target_id in broken:
+                    continue
                 else:
                     issues.append(Issue(node=instance, field=name, code="missing_node",
                                         message=f"subgraph input {name!r} targets missing inner node {target_id!r}"))
@@ -135,14 +158,17 @@ def flatten(workflow: Workflow) -> tuple[dict[str, FlatNode], list[Issue]]:
             links = value if isinstance(value, list) else [value]
             resolved = []
             for link in links:
+                if link.node in broken:
+                    reported.add((node.id, name))
                 target = resolve(link)
                 if target is None:
                     issues.append(Issue(node=node.id, field=name, code="missing_output",
                                         message=f"subgraph node {link.node!r} has no output {link.output!r}"))
+                    reported.add((node.id, name))
                     target = link
                 resolved.append(target)
             node.inputs[name] = resolved if isinstance(value, list) else resolved[0]
-    return flat, issues
+    return Flattened(flat, issues, reported)
 
 
 def _prefixed(value: Link | list[Link], prefix: str) -> Link | list[Link]:
@@ -194,8 +220,8 @@ def coerce_param(type_name: str, param: str, raw: Any) -> Any:
 
 # ---------------------------------------------------------------- validation
 
-def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *,
-                  target: str | None = None) -> tuple[list[Issue], dict[str, PlanNode], nx.DiGraph]:
+def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *, target: str | None = None,
+                  reported: set[tuple[str, str]] = frozenset()) -> tuple[list[Issue], dict[str, PlanNode], nx.DiGraph]:
     """Check every node, link and exposed field; returns the issues, the planned nodes and the link graph."""
     issues: list[Issue] = []
     planned: dict[str, PlanNode] = {}
@@ -222,7 +248,7 @@ def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *,
                 spec = input_specs[name]
                 if isinstance(value, list) and not spec.multi:
                     issues.append(Issue(node=node_id, field=name, code="multiple_links",
-                                        message=f"input {name!r} takes one link, got {len(value)}"))
+                                        message=f"input {name!r} takes one link, not a list of {len(value)}"))
                     continue
                 expected = spec.type
                 inputs[name] = value
@@ -237,10 +263,12 @@ def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *,
                                     message=f"{cls.type} has no input {name!r}",
                                     hint=f"inputs: {', '.join(input_specs) or 'none'}"))
                 continue
+            if (node_id, name) in reported:
+                continue
             for link in links:
                 issues.extend(_check_link(node_id, name, link, expected, flat, classes))
         for spec in cls.inputs:
-            if not spec.optional and spec.name not in node.inputs:
+            if not spec.optional and node.inputs.get(spec.name) in (None, []) and (node_id, spec.name) not in reported:
                 issues.append(Issue(node=node_id, field=spec.name, code="missing_input",
                                     message=f"required input {spec.name!r} ({spec.type}) is not connected"))
         constants = {name: value for name, link in wired.items()
@@ -397,10 +425,11 @@ def validate_workflow(workflow: Workflow, overrides: dict[str, Any] | None = Non
 
 def build_plan(workflow: Workflow, overrides: dict[str, Any] | None = None, *, target: str | None = None) -> Plan:
     """Flatten, override, validate, prune to the ancestors of the outputs (or of `target`) and order."""
-    flat, issues = flatten(workflow)
+    flattened = flatten(workflow)
+    flat, issues = flattened.nodes, flattened.issues
     if overrides:
         issues.extend(apply_overrides(workflow, flat, overrides))
-    validation_issues, planned, graph = validate_flat(workflow, flat, target=target)
+    validation_issues, planned, graph = validate_flat(workflow, flat, target=target, reported=flattened.reported)
     issues.extend(validation_issues)
     if issues:
         raise WorkflowInvalid(issues)
@@ -433,7 +462,7 @@ def substitute_overrides(workflow: Workflow, overrides: dict[str, Any]) -> Workf
 
 def coerce_overrides(workflow: Workflow, overrides: dict[str, Any]) -> dict[str, Any]:
     """Overrides with text values converted to their params' types (what a run records as its values)."""
-    flat, _ = flatten(workflow)
+    flat = flatten(workflow).nodes
     coerced = {}
     for name, raw in overrides.items():
         try:

@@ -23,14 +23,35 @@ def test_template_is_valid_and_canonical(path: Path):
     assert workflow.exposed, "a starter workflow exposes its main fields"
 
 
+@pytest.fixture(scope="module")
+def tiny_model_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Saved tiny SD3 and FLUX models standing in for real weights (no downloads here)."""
+    from tests.tiny_models import save_tiny, tiny_flux_pipeline, tiny_sd3_pipeline
+
+    folders = {}
+    for family, build in (("sd3", tiny_sd3_pipeline), ("flux", tiny_flux_pipeline)):
+        folder = save_tiny(build(), tmp_path_factory.mktemp(family) / "model")
+        (folder / "flowcanvas.json").write_text('{"max_sequence_length": 16}')
+        folders[family] = folder
+    return folders
+
+
+def small_overrides(workflow, picture: Path, models: dict[str, Path]) -> dict[str, object]:
+    """Point a template at test inputs: a small picture, a tiny model of its family, a small size, few steps."""
+    family = "flux" if "flux" in workflow.tags else "sd3"
+    values = {"Source image": str(picture), "Model": str(models[family]), "Width": 64, "Height": 64, "Steps": 4}
+    labels = {e.label for e in workflow.exposed}
+    return {label: value for label, value in values.items() if label in labels}
+
+
 @pytest.mark.parametrize("path", TEMPLATES, ids=[p.name for p in TEMPLATES])
-def test_template_runs(path: Path, pool: WorkerPool, tmp_path: Path):
+def test_template_runs(path: Path, pool: WorkerPool, tmp_path: Path, tiny_model_folders: dict[str, Path]):
     import torch
 
     picture = tmp_path / "input.png"
     picture.write_bytes(encode_png(to_pil(torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(0)))[0]))
     workflow = load_workflow(path)
-    overrides = {e.label: str(picture) for e in workflow.exposed if e.label == "Source image"}
-    outcome = pool.submit(RunRequest(workflow=workflow, overrides=overrides, device="cpu")).wait(120)
+    outcome = pool.submit(RunRequest(workflow=workflow, overrides=small_overrides(workflow, picture, tiny_model_folders),
+                                     device="cpu")).wait(300)
     assert outcome.status == RunStatus.SUCCEEDED, outcome.error
     assert any(a.kind == "image" for a in outcome.artifacts)
