@@ -1,0 +1,126 @@
+"""The flow-model adapter interface and the values that flow along model-side wires.
+
+Convention (algorithms.md §0): x_σ = (1−σ)·x0 + σ·ε, v = ε − x0, σ from 1 (noise) to 0 (data). Latents
+on wires are always unpacked [B, C, h, w] in model space (VAE output already shifted and scaled); FLUX
+packing and position ids happen inside the FLUX adapter. Solvers and editors see only `FlowModel`, so
+every editor works with every family.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+FAMILIES = ("sd3", "flux")
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Encoded prompt(s) for one family: a batch of rows, one per prompt."""
+
+    family: str
+    prompt_embeds: torch.Tensor  # [B, L, D]
+    pooled: torch.Tensor  # [B, P]
+    prompts: tuple[str, ...] = ()
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. FLUX txt_ids
+
+    @property
+    def batch(self) -> int:
+        return self.prompt_embeds.shape[0]
+
+    def repeat_to(self, batch: int) -> Conditioning:
+        """Broadcast a single prompt to `batch` rows (as diffusers does for num_images_per_prompt)."""
+        if self.batch == batch:
+            return self
+        if self.batch != 1:
+            raise ValueError(f"conditioning has {self.batch} prompts, cannot broadcast to a batch of {batch}")
+        return Conditioning(self.family, self.prompt_embeds.repeat(batch, 1, 1), self.pooled.repeat(batch, 1),
+                            self.prompts * batch, self.extra)
+
+    @staticmethod
+    def cat(parts: list[Conditioning]) -> Conditioning:
+        """Stack conditionings along the batch (one forward call for several prompts)."""
+        first = parts[0]
+        if any(p.family != first.family for p in parts):
+            raise ValueError("cannot batch conditionings of different model families")
+        length = max(p.prompt_embeds.shape[1] for p in parts)
+        if any(p.prompt_embeds.shape[1] != length for p in parts):
+            raise ValueError("cannot batch conditionings of different sequence lengths")
+        return Conditioning(first.family, torch.cat([p.prompt_embeds for p in parts]),
+                            torch.cat([p.pooled for p in parts]), tuple(x for p in parts for x in p.prompts),
+                            first.extra)
+
+    def nbytes(self) -> int:
+        tensors = [self.prompt_embeds, self.pooled, *self.extra.values()]
+        return sum(t.element_size() * t.numel() for t in tensors)
+
+
+@dataclass(frozen=True)
+class Latent:
+    """Latents in model space, unpacked [B, C, h, w], tagged with the family that can decode them."""
+
+    samples: torch.Tensor
+    family: str
+
+    def nbytes(self) -> int:
+        return self.samples.element_size() * self.samples.numel()
+
+
+class FlowModel(ABC):
+    """One model family behind one interface: velocity, latent geometry, default schedule, provenance."""
+
+    family: str
+    source: str  # where it was loaded from (folder, file, hub id, embedded:name)
+    sha256: str  # content hash of the weights, recorded with every run
+
+    @property
+    @abstractmethod
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    @abstractmethod
+    def device(self) -> torch.device: ...
+
+    @property
+    @abstractmethod
+    def latent_channels(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell (8 for SD3 and FLUX)."""
+
+    @abstractmethod
+    def predict(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
+                guidance: float | None = None) -> torch.Tensor:
+        """One forward call: v for each row of x with the matching row of cond (no CFG).
+
+        `sigma` is a 0-dim float32 tensor; `guidance` is FLUX's embedded guidance (ignored by SD3)."""
+
+    @abstractmethod
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, positive: Conditioning,
+                 negative: Conditioning | None = None, guidance: float = 1.0, true_cfg: float = 1.0) -> torch.Tensor:
+        """The guided velocity as the family's diffusers pipeline computes it.
+
+        SD3: classifier-free guidance with scale `guidance` (only when > 1; `negative` batched with
+        `positive` in one call). FLUX: `guidance` goes into the guidance embedding (dev) or is ignored
+        (schnell); true CFG with `negative` runs only when `true_cfg` > 1, as a second call."""
+
+    @abstractmethod
+    def default_sigmas(self, steps: int, height: int, width: int) -> torch.Tensor:
+        """The family pipeline's schedule for `steps` at this image size: T+1 float32 values ending in 0."""
+
+    def latent_shape(self, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """The unpacked latent shape for an image of height × width pixels (as the pipelines compute it)."""
+        factor = self.vae_scale_factor
+        return (batch, self.latent_channels, height // factor, width // factor)
+
+    def nbytes(self) -> int:
+        return 0  # the model manager owns the weights; the executor's cache must not count them
+
+    def describe(self) -> dict[str, Any]:
+        return {"family": self.family, "source": self.source, "sha256": self.sha256,
+                "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device)}

@@ -1,0 +1,120 @@
+"""Sampling: empty latents, seeded noise drawn as diffusers draws it, and the Sampler node.
+
+The Sampler composes a model's guided velocity with any SIGMAS schedule and SOLVER (k-diffusion's
+decomposition): same seed, schedule and solver as a diffusers pipeline give the same bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from pydantic import Field
+
+from nodes.image import preview_png
+from nodes.models.base import Conditioning, FlowModel, Latent
+from nodes.primitives import MAX_SEED
+from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
+from nodes.types import SocketType
+
+
+@dataclass(frozen=True)
+class NoiseSource:
+    """A NOISE value: Gaussian noise from a seeded CPU generator, so a seed means the same on every device."""
+
+    seed: int
+
+    def draw(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        generator = torch.Generator("cpu").manual_seed(self.seed)
+        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+
+@node("Noise", category="sampling", outputs=[Output("noise", SocketType.NOISE)])
+class NoiseNode(Node):
+    """Seeded starting noise; seeds mean the same as in diffusers (a CPU torch.Generator)."""
+
+    class Params(NodeParams):
+        seed: int = Field(0, ge=0, le=MAX_SEED, description="The seed; the same seed gives the same image.",
+                          json_schema_extra={"widget": "seed"})
+
+    def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
+        ctx.record_seed("seed", params.seed)
+        return {"noise": NoiseSource(params.seed)}
+
+
+@node("EmptyLatent", category="latent", inputs=[Input("model", SocketType.FLOW_MODEL)],
+      outputs=[Output("latent", SocketType.LATENT)])
+class EmptyLatent(Node):
+    """A blank latent of the model's shape for an image size (the start of text-to-image)."""
+
+    class Params(NodeParams):
+        width: int = Field(1024, ge=16, le=8192, multiple_of=16, description="Image width in pixels (a multiple of 16).")
+        height: int = Field(1024, ge=16, le=8192, multiple_of=16, description="Image height in pixels (a multiple of 16).")
+        batch_size: int = Field(1, ge=1, le=64, description="Images per run.")
+
+    def run(self, ctx: NodeContext, params: Params, model: FlowModel) -> dict[str, Any]:
+        shape = model.latent_shape(params.batch_size, params.height, params.width)
+        return {"latent": Latent(torch.zeros(shape, dtype=model.dtype, device=model.device), model.family)}
+
+
+def start_index(steps: int, denoise: float) -> int:
+    """First step for img2img strength `denoise`, as diffusers' img2img pipelines compute it."""
+    init_steps = min(steps * denoise, steps)
+    return int(max(steps - init_steps, 0))
+
+
+def latent_preview(x0: torch.Tensor) -> bytes:
+    """A rough, cheap preview: the clean estimate's first three channels, each stretched to [0, 1]."""
+    channels = x0[:1, :3].float()
+    low = channels.amin(dim=(2, 3), keepdim=True)
+    high = channels.amax(dim=(2, 3), keepdim=True)
+    return preview_png(((channels - low) / (high - low).clamp_min(1e-6)).cpu())
+
+
+@node("Sampler", category="sampling",
+      inputs=[Input("model", SocketType.FLOW_MODEL), Input("positive", SocketType.CONDITIONING),
+              Input("negative", SocketType.CONDITIONING, "Used by CFG (SD3) and true CFG (FLUX)", optional=True),
+              Input("latent", SocketType.LATENT, "Empty for text-to-image; an encoded image for image-to-image"),
+              Input("sigmas", SocketType.SIGMAS), Input("solver", SocketType.SOLVER), Input("noise", SocketType.NOISE)],
+      outputs=[Output("latent", SocketType.LATENT)])
+class Sampler(Node):
+    """Integrate the flow from noise to an image along a schedule with a solver."""
+
+    class Params(NodeParams):
+        guidance: float = Field(7.0, ge=0.0, le=100.0, json_schema_extra={"step": 0.1}, description=(
+            "SD3: classifier-free guidance scale (on above 1); FLUX-dev: the embedded guidance."))
+        true_cfg: float = Field(1.0, ge=1.0, le=100.0, json_schema_extra={"step": 0.1},
+                                description="FLUX only: true CFG with the negative prompt when above 1 (two passes).")
+        denoise: float = Field(1.0, ge=0.0, le=1.0, json_schema_extra={"step": 0.01}, description=(
+            "How much of the input latent to redraw: 1 ignores it (text-to-image), lower keeps more of it."))
+        preview_every: int = Field(4, ge=0, le=1000, description="Show a rough preview every N steps (0: never).")
+
+    def run(self, ctx: NodeContext, params: Params, model: FlowModel, positive: Conditioning, latent: Latent,
+            sigmas: torch.Tensor, solver: Any, noise: NoiseSource, negative: Conditioning | None = None) -> dict[str, Any]:
+        for name, value in (("positive", positive), ("negative", negative), ("latent", latent)):
+            if value is not None and value.family != model.family:
+                raise NodeError(f"{name} comes from a {value.family} model, but the model is {model.family}",
+                                field=name, hint="wire everything from the same Load Flow Model node")
+        steps = len(sigmas) - 1
+        first = start_index(steps, params.denoise)
+        if first >= steps:
+            raise NodeError("denoise is too low to take a single step", field="denoise")
+        sigmas = sigmas[first:]
+        x0 = latent.samples.to(model.device, model.dtype)
+        eps = noise.draw(tuple(x0.shape), model.dtype, model.device)
+        # Text-to-image starts from pure noise (exactly, as the pipelines do); image-to-image mixes it in.
+        x = eps if first == 0 and float(sigmas[0]) == 1.0 else sigmas[0] * eps + (1.0 - sigmas[0]) * x0
+
+        def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return model.velocity(x, sigma, positive, negative, params.guidance, params.true_cfg)
+
+        def on_step(index: int, total: int, x: torch.Tensor, x0_estimate: torch.Tensor) -> None:
+            done, every = index + 1, params.preview_every
+            show = every and (done % every == 0 or done == total)
+            ctx.progress(done, total, latent_preview(x0_estimate) if show else None)
+
+        with torch.inference_mode():
+            result = solver.sample(velocity, x, sigmas, on_step)
+        return {"latent": Latent(result, model.family)}
