@@ -35,21 +35,6 @@ DOCUMENT_V2 = '{"nodes": {"1": {"type": "Seed", "inputs": {"seed": 2}}}}'
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("FLOWCANVAS_HOME", str(home))
-    monkeypatch.delenv("FLOWCANVAS_DATABASE_URL", raising=False)
-    return home
-
-
-@pytest.fixture
-def storage(home: Path) -> Iterator[Storage]:
-    opened = open_storage()
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
 def engine(home: Path) -> Iterator[Engine]:
     made = make_engine(database_url(home))
     yield made

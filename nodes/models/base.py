@@ -124,3 +124,26 @@ class FlowModel(ABC):
     def describe(self) -> dict[str, Any]:
         return {"family": self.family, "source": self.source, "sha256": self.sha256,
                 "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device)}
+
+
+class PipelineFlowModel(FlowModel):
+    """What every diffusers-backed family shares: the pipeline, its transformer and scheduler config."""
+
+    def __init__(self, pipe: Any, *, source: str, sha256: str) -> None:
+        self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.scheduler_config = dict(pipe.scheduler.config)
+        self.source = source
+        self.sha256 = sha256
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return int(self.pipe.vae_scale_factor)

@@ -9,35 +9,16 @@ from __future__ import annotations
 
 import torch
 
-from nodes.models.base import Conditioning, FlowModel
+from nodes.models.base import Conditioning, PipelineFlowModel
 from nodes.models.schedules import pipeline_sigmas
 
 
-class FluxModel(FlowModel):
+class FluxModel(PipelineFlowModel):
     family = "flux"
-
-    def __init__(self, pipe: object, *, source: str, sha256: str) -> None:
-        self.pipe = pipe
-        self.transformer = pipe.transformer  # type: ignore[attr-defined]
-        self.scheduler_config = dict(pipe.scheduler.config)  # type: ignore[attr-defined]
-        self.source = source
-        self.sha256 = sha256
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
 
     @property
     def latent_channels(self) -> int:
         return int(self.transformer.config.in_channels) // 4
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return int(self.pipe.vae_scale_factor)  # type: ignore[attr-defined]
 
     @property
     def guidance_embeds(self) -> bool:

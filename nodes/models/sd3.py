@@ -9,35 +9,16 @@ from __future__ import annotations
 
 import torch
 
-from nodes.models.base import Conditioning, FlowModel
+from nodes.models.base import Conditioning, PipelineFlowModel
 from nodes.models.schedules import pipeline_sigmas
 
 
-class SD3Model(FlowModel):
+class SD3Model(PipelineFlowModel):
     family = "sd3"
-
-    def __init__(self, pipe: object, *, source: str, sha256: str) -> None:
-        self.pipe = pipe
-        self.transformer = pipe.transformer  # type: ignore[attr-defined]
-        self.scheduler_config = dict(pipe.scheduler.config)  # type: ignore[attr-defined]
-        self.source = source
-        self.sha256 = sha256
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
 
     @property
     def latent_channels(self) -> int:
         return int(self.transformer.config.in_channels)
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return int(self.pipe.vae_scale_factor)  # type: ignore[attr-defined]
 
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
                 guidance: float | None = None) -> torch.Tensor:
