@@ -109,3 +109,25 @@ def test_changing_the_seed_or_prompt_changes_the_latent(saved_models, variant: s
     other_prompt = run_template(template, folder, "a blue square on a red background", 0, 4, guidance, 32)[0]
     assert (base - other_seed).abs().max() > 1e-2
     assert (base - other_prompt).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("variant,true_cfg", [("sd3", 1.0), ("sd3-no-t5", 1.0), ("flux-dev", 2.5), ("flux-schnell", 3.0)])
+def test_negative_prompts_and_true_cfg_match_the_pipeline(saved_models, variant: str, true_cfg: float):
+    _, template, guidance = VARIANTS[variant]
+    _, folder = saved_models[variant]
+    prompt, negative = "a yellow heart on a black background", "a blue square"
+    workflow = load_workflow(TEMPLATES / template)
+    overrides = {"Model": str(folder), "Prompt": prompt, "Negative prompt": negative, "Seed": 5, "Steps": 5,
+                 "Guidance": guidance, "Width": 32, "Height": 32, "sampler.true_cfg": true_cfg}
+    result = Executor(device="cpu").execute(build_plan(workflow, overrides, target="sampler"), run_id="parity")
+    ours = result.target_outputs["sampler"]["latent"].samples
+    pipe = MANAGER.get(str(folder), LoadOptions(device="cpu")).model.pipe
+    extra = {"true_cfg_scale": true_cfg} if variant.startswith("flux") else {}
+    theirs = pipe(prompt=prompt, negative_prompt=negative, num_inference_steps=5, guidance_scale=guidance, height=32,
+                  width=32, generator=torch.Generator("cpu").manual_seed(5), output_type="latent",
+                  max_sequence_length=SEQUENCE_LENGTH, **extra).images
+    theirs = as_unpacked(pipe, theirs, 32)
+    assert (ours - theirs).abs().max().item() <= 1e-6
+    without_negative = run_template(template, folder, prompt, 5, 5, guidance, 32)[0]
+    if variant.startswith("sd3") or true_cfg > 1:
+        assert (ours - without_negative).abs().max() > 1e-5  # the negative prompt really took part
