@@ -211,22 +211,23 @@ def _clean_estimate(x: torch.Tensor, sigma: torch.Tensor, v: torch.Tensor) -> to
     return (x.to(torch.float32) - sigma * v).to(v.dtype)
 
 
-# Bounds the temporary tensors of the cost computation (elements, about 256 MiB of float32).
-_COST_CHUNK_ELEMENTS = 1 << 26
+# Bounds the temporary tensors of the cost computation (elements, about 256 MiB of float64).
+_COST_CHUNK_ELEMENTS = 1 << 25
 
 
 def _add_one_step_errors(cost: torch.Tensor, xs: torch.Tensor, vs: torch.Tensor, grid: torch.Tensor) -> None:
     """cost[i, j] += Σ (x_i + (σ_j − σ_i)·v_i − x_j)² over the batch and elements, for all i < j.
 
-    xs: [k_max+1, B, D] trajectory, vs: [k_max, B, D] velocities (float32, CPU)."""
+    xs: [k_max+1, B, D] trajectory, vs: [k_max, B, D] velocities (float32, CPU). The errors are formed and
+    summed in float64 so that the smallest costs (short jumps, nearly exact) keep their digits."""
     per_node = xs[0].numel()
     chunk = max(1, _COST_CHUNK_ELEMENTS // per_node)
     for j in range(1, xs.shape[0]):
         for start in range(0, j, chunk):
             stop = min(j, start + chunk)
-            jump = (grid[j] - grid[start:stop]).view(-1, 1, 1)
-            error = xs[start:stop] + jump * vs[start:stop] - xs[j]
-            cost[start:stop, j] += error.square().sum(dim=(1, 2), dtype=torch.float64)
+            jump = (grid[j] - grid[start:stop]).to(torch.float64).view(-1, 1, 1)
+            error = xs[start:stop].to(torch.float64) + jump * vs[start:stop] - xs[j]
+            cost[start:stop, j] += error.square().sum(dim=(1, 2))
 
 
 def boss_cost_matrix(velocity_fn: VelocityFn, noise_batches: Iterable[torch.Tensor], k_max: int, *,
@@ -310,6 +311,8 @@ def boss_sigmas(velocity_fn: VelocityFn, shape: Sequence[int], nfe: int, k_max: 
                 seed: int = 0) -> torch.Tensor:
     """A BOSS schedule of nfe Euler steps for `velocity_fn` on samples of `shape` (one sample, no batch dim)."""
     grid = boss_grid(k_max, base_grid, shift)
+    if nfe >= k_max:
+        return grid  # every grid node is a step: nothing to choose, no model calls needed
     cost = boss_cost_matrix(velocity_fn, boss_noise_batches(shape, num_samples, batch, seed), k_max, grid=grid)
     return grid[boss_path(cost, nfe)]
 
@@ -346,8 +349,8 @@ def sample_heun(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor,
                 callback: StepCallback | None = None) -> torch.Tensor:
     """Heun (trapezoidal predictor–corrector) as `FlowMatchHeunDiscreteScheduler` (s_churn=0).
 
-    The last step (to σ=0, where the corrector would evaluate the model at pure data) is plain Euler,
-    so T steps cost 2T−1 evaluations."""
+    The last step is plain Euler (its corrector would call the model at σ=0, on pure data), so T steps cost
+    2T−1 evaluations."""
     steps = _check_schedule(sigmas)
     for i in range(steps):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -391,8 +394,9 @@ def sample_adams_bashforth2(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: to
 
     x ← x + h·(v_i + (h/(2·h_prev))·(v_i − v_{i−1})), h = σ_{i+1} − σ_i: the velocity extrapolated linearly in σ
     to the middle of the step. Second order. Extrapolating in σ, not in log σ as DPM-Solver++(2M) does, keeps
-    the correction bounded on flow schedules whose last levels shrink fast (σ = 0.001 → 0 after steps of 0.1),
-    where a log-σ extrapolation overshoots; the last step to σ=0 needs no special case."""
+    the correction bounded on flow schedules whose last level before 0 is tiny (the linear schedule's 0.001
+    after steps of 0.25 at T=4), where a log-σ extrapolation overshoots and ends worse than Euler at 4–8 steps;
+    the last step to σ=0 needs no special case."""
     steps = _check_schedule(sigmas)
     previous_v: torch.Tensor | None = None
     for i in range(steps):
@@ -599,6 +603,8 @@ class BossSchedule(Node):
                                                                                          dtype=torch.float32)
         else:
             grid = boss_grid(params.k_max)
+        if params.nfe >= params.k_max:
+            return {"sigmas": grid}  # every grid node is a step: nothing to choose, no model calls needed
         key = boss_cache_key(model, positive, negative, params.guidance, shape, params.k_max, params.num_samples,
                              params.seed, params.base_grid)
         path = cache_dir("boss") / f"{key}.npy"

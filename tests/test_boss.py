@@ -95,8 +95,15 @@ def constant_velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
 
 def test_boss_sigmas_for_one_step_and_for_the_whole_grid():
     assert boss_sigmas(constant_velocity, (3,), 1, k_max=10, num_samples=2).tolist() == [1.0, 0.0]
-    assert torch.equal(boss_sigmas(constant_velocity, (3,), 10, k_max=10, num_samples=2), boss_grid(10))
-    assert torch.equal(boss_sigmas(constant_velocity, (3,), 12, k_max=10, num_samples=2), boss_grid(10))
+    calls = []
+
+    def counted(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        calls.append(sigma)
+        return constant_velocity(x, sigma)
+
+    assert torch.equal(boss_sigmas(counted, (3,), 10, k_max=10, num_samples=2), boss_grid(10))
+    assert torch.equal(boss_sigmas(counted, (3,), 12, k_max=10, num_samples=2), boss_grid(10))
+    assert calls == []  # nothing to choose, so no trajectories
 
 
 # ---- the cost matrix ------------------------------------------------------------------------------------------
@@ -246,6 +253,12 @@ def test_boss_node_caches_the_cost_matrix_on_disk(home: Path):
     assert torch.equal(run_boss(again, boss_params()), first)
     run_boss(again, boss_params(guidance=4.0))
     assert len(again.calls) == 40 and len(list((home / "cache" / "boss").glob("*.npy"))) == 2
+
+
+def test_boss_node_with_a_budget_of_the_whole_grid_calls_no_model(home: Path):
+    flow_model = model()
+    assert torch.equal(run_boss(flow_model, boss_params(nfe=20)), boss_grid(20))
+    assert flow_model.calls == []
 
 
 def test_boss_node_can_be_cancelled_and_leaves_no_cache(home: Path):

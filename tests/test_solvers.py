@@ -154,9 +154,10 @@ def test_custom_schedule_appends_the_final_zero_and_validates():
     assert custom_sigmas([1.0, 0.5, 0.2]).tolist() == pytest.approx([1.0, 0.5, 0.2, 0.0])
     assert custom_sigmas([0.9, 0.1, 0.0]).tolist() == pytest.approx([0.9, 0.1, 0.0])
     assert custom_sigmas([1.0]).dtype == torch.float32
+    out_of_range = r"\[0, 1\]"
     for bad, message in [([], "at least one"), ([0.0], "above 0"), ([1.0, 0.5, 0.5], "strictly decrease"),
-                         ([0.2, 0.5], "strictly decrease"), ([1.5, 0.5], r"\[0, 1\]"), ([1.0, float("nan")], r"\[0, 1\]"),
-                         ([1.0, -0.1], r"\[0, 1\]")]:
+                         ([0.2, 0.5], "strictly decrease"), ([1.5, 0.5], out_of_range),
+                         ([1.0, float("nan")], out_of_range), ([1.0, -0.1], out_of_range)]:
         with pytest.raises(ValueError, match=message):
             custom_sigmas(bad)
 

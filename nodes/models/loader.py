@@ -34,11 +34,16 @@ PIPELINE_FAMILIES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
 DEFAULT_MAX_SEQUENCE_LENGTH = {"sd3": 256, "flux-dev": 512, "flux-schnell": 256}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 METADATA_FILE = "flowcanvas.json"  # written next to the weights: {"max_sequence_length": N, ...}
+FAMILY_NAMES = {"sd3": "an SD3", "flux": "a FLUX"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class ModelLoadError(Exception):
-    """A model could not be loaded; the message names the source and what to do."""
+    """A model could not be loaded; the message names the source and what to do, `field` the param at fault."""
+
+    def __init__(self, message: str, *, field: str = "source") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class LoadOptions(BaseModel):
@@ -83,7 +88,10 @@ def resolve_source(source: str) -> Source:
             raise ModelLoadError(f"embedded model {name!r} is not installed in {REPO_MODELS} "
                                  f"(available: {', '.join(available) or 'none'})")
         return Source("folder", str(folder), text)
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError as error:  # "~user" for an unknown user, or no home directory
+        raise ModelLoadError(f"cannot resolve {text!r}: {error}") from None
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(f"{text!r} is a folder but not a diffusers model (no model_index.json in it)")
@@ -100,11 +108,13 @@ def resolve_source(source: str) -> Source:
 
 
 def content_hash(source: Source) -> str:
-    """SHA-256 over the weight files (name and content), cached by path, size and modification time."""
+    """SHA-256 over a model's files (weights, configs, tokenizers, flowcanvas.json: name and content),
+    cached by path, size and modification time, so any change on disk means a new hash and a fresh load."""
     if source.kind == "hub":
         return f"hub:{source.location}"
     root = Path(source.location)
-    files = [root] if root.is_file() else sorted(root.rglob("*.safetensors"))
+    files = [root] if root.is_file() else sorted(
+        f for f in root.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts))
     stamp = [(str(f.relative_to(root) if root.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns)
              for f in files]
     cache_file = cache_dir("model_hashes") / (hashlib.sha256(json.dumps([str(root), stamp]).encode()).hexdigest() + ".txt")
@@ -165,6 +175,13 @@ def _dtype(options: LoadOptions) -> torch.dtype:
 def load_model(source_text: str, options: LoadOptions) -> LoadedModel:
     """Load a model as its three wire values; raises ModelLoadError with a clear message."""
     source = resolve_source(source_text)
+    if not options.device.startswith("cuda"):  # refuse before reading gigabytes of weights
+        if options.offload != "none":
+            raise ModelLoadError(f"{source.label!r}: offload {options.offload!r} needs a CUDA GPU; on CPU use offload none",
+                                 field="offload")
+        if options.compile:
+            raise ModelLoadError(f"{source.label!r}: torch.compile is offered on CUDA GPUs only (on CPU it costs "
+                                 "minutes and gains nothing)", field="compile")
     dtype = _dtype(options)
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}
     metadata: dict[str, Any] = {}
@@ -172,20 +189,31 @@ def load_model(source_text: str, options: LoadOptions) -> LoadedModel:
     if source.kind == "folder":
         family, index = _folder_family(Path(source.location))
         saved_without_t5 = (index.get("text_encoder_3") or [None])[0] is None
-        metadata_path = Path(source.location) / METADATA_FILE
-        if metadata_path.is_file():
-            metadata = json.loads(metadata_path.read_text())
+        metadata = _read_metadata(Path(source.location) / METADATA_FILE)
     elif source.kind == "file":
         family = _file_family(Path(source.location))
     else:
         family = options.family if options.family != "auto" else _hub_family(source.location)
     if options.family != "auto" and options.family != family:
-        raise ModelLoadError(f"{source.label!r} is a {family} model, but family {options.family!r} was asked for")
+        raise ModelLoadError(f"{source.label!r} is {FAMILY_NAMES[family]} model, but family {options.family!r} "
+                             "was asked for", field="family")
     if family == "sd3" and (options.drop_t5 or (source.kind == "folder" and saved_without_t5)):
         # diffusers cannot reload a T5-less SD3 folder unless told, and dropping T5 saves ~9.5 GB in fp16
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
     pipe = _load_pipeline(family, source, options, kwargs)
     return _assemble(pipe, family, source, options, metadata)
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"cannot read {path}: {error}") from None
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f"{path} must hold a JSON object such as {{\"max_sequence_length\": 77}}")
+    return metadata
 
 
 def _hub_family(hub_id: str) -> str:
@@ -246,8 +274,6 @@ def _assemble(pipe: Any, family: str, source: Source, options: LoadOptions, meta
     sha = content_hash(source)
     model = (SD3Model if family == "sd3" else FluxModel)(pipe, source=source.label, sha256=sha)
     if options.compile:
-        if not model.device.type == "cuda":
-            raise ModelLoadError("torch.compile is offered on CUDA GPUs only (on CPU it costs minutes and gains nothing)")
         if family == "flux":
             pipe.transformer.compile_repeated_blocks(fullgraph=True)
         else:
@@ -269,8 +295,6 @@ def _default_length(family: str, pipe: Any) -> int:
 def _place(pipe: Any, options: LoadOptions) -> None:
     device = options.device
     if options.offload != "none":
-        if not device.startswith("cuda"):
-            raise ModelLoadError(f"offload {options.offload!r} needs a CUDA GPU; on CPU use offload none")
         if options.offload == "model":
             pipe.enable_model_cpu_offload(device=device)
         elif options.offload == "sequential":
@@ -291,15 +315,19 @@ class ModelManager:
     def __init__(self, budget_bytes: int | None = None) -> None:
         gigabytes = float(os.environ.get("FLOWCANVAS_MODEL_MEMORY_GB", "16"))
         self.budget_bytes = budget_bytes if budget_bytes is not None else int(gigabytes * 1024**3)
-        self._models: OrderedDict[tuple[str, LoadOptions], LoadedModel] = OrderedDict()
+        self._models: OrderedDict[tuple[str, LoadOptions, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, source: str, options: LoadOptions) -> LoadedModel:
-        key = (source, options)
+        # The weights' hash is part of the key: changed files on disk mean a fresh load, never a stale model.
+        sha = content_hash(resolve_source(source))
+        key = (source, options, sha)
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
                 return self._models[key]
+            for stale in [k for k in self._models if k[:2] == key[:2]]:
+                self._free(stale)
             loaded = load_model(source, options)
             self._models[key] = loaded
             while len(self._models) > 1 and sum(m.nbytes for m in self._models.values()) > self.budget_bytes:
@@ -319,7 +347,7 @@ class ModelManager:
                 self._free(key)
             return len(keys)
 
-    def _free(self, key: tuple[str, LoadOptions]) -> None:
+    def _free(self, key: tuple[str, LoadOptions, str]) -> None:
         self._models.pop(key)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -358,13 +386,13 @@ class LoadFlowModel(Node):
         try:
             return content_hash(resolve_source(params.source))
         except ModelLoadError as error:
-            raise NodeError(str(error), field="source") from None
+            raise NodeError(str(error), field=error.field) from None
 
     def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
         options = LoadOptions(device=ctx.device, **params.model_dump(exclude={"source"}))
         try:
             loaded = MANAGER.get(params.source, options)
         except ModelLoadError as error:
-            raise NodeError(str(error), field="source") from None
+            raise NodeError(str(error), field=error.field) from None
         ctx.record_model_hash(params.source, loaded.model.sha256)
         return {"model": loaded.model, "text_encoder": loaded.text_encoder, "vae": loaded.vae}
