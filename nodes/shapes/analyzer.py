@@ -5,13 +5,18 @@ built to survive what a small generator does to pixels: blur and noise. The step
 
 1. Background: every border pixel votes for its nearest palette colour (scenes keep the border clear of
    the object); the winner names the background, and those voters' median is its measured RGB.
-2. Object colour: the median of the pixels clearly off the background (their interior, so anti-aliased
-   edge pixels that mix in background do not pull it), named by the nearest palette colour.
-3. Mask: each pixel's position on the line from the background RGB to the object RGB; at least halfway
-   counts as object, which is how the dataset defines the drawn region of an anti-aliased edge.
-4. Shape: every candidate is drawn with the dataset's own code, with the mask's area and centroid
-   (using the candidate's known area and centroid in unit coordinates to get extent and centre), refined
-   by a small search over extent and position; the highest IoU with the mask wins.
+2. Object colour: blur and anti-aliasing only mix the object's colour with the background's, so the pixels
+   clearly off the background lie on the segment between the two. The palette colour whose segment from
+   the background they fit best (least mean squared distance) names the object; a nearest-colour vote
+   would call a blurred orange star on cyan "grey", the colour halfway along. A light pull towards the
+   median of the least mixed pixels settles collinear candidates (black → grey → white).
+3. Coverage: each pixel's position α on the segment from the background RGB to the object's palette RGB
+   (the colour the dataset drew with, which blur cannot desaturate). The mask is α ≥ 0.5, which is how the
+   dataset defines the drawn region of an anti-aliased edge.
+4. Shape: α's total and centroid are unchanged by blur, so they give each candidate's extent and centre
+   (with the candidate's known area and centroid in unit coordinates). Every candidate is drawn there
+   with the dataset's own code, as drawn and blurred by each of TEMPLATE_BLURS, and compared with α by
+   soft IoU (Σ min / Σ max); the highest wins, and its IoU is the shape confidence.
 5. Size: the fitted extent, which unlike raw area is comparable across shapes (a large star covers less
    than a small square), against a threshold between the dataset's two extent ranges.
 """
@@ -19,7 +24,7 @@ built to survive what a small generator does to pixels: blur and noise. The step
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -31,17 +36,17 @@ from nodes.shapes.dataset import CANVAS, EXTENT_RANGES, PALETTE, SHAPES, coverag
 # Fewer object pixels than this is noise or nothing, not a shape (the smallest drawn diamond has ~98).
 MIN_OBJECT_PIXELS = 12
 # Distance from the background (RGB in [0, 1]) beyond which a pixel is surely object, before the object's
-# colour is known. Half the closest palette pair's distance (0.44), well above noise of σ ≈ 0.03.
+# colour is known: under half the closest palette pair's distance (0.44), far above noise of σ ≈ 0.03.
 ROUGH_DISTANCE = 0.2
+# Weight of the pull towards the measured colour when naming the object's colour (see step 2).
+COLOUR_PULL = 0.02
+# How far around those pixels the matching looks (pixels): room for blurred edges, not for far-off noise.
+MATCH_REACH = 4
 # Between the largest small extent and the smallest large one, in canvas pixels.
 SIZE_THRESHOLD = (EXTENT_RANGES["small"][1] + EXTENT_RANGES["large"][0]) / 2
-# The refinement's search: relative extent changes and position shifts (in pixels) tried around the fit.
-EXTENT_STEPS = (0.94, 1.0, 1.06)
-SHIFT_STEPS = (-0.5, 0.0, 0.5)
-REFINED_CANDIDATES = 3  # only the best few initial fits are refined
-# Templates are also compared blurred by these Gaussians (σ in pixels), thresholded like the mask: a blurry
-# image rounds a small diamond's corners and fills a small ring's hole, and so does the matching template.
-TEMPLATE_BLURS = (0.0, 1.0, 2.0)
+# Each template is also compared blurred by these Gaussians (σ in image pixels): a blurry image rounds a
+# small diamond's corners and half fills a small ring's hole, and so must the template it is matched with.
+TEMPLATE_BLURS = (0.0, 0.75, 1.5, 2.25)
 
 _NAMES = tuple(PALETTE)
 _RGB = np.array([PALETTE[name] for name in _NAMES], dtype=np.float32) / 255.0
@@ -49,29 +54,31 @@ _RGB = np.array([PALETTE[name] for name in _NAMES], dtype=np.float32) / 255.0
 
 @dataclass(frozen=True)
 class Analysis:
-    """What an image shows. With no object found, `colour`, `shape`, `size`, `centre` and `extent` are None.
+    """What an image shows. With no object found, `colour`, `shape`, `size`, `centre`, `extent` and
+    `colour_rgb` are None, the mask is empty and the object's confidences are 0.
 
-    Confidences are in [0, 1]: `background_confidence` and `colour_confidence` are the fractions of the
-    border and object-interior pixels whose nearest palette colour agrees; `shape_confidence` is the best
-    template's IoU with the mask; `size_confidence` grows with the fitted extent's distance from the size
-    threshold (1 at the edge of either extent range or beyond). `centre` and `extent` are the fitted
-    template's, in canvas (64-pixel) units like a Scene's.
+    Confidences are in [0, 1]: `background_confidence` is the fraction of border pixels whose nearest
+    palette colour agrees; `colour_confidence` is 1 - (the chosen colour's mixing cost / the runner-up's),
+    so 1 for a clean image and near 0 for a toss-up; `shape_confidence`
+    is the best template's soft IoU with the object's coverage; `size_confidence` grows with the fitted
+    extent's distance from the size threshold (1 at either extent range's edge or beyond). `centre` and
+    `extent` are the fitted template's, in canvas (64-pixel) units like a Scene's.
     """
 
     background: str
     colour: str | None
     shape: str | None
     size: str | None
-    mask: np.ndarray
+    mask: np.ndarray = field(repr=False, compare=False)  # [H, W] bool: the object's drawn region
     centre: tuple[float, float] | None
     extent: float | None
     background_rgb: tuple[float, float, float]
-    colour_rgb: tuple[float, float, float] | None
+    colour_rgb: tuple[float, float, float] | None  # measured: the median of the least background-mixed pixels
     background_confidence: float
     colour_confidence: float
     shape_confidence: float
     size_confidence: float
-    shape_scores: tuple[tuple[str, float], ...]  # (shape, IoU) for every candidate, best first
+    shape_scores: tuple[tuple[str, float], ...]  # (shape, soft IoU) for every candidate, best first
 
     @property
     def has_object(self) -> bool:
@@ -103,52 +110,53 @@ def nearest_colour(rgb: np.ndarray) -> np.ndarray:
 def analyze(image: Any) -> Analysis:
     """Read back background colour, object colour, shape, size and mask from one scene image."""
     pixels = as_rgb_array(image)
-    height, width = pixels.shape[:2]
-    scale = CANVAS / min(height, width)  # image pixels → canvas units
+    scale = CANVAS / min(pixels.shape[:2])  # image pixels → canvas units
 
     border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
     votes = nearest_colour(border)
     background_index = int(np.bincount(votes, minlength=len(_NAMES)).argmax())
     background_rgb = np.median(border[votes == background_index], axis=0)
     background_confidence = float((votes == background_index).mean())
+    nothing = _nothing(_NAMES[background_index], background_rgb, background_confidence, pixels.shape[:2])
 
     offset = pixels - background_rgb
-    rough = np.sqrt((offset ** 2).sum(axis=-1)) > ROUGH_DISTANCE
-    if rough.sum() < MIN_OBJECT_PIXELS:
-        return _nothing(_NAMES[background_index], background_rgb, background_confidence, rough)
+    distance = np.sqrt((offset ** 2).sum(axis=-1))
+    rough = distance > ROUGH_DISTANCE
+    if np.count_nonzero(rough) < MIN_OBJECT_PIXELS:
+        return nothing
 
-    interior = _erode(rough)
-    sample = pixels[interior] if interior.sum() >= MIN_OBJECT_PIXELS else pixels[rough]
-    colour_rgb = np.median(sample, axis=0)
-    colour_votes = nearest_colour(sample)
-    colour_index = int(nearest_colour(colour_rgb))
-    colour_confidence = float((colour_votes == colour_index).mean())
+    least_mixed = rough & (distance >= np.median(distance[rough]))
+    colour_rgb = np.median(pixels[least_mixed], axis=0)
+    costs = _mixing_costs(offset[rough], background_rgb, colour_rgb)
+    costs[background_index] = np.inf
+    colour_index, runner_up = (int(i) for i in np.argsort(costs)[:2])
+    colour_confidence = 1.0 - float(costs[colour_index] / costs[runner_up]) if costs[runner_up] > 0 else 0.0
 
-    direction = colour_rgb - background_rgb
-    mask = (offset @ direction) >= 0.5 * float(direction @ direction)
-    if mask.sum() < MIN_OBJECT_PIXELS:
-        return _nothing(_NAMES[background_index], background_rgb, background_confidence, mask)
+    direction = _RGB[colour_index] - background_rgb
+    alpha = (offset @ direction) / float(direction @ direction)
+    mask = alpha >= 0.5
+    if np.count_nonzero(mask) < MIN_OBJECT_PIXELS:
+        return nothing
 
-    scores, fits = _match_shapes(mask)
+    scores, fits = _match_shapes(alpha, _dilate(rough, MATCH_REACH))
     best = scores[0][0]
     centre, extent = fits[best]
     extent_canvas = extent * scale
-    size = "large" if extent_canvas >= SIZE_THRESHOLD else "small"
     half_gap = (EXTENT_RANGES["large"][0] - EXTENT_RANGES["small"][1]) / 2
     return Analysis(
-        background=_NAMES[background_index], colour=_NAMES[colour_index], shape=best, size=size, mask=mask,
+        background=_NAMES[background_index], colour=_NAMES[colour_index], shape=best,
+        size="large" if extent_canvas >= SIZE_THRESHOLD else "small", mask=mask,
         centre=(centre[0] * scale, centre[1] * scale), extent=extent_canvas,
         background_rgb=_rgb_tuple(background_rgb), colour_rgb=_rgb_tuple(colour_rgb),
         background_confidence=background_confidence, colour_confidence=colour_confidence,
-        shape_confidence=scores[0][1],
-        size_confidence=min(1.0, abs(extent_canvas - SIZE_THRESHOLD) / half_gap),
+        shape_confidence=scores[0][1], size_confidence=min(1.0, abs(extent_canvas - SIZE_THRESHOLD) / half_gap),
         shape_scores=scores,
     )
 
 
-def _nothing(background: str, background_rgb: np.ndarray, confidence: float, mask: np.ndarray) -> Analysis:
+def _nothing(background: str, background_rgb: np.ndarray, confidence: float, size: tuple[int, int]) -> Analysis:
     return Analysis(
-        background=background, colour=None, shape=None, size=None, mask=np.zeros_like(mask, dtype=bool),
+        background=background, colour=None, shape=None, size=None, mask=np.zeros(size, dtype=bool),
         centre=None, extent=None, background_rgb=_rgb_tuple(background_rgb), colour_rgb=None,
         background_confidence=confidence, colour_confidence=0.0, shape_confidence=0.0, size_confidence=0.0,
         shape_scores=(),
@@ -159,15 +167,29 @@ def _rgb_tuple(rgb: np.ndarray) -> tuple[float, float, float]:
     return (float(rgb[0]), float(rgb[1]), float(rgb[2]))
 
 
-def _erode(mask: np.ndarray) -> np.ndarray:
-    """Pixels of `mask` whose four neighbours are in it too."""
-    inner = mask.copy()
-    inner[1:] &= mask[:-1]
-    inner[:-1] &= mask[1:]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    inner[0] = inner[-1] = inner[:, 0] = inner[:, -1] = False
-    return inner
+def _mixing_costs(offsets: np.ndarray, background_rgb: np.ndarray, measured_rgb: np.ndarray) -> np.ndarray:
+    """For each palette colour: how badly the pixels (`offsets` from the background, [N, 3]) fit mixtures
+    of it with the background (mean squared distance from the segment), plus the pull towards the
+    measured colour. [len(PALETTE)]."""
+    segments = _RGB - background_rgb
+    lengths = np.maximum((segments * segments).sum(axis=1), 1e-12)
+    positions = np.clip(offsets @ segments.T / lengths, 0.0, 1.0)  # [N, colours]
+    squared = (offsets * offsets).sum(axis=1)[:, None]
+    # |o - t·s|² = |o|² - 2t(o·s) + t²|s|², without building the [N, colours, 3] residuals
+    residuals = squared - 2 * positions * (offsets @ segments.T) + positions ** 2 * lengths
+    return residuals.mean(axis=0) + COLOUR_PULL * ((_RGB - measured_rgb) ** 2).sum(axis=1)
+
+
+def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    """`mask` grown by `steps` pixels (4-neighbour steps)."""
+    for _ in range(steps):
+        grown = mask.copy()
+        grown[1:] |= mask[:-1]
+        grown[:-1] |= mask[1:]
+        grown[:, 1:] |= mask[:, :-1]
+        grown[:, :-1] |= mask[:, 1:]
+        mask = grown
+    return mask
 
 
 @lru_cache(maxsize=None)
@@ -176,59 +198,52 @@ def _unit_moments(shape: str) -> tuple[float, float, float]:
     steps = 1024
     grid = (np.arange(steps) + 0.5) / steps * 2.0 - 1.0
     inside = shape_contains(shape, grid[None, :], grid[:, None])
-    area = inside.mean() * 4.0
     rows, columns = np.nonzero(inside)
-    return float(area), float(grid[columns].mean()), float(grid[rows].mean())
+    return float(inside.mean() * 4.0), float(grid[columns].mean()), float(grid[rows].mean())
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=256)
 def _blur_matrix(length: int, sigma: float) -> np.ndarray:
-    """[length, length] matrix that applies a 1-D Gaussian of `sigma` pixels (zero beyond the edges)."""
-    offsets = np.arange(length)[:, None] - np.arange(length)[None, :]
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    return (kernel / kernel.sum(axis=1, keepdims=True).max()).astype(np.float32)
+    """[length, length] matrix applying a normalised 1-D Gaussian of `sigma` pixels (zero beyond the edges)."""
+    radius = math.ceil(3 * sigma)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    offsets = np.arange(length)[None, :] - np.arange(length)[:, None]
+    matrix = np.where(np.abs(offsets) <= radius, taps[np.clip(offsets + radius, 0, 2 * radius)], 0.0)
+    return matrix.astype(np.float32)
 
 
-def _templates(shape: str, centre: tuple[float, float], extent: float, size: tuple[int, int]) -> list[np.ndarray]:
-    """The shape's drawn region at each of TEMPLATE_BLURS: as drawn, then as a blurry generator would draw it."""
-    drawn = coverage(shape, centre, extent, size, supersample=2)
-    masks = []
-    for sigma in TEMPLATE_BLURS:
-        blurred = drawn if sigma == 0 else _blur_matrix(size[0], sigma) @ drawn @ _blur_matrix(size[1], sigma).T
-        masks.append(blurred >= 0.5)
-    return masks
+def _match_shapes(alpha: np.ndarray, region: np.ndarray
+                  ) -> tuple[tuple[tuple[str, float], ...], dict[str, tuple[tuple[float, float], float]]]:
+    """Every shape's best soft IoU with the coverage `alpha` inside `region`, best first, and each shape's
+    fitted (centre, extent) in image pixels."""
+    rows, columns = np.nonzero(region)
+    top, left = rows.min(), columns.min()
+    window = (slice(top, rows.max() + 1), slice(left, columns.max() + 1))
+    # Unclipped inside the region: noise there averages out of the total and the centroid.
+    observed = np.where(region[window], alpha[window], 0.0).astype(np.float32)
+    if observed.sum() <= 0:  # pixels pulling away from the object's colour outweigh it (a generated oddity)
+        observed = np.clip(observed, 0.0, 1.0)
+    height, width = observed.shape
+    mass = float(observed.sum())
+    ys, xs = np.arange(height) + 0.5, np.arange(width) + 0.5  # pixel centres, in continuous coordinates
+    centroid = (float(observed.sum(axis=0) @ xs) / mass, float(observed.sum(axis=1) @ ys) / mass)
+    target = np.clip(observed, 0.0, 1.0)
 
-
-def _best_iou(mask: np.ndarray, shape: str, centre: tuple[float, float], extent: float) -> float:
-    best = 0.0
-    for template in _templates(shape, centre, extent, mask.shape):
-        union = np.count_nonzero(mask | template)
-        if union:
-            best = max(best, np.count_nonzero(mask & template) / union)
-    return best
-
-
-def _match_shapes(mask: np.ndarray) -> tuple[tuple[tuple[str, float], ...], dict[str, tuple[tuple[float, float], float]]]:
-    """Every shape's IoU with `mask` at its best-found fit, best first, and each fit's (centre, extent)."""
-    rows, columns = np.nonzero(mask)
-    area = float(len(rows))
-    centroid = (columns.mean() + 0.5, rows.mean() + 0.5)  # pixel centres, in continuous coordinates
-    fits: dict[str, tuple[tuple[float, float], float]] = {}
     scores: dict[str, float] = {}
+    fits: dict[str, tuple[tuple[float, float], float]] = {}
     for shape in SHAPES:
         unit_area, unit_x, unit_y = _unit_moments(shape)
-        extent = math.sqrt(area / unit_area)
+        extent = math.sqrt(mass / unit_area)
         centre = (centroid[0] - unit_x * extent, centroid[1] - unit_y * extent)
-        fits[shape] = (centre, extent)
-        scores[shape] = _best_iou(mask, shape, centre, extent)
-    for shape in sorted(scores, key=scores.get, reverse=True)[:REFINED_CANDIDATES]:
-        (x, y), extent = fits[shape]
-        for factor in EXTENT_STEPS:
-            for dx in SHIFT_STEPS:
-                for dy in SHIFT_STEPS:
-                    trial = ((x + dx, y + dy), extent * factor)
-                    iou = _best_iou(mask, shape, *trial)
-                    if iou > scores[shape]:
-                        scores[shape], fits[shape] = iou, trial
-    ranked = tuple(sorted(((shape, float(iou)) for shape, iou in scores.items()), key=lambda item: -item[1]))
+        drawn = coverage(shape, centre, extent, (height, width), supersample=2)  # 2× is plenty to compare
+        best = 0.0
+        for sigma in TEMPLATE_BLURS:
+            template = drawn if sigma == 0 else (
+                _blur_matrix(height, sigma) @ drawn @ _blur_matrix(width, sigma).T)
+            union = float(np.maximum(template, target).sum())
+            best = max(best, float(np.minimum(template, target).sum()) / union if union else 0.0)
+        scores[shape] = best
+        fits[shape] = ((centre[0] + left, centre[1] + top), extent)
+    ranked = tuple(sorted(scores.items(), key=lambda item: -item[1]))
     return ranked, fits

@@ -33,7 +33,8 @@ CANVAS = 64
 SUPERSAMPLE = 4
 MARGIN = 1  # pixels kept clear of the object on every side, so the border shows only background
 
-# Far apart in RGB (closest pair: orange/yellow, 113 of 255), so nearest-colour classification is robust.
+# Far apart in RGB (the closest pair, orange and yellow, is 113 apart on the 0–255 scale), so naming a colour
+# by the nearest palette entry stays right under blur, noise and a generator's colour drift.
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 20, 30),
     "orange": (250, 135, 0),
@@ -186,7 +187,7 @@ def _patch(shape: str, extent: float, offset: tuple[float, float], supersample: 
     return -reach, hits / np.float32(supersample * supersample)
 
 
-# Sampled scenes have whole-number geometry, so they need at most len(SHAPES) × 15 extents stamps per size.
+# Sampled scenes have whole-number geometry, so at 64² they need only len(SHAPES) × 15 extents = 120 stamps.
 _cached_patch = lru_cache(maxsize=1024)(_patch)
 
 
@@ -230,14 +231,12 @@ def _compose(alpha: np.ndarray, objects: np.ndarray, backgrounds: np.ndarray) ->
     return np.rint(blended).astype(np.uint8)
 
 
-_RGB = {name: np.array(rgb, dtype=np.float32) for name, rgb in PALETTE.items()}
-
-
 def render(scene: Scene, size: int = CANVAS) -> Image.Image:
     """The scene as an anti-aliased RGB image of `size`² pixels (geometry scaled from the 64-pixel canvas)."""
     alpha = np.zeros((1, size, size), dtype=np.float32)
     _scene_coverage(alpha[0], scene)
-    pixels = _compose(alpha, _RGB[scene.colour][None], _RGB[scene.background][None])[0]
+    pixels = _compose(alpha, np.array([PALETTE[scene.colour]], dtype=np.float32),
+                      np.array([PALETTE[scene.background]], dtype=np.float32))[0]
     return Image.fromarray(pixels.transpose(1, 2, 0))
 
 
@@ -256,16 +255,16 @@ def _held_out_hash(combination: Combination) -> float:
 ALL_COMBINATIONS: tuple[Combination, ...] = tuple(
     (colour, shape, background)
     for colour in COLOURS for shape in SHAPES for background in COLOURS if background != colour)
-HELD_OUT_COMBINATIONS: frozenset[Combination] = frozenset(
+HELD_OUT_COMBINATIONS: tuple[Combination, ...] = tuple(
     combination for combination in ALL_COMBINATIONS if _held_out_hash(combination) < HELD_OUT_FRACTION)
+_HELD_OUT = frozenset(HELD_OUT_COMBINATIONS)
 TRAINING_COMBINATIONS: tuple[Combination, ...] = tuple(
-    combination for combination in ALL_COMBINATIONS if combination not in HELD_OUT_COMBINATIONS)
-_HELD_OUT_ORDERED: tuple[Combination, ...] = tuple(c for c in ALL_COMBINATIONS if c in HELD_OUT_COMBINATIONS)
+    combination for combination in ALL_COMBINATIONS if combination not in _HELD_OUT)
 
 
 def is_held_out(colour: str, shape: str, background: str) -> bool:
     """Whether the (colour, shape, background) combination is kept out of training, for generalisation tests."""
-    return (colour, shape, background) in HELD_OUT_COMBINATIONS
+    return (colour, shape, background) in _HELD_OUT
 
 
 def random_scene(rng: np.random.Generator, *, allowed: Sequence[Combination] = ALL_COMBINATIONS) -> Scene:
@@ -290,7 +289,7 @@ def sample_training_scene(rng: np.random.Generator) -> Scene:
 
 def sample_held_out_scene(rng: np.random.Generator) -> Scene:
     """A random scene whose combination is always held out."""
-    return random_scene(rng, allowed=_HELD_OUT_ORDERED)
+    return random_scene(rng, allowed=HELD_OUT_COMBINATIONS)
 
 
 def batch(rng: np.random.Generator, n: int, held_out: bool = False) -> tuple[torch.Tensor, list[str], list[Scene]]:
@@ -302,8 +301,8 @@ def batch(rng: np.random.Generator, n: int, held_out: bool = False) -> tuple[tor
     alpha = np.zeros((n, CANVAS, CANVAS), dtype=np.float32)
     for frame, scene in zip(alpha, scenes):
         _scene_coverage(frame, scene)
-    objects = np.stack([_RGB[scene.colour] for scene in scenes]) if scenes else np.zeros((0, 3), np.float32)
-    backgrounds = np.stack([_RGB[scene.background] for scene in scenes]) if scenes else objects
+    objects = np.array([PALETTE[scene.colour] for scene in scenes], dtype=np.float32).reshape(n, 3)
+    backgrounds = np.array([PALETTE[scene.background] for scene in scenes], dtype=np.float32).reshape(n, 3)
     pixels = _compose(alpha, objects, backgrounds)
     images = torch.from_numpy(pixels.astype(np.float32) / np.float32(255.0))
     return images, [scene.caption for scene in scenes], scenes
