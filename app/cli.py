@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     rs = rsub.add_parser("show", help="one run's record")
     rs.add_argument("ref")
     rs.add_argument("--json", action="store_true")
+    train = sub.add_parser("train-embedded", help="train the embedded default model (models/shapes) from scratch")
+    train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    train.add_argument("--minutes", type=float, default=110.0, help="wall-clock budget for both phases")
+    train.add_argument("--resume", action="store_true", help="continue phase 2 from the last checkpoint")
+    train.add_argument("--out", type=Path, help="where to save the model (default: models/shapes)")
     return parser
 
 
@@ -106,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from app import commands
 
     handler = {"run": commands.run, "validate": commands.validate, "nodes": commands.nodes,
-               "workflows": commands.workflows, "runs": commands.runs}[args.command]
+               "workflows": commands.workflows, "runs": commands.runs,
+               "train-embedded": commands.train_embedded}[args.command]
     try:
         return handler(args)
     except BrokenPipeError:

@@ -355,3 +355,13 @@ def _run_row(record: Any) -> dict[str, Any]:
             "started_at": record.started_at.isoformat() if record.started_at else None,
             "finished_at": record.finished_at.isoformat() if record.finished_at else None,
             "batch_id": record.batch_id, "batch_index": record.batch_index}
+
+
+def train_embedded(args: argparse.Namespace) -> int:
+    from nodes.shapes.train import TrainConfig, train
+
+    config = TrainConfig(device=args.device, minutes=args.minutes)
+    if args.out:
+        config.out = args.out
+    train(config, resume=args.resume)
+    return EXIT_OK

@@ -1,0 +1,380 @@
+"""Train the embedded default model: a small Stable Diffusion 3 on captioned shapes, from scratch.
+
+    python run.py train-embedded [--device cpu|cuda] [--minutes N] [--resume] [--out models/shapes]
+
+Read it top to bottom: data, tokenizers, models, phase 1 (the autoencoder), phase 2 (the flow
+transformer and its two CLIP text encoders, jointly), sampling, saving. The result is an ordinary
+diffusers `StableDiffusion3Pipeline` folder (no T5), loaded by LoadFlowModel as `embedded:shapes`
+through exactly the same classes and adapter as real SD3.
+
+The recipe is SD3's (Esser et al. 2024): logit-normal σ, x_σ = (1−σ)·z + σ·ε, velocity target ε − z,
+timestep σ·1000, captions dropped to "" 10% of the time so classifier-free guidance works, AdamW with
+warm-up and cosine decay, gradient clipping, an EMA of the weights. Lessons from the first experiment
+(shared/docs/research/offline-diffusers.md §4): clip gradients and watch a held-out reconstruction (an
+unclipped VAE broke late), and store the model's own max_sequence_length (0: no T5 tokens at all).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from nodes.models.tokenizers import build_clip_tokenizer
+from nodes.image import grid_image, to_pil
+from nodes.shapes import dataset
+
+
+@dataclass
+class TrainConfig:
+    """Every knob in one place; the defaults are the shipped model's."""
+
+    out: Path = Path(__file__).resolve().parents[2] / "models" / "shapes"
+    work: Path = Path("data") / "train-embedded"  # checkpoints and sample grids (for --resume)
+    device: str = "cpu"
+    minutes: float = 110.0  # wall-clock budget for both phases
+    vae_share: float = 0.2  # fraction of the budget for phase 1
+    seed: int = 0
+    # data
+    image_size: int = dataset.CANVAS
+    caption_dropout: float = 0.1
+    # autoencoder: ×8 down (64×64×3 → 8×8×latent_channels)
+    vae_channels: tuple[int, ...] = (32, 64, 64, 64)
+    latent_channels: int = 8
+    vae_batch: int = 32
+    vae_lr: float = 5e-4
+    vae_kl_weight: float = 1e-6
+    # text encoders: two small CLIPs, as SD3 has (no T5)
+    clip_hidden: int = 64
+    clip_layers: int = 2
+    clip_heads: int = 4
+    text_tokens: int = 16
+    # flow transformer
+    dit_layers: int = 4
+    dit_heads: int = 4
+    dit_head_dim: int = 32
+    dit_batch: int = 64
+    latent_pool: int = 60_000  # scenes encoded once for phase 2 (encoding each batch afresh costs more than the step)
+    dit_lr: float = 6e-4
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    # monitoring
+    log_every: int = 100
+    sample_every_minutes: float = 10.0
+    checkpoint_every_minutes: float = 5.0
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def images_and_captions(rng: np.random.Generator, n: int, held_out: bool = False) -> tuple[torch.Tensor, list[str]]:
+    """A fresh batch of scenes: images in [−1, 1] (what the VAE sees) and their captions."""
+    images, captions, _ = dataset.batch(rng, n, held_out=held_out)
+    return images * 2 - 1, captions
+
+
+def caption_corpus() -> list[str]:
+    """Every caption the data can produce, for training the tokenizers' merges."""
+    corpus = []
+    for template in dataset.CAPTION_TEMPLATES:
+        for size in dataset.SIZES:
+            for colour in dataset.COLOURS:
+                for shape in dataset.SHAPES:
+                    for background in dataset.COLOURS:
+                        if background != colour:
+                            article = "an" if background[0] in "aeiou" else "a"
+                            corpus.append(template.format(size=size, colour=colour, shape=shape, article=article,
+                                                          background=background))
+    return corpus
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+def build_pipeline(config: TrainConfig):  # -> StableDiffusion3Pipeline
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(config.seed)
+    corpus = caption_corpus()
+    tokenizer = build_clip_tokenizer(corpus, model_max_length=config.text_tokens)
+    tokenizer_2 = build_clip_tokenizer(corpus, model_max_length=config.text_tokens, pad_token="!")
+    clip = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=config.clip_hidden,
+                          intermediate_size=4 * config.clip_hidden, num_hidden_layers=config.clip_layers,
+                          num_attention_heads=config.clip_heads, projection_dim=config.clip_hidden,
+                          max_position_embeddings=config.text_tokens, bos_token_id=tokenizer.bos_token_id,
+                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    blocks = len(config.vae_channels)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * blocks,
+                        up_block_types=("UpDecoderBlock2D",) * blocks, block_out_channels=config.vae_channels,
+                        layers_per_block=1, latent_channels=config.latent_channels, norm_num_groups=16,
+                        sample_size=config.image_size, use_quant_conv=False, use_post_quant_conv=False)
+    latent_size = config.image_size // 2 ** (blocks - 1)
+    joint = 2 * config.clip_hidden  # the two CLIPs' hidden states, concatenated
+    transformer = SD3Transformer2DModel(
+        sample_size=latent_size, patch_size=2, in_channels=config.latent_channels,
+        out_channels=config.latent_channels, num_layers=config.dit_layers, attention_head_dim=config.dit_head_dim,
+        num_attention_heads=config.dit_heads, joint_attention_dim=joint, caption_projection_dim=joint,
+        pooled_projection_dim=joint, pos_embed_max_size=latent_size)
+    return StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), vae=vae,
+        text_encoder=CLIPTextModelWithProjection(clip), tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(clip), tokenizer_2=tokenizer_2,
+        text_encoder_3=None, tokenizer_3=None)
+
+
+def parameters(pipe, names: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    return [p for name in names for p in getattr(pipe, name).parameters()]
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ---------------------------------------------------------------------------------------------- phase 1: VAE
+
+def train_vae(pipe, config: TrainConfig, seconds: float, log: "Log") -> None:
+    vae = pipe.vae.train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
+    rng = np.random.default_rng(config.seed + 1)
+    held_out_images, _ = images_and_captions(np.random.default_rng(10_000), 64, held_out=True)
+    estimated_steps = max(100, int(seconds * 3))
+    deadline, step = time.monotonic() + seconds, 0
+    with tqdm(desc="phase 1: autoencoder", unit="step", dynamic_ncols=True) as bar:
+        while time.monotonic() < deadline:
+            images, _ = images_and_captions(rng, config.vae_batch)
+            images = images.to(config.device)
+            posterior = vae.encode(images).latent_dist
+            reconstruction = vae.decode(posterior.sample()).sample
+            loss = F.mse_loss(reconstruction, images) + config.vae_kl_weight * posterior.kl().mean()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, estimated_steps, config.vae_lr, 50)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            if step % config.log_every == 0:
+                held_out = reconstruction_error(vae, held_out_images, config.device)
+                bar.set_postfix(loss=f"{loss.item():.4f}", held_out=f"{held_out:.4f}")
+                log.write(phase="vae", step=step, loss=loss.item(), held_out_mse=held_out)
+    vae.eval()
+    set_latent_statistics(pipe, config)
+    log.write(phase="vae", step=step, held_out_mse=reconstruction_error(vae, held_out_images, config.device),
+              scaling_factor=vae.config.scaling_factor, shift_factor=vae.config.shift_factor)
+
+
+@torch.no_grad()
+def reconstruction_error(vae, images: torch.Tensor, device: str) -> float:
+    images = images.to(device)
+    return F.mse_loss(vae.decode(vae.encode(images).latent_dist.mode()).sample, images).item()
+
+
+@torch.no_grad()
+def set_latent_statistics(pipe, config: TrainConfig) -> None:
+    """Write the latents' mean and 1/std into the VAE config, as SD3's shift and scale factors are."""
+    images, _ = images_and_captions(np.random.default_rng(20_000), 512)
+    latents = torch.cat([pipe.vae.encode(chunk.to(config.device)).latent_dist.mode() for chunk in images.split(64)])
+    pipe.vae.register_to_config(shift_factor=round(latents.mean().item(), 4),
+                                scaling_factor=round(1.0 / latents.std().item(), 4))
+
+
+# ---------------------------------------------------------------------------------------------- phase 2: flow
+
+def encode_latents(pipe, images: torch.Tensor) -> torch.Tensor:
+    vae = pipe.vae
+    with torch.no_grad():
+        mode = vae.encode(images).latent_dist.mode()
+    return (mode - vae.config.shift_factor) * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def encode_pool(pipe, config: TrainConfig, count: int, seed: int, held_out: bool = False) -> tuple[torch.Tensor, list[str]]:
+    """Latents and captions of `count` fresh scenes, encoded once."""
+    rng = np.random.default_rng(seed)
+    latents, captions = [], []
+    for start in tqdm(range(0, count, 256), desc="encoding scenes", unit="batch", dynamic_ncols=True):
+        images, batch_captions = images_and_captions(rng, min(256, count - start), held_out=held_out)
+        latents.append(encode_latents(pipe, images.to(config.device)))
+        captions += batch_captions
+    return torch.cat(latents), captions
+
+
+def flow_loss(pipe, z: torch.Tensor, captions: list[str], generator: torch.Generator, device: str) -> torch.Tensor:
+    """SD3's rectified-flow loss on one batch of latents; prompts go through the pipeline's own encode_prompt."""
+    noise = torch.randn(z.shape, generator=generator, device="cpu").to(device)
+    sigma = torch.sigmoid(torch.randn(z.shape[0], generator=generator)).to(device)  # logit-normal
+    s = sigma.view(-1, 1, 1, 1)
+    noisy = (1 - s) * z + s * noise
+    embeds, _, pooled, _ = pipe.encode_prompt(prompt=captions, prompt_2=None, prompt_3=None, device=device,
+                                              do_classifier_free_guidance=False, max_sequence_length=0)
+    predicted = pipe.transformer(hidden_states=noisy, timestep=sigma * 1000, encoder_hidden_states=embeds,
+                                 pooled_projections=pooled, return_dict=False)[0]
+    return F.mse_loss(predicted, noise - z)
+
+
+def train_flow(pipe, ema, config: TrainConfig, seconds: float, log: "Log", state: dict) -> None:
+    trained = ("transformer", "text_encoder", "text_encoder_2")
+    for name in trained:
+        getattr(pipe, name).train()
+    params = parameters(pipe, trained)
+    optimizer = torch.optim.AdamW(params, lr=config.dit_lr, weight_decay=0.01)
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    rng = np.random.default_rng(config.seed + 2 + state.get("step", 0))
+    generator = torch.Generator().manual_seed(config.seed + 3 + state.get("step", 0))
+    pool, pool_captions = encode_pool(pipe, config, config.latent_pool, config.seed + 4)
+    held_out = encode_pool(pipe, config, 128, 30_000, held_out=True)
+    step = state.get("step", 0)
+    estimated_total = state.get("estimated_total") or max(1000, int(seconds * 5))
+    started = time.monotonic()
+    deadline = started + seconds
+    next_sample = started + config.sample_every_minutes * 60
+    next_checkpoint = started + config.checkpoint_every_minutes * 60
+    with tqdm(desc="phase 2: flow", unit="step", initial=step, dynamic_ncols=True) as bar:
+        while time.monotonic() < deadline:
+            picked = rng.integers(0, len(pool), config.dit_batch)
+            captions = ["" if rng.random() < config.caption_dropout else pool_captions[i] for i in picked]
+            loss = flow_loss(pipe, pool[torch.from_numpy(picked).to(pool.device)], captions, generator, config.device)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, estimated_total, config.dit_lr, config.warmup_steps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            update_ema(ema, pipe, trained, config.ema_decay)
+            step += 1
+            bar.update(1)
+            if step % config.log_every == 0:
+                with torch.no_grad():
+                    evaluation = flow_loss(ema, held_out[0], held_out[1],
+                                           torch.Generator().manual_seed(0), config.device).item()
+                bar.set_postfix(loss=f"{loss.item():.3f}", held_out=f"{evaluation:.3f}")
+                log.write(phase="flow", step=step, loss=loss.item(), held_out_loss=evaluation)
+            now = time.monotonic()
+            if now >= next_sample:
+                save_samples(ema, config, step)
+                next_sample = now + config.sample_every_minutes * 60
+            if now >= next_checkpoint:
+                save_checkpoint(pipe, ema, optimizer, config, step, estimated_total)
+                next_checkpoint = now + config.checkpoint_every_minutes * 60
+    save_checkpoint(pipe, ema, optimizer, config, step, estimated_total)
+    log.write(phase="flow", step=step, done=True)
+
+
+@torch.no_grad()
+def update_ema(ema, pipe, names: tuple[str, ...], decay: float) -> None:
+    for name in names:
+        for averaged, current in zip(getattr(ema, name).parameters(), getattr(pipe, name).parameters()):
+            averaged.lerp_(current, 1 - decay)
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+
+SAMPLE_PROMPTS = ("a large red circle on a blue background", "a small yellow star on a black background",
+                  "a large green triangle on a white background", "a large purple heart on an orange background",
+                  "a small cyan cross on a grey background", "a large white ring on a red background",
+                  "a large blue diamond on a yellow background", "a small orange square on a purple background")
+
+
+@torch.no_grad()
+def save_samples(pipe, config: TrainConfig, step: int) -> Path:
+    """A captioned grid of the EMA model's samples (28 Euler steps, guidance 4) for watching progress."""
+    for module in (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
+        module.eval()
+    images = pipe(prompt=list(SAMPLE_PROMPTS), num_inference_steps=28, guidance_scale=4.0,
+                  height=config.image_size, width=config.image_size, max_sequence_length=0,
+                  generator=torch.Generator("cpu").manual_seed(0), output_type="pt").images
+    sheet = grid_image(to_pil(images), list(SAMPLE_PROMPTS), columns=4)
+    path = config.work / f"samples-{step:06d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- saving
+
+class Log:
+    """Training metrics as JSON lines next to the checkpoints."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+
+    def write(self, **values: object) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"time": time.time(), **values}) + "\n")
+
+
+def save_checkpoint(pipe, ema, optimizer, config: TrainConfig, step: int, estimated_total: int) -> None:
+    folder = config.work / "checkpoint"
+    tmp = config.work / "checkpoint.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp / "pipe")
+    ema.save_pretrained(tmp / "ema")
+    torch.save({"optimizer": optimizer.state_dict(), "step": step, "estimated_total": estimated_total},
+               tmp / "state.pt")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)  # a crash mid-save leaves the previous checkpoint intact
+
+
+def save_model(ema, config: TrainConfig, stats: dict[str, object]) -> Path:
+    """The EMA weights in fp16 safetensors, plus flowcanvas.json (max_sequence_length 0: no T5 tokens)."""
+    shipped = copy.deepcopy(ema).to(torch.float16)
+    tmp = config.out.with_name(config.out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shipped.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "flowcanvas.json").write_text(json.dumps({"max_sequence_length": 0, "training": stats}, indent=2) + "\n")
+    shutil.rmtree(config.out, ignore_errors=True)
+    tmp.rename(config.out)
+    return config.out
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+def train(config: TrainConfig, resume: bool = False) -> Path:
+    from diffusers import StableDiffusion3Pipeline
+
+    started = time.monotonic()
+    torch.manual_seed(config.seed)
+    log = Log(config.work / "log.jsonl")
+    checkpoint = config.work / "checkpoint"
+    state: dict = {}
+    if resume and checkpoint.is_dir():
+        load = dict(text_encoder_3=None, tokenizer_3=None, local_files_only=True)
+        pipe = StableDiffusion3Pipeline.from_pretrained(checkpoint / "pipe", **load).to(config.device)
+        ema = StableDiffusion3Pipeline.from_pretrained(checkpoint / "ema", **load).to(config.device)
+        state = torch.load(checkpoint / "state.pt", map_location=config.device, weights_only=True)
+        flow_seconds = config.minutes * 60
+    else:
+        pipe = build_pipeline(config).to(config.device)
+        vae_seconds = config.minutes * 60 * config.vae_share
+        train_vae(pipe, config, vae_seconds, log)
+        ema = copy.deepcopy(pipe)
+        flow_seconds = config.minutes * 60 - (time.monotonic() - started)
+    pipe.vae.requires_grad_(False)
+    train_flow(pipe, ema, config, flow_seconds, log, state)
+    for module in ema.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    samples = save_samples(ema, config, step=10**6 - 1)
+    stats = {"minutes": round((time.monotonic() - started) / 60, 1), "device": config.device,
+             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}}
+    out = save_model(ema, config, stats)
+    print(f"saved {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 1e6:.1f} MB); "
+          f"last samples: {samples}")
+    return out
+
