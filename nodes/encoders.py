@@ -26,9 +26,10 @@ class TextEncoder:
     pipe: Any
     max_sequence_length: int
     source: str
+    device: torch.device  # the pipeline's execution device, read once at load (it is costly to look up)
 
     def encode(self, prompts: list[str]) -> Conditioning:
-        device = self.pipe._execution_device
+        device = self.device
         with torch.no_grad():
             if self.family == "flux":
                 embeds, pooled, txt_ids = self.pipe.encode_prompt(

@@ -135,14 +135,18 @@ class PipelineFlowModel(FlowModel):
         self.scheduler_config = dict(pipe.scheduler.config)
         self.source = source
         self.sha256 = sha256
+        # Read once: diffusers walks every submodule on each `.device`/`.dtype` access (a cost per step).
+        # The execution device is where inputs go, also when offload hooks keep the weights elsewhere.
+        self._device = torch.device(pipe._execution_device)
+        self._dtype = pipe.transformer.dtype
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
+        return self._dtype
 
     @property
     def device(self) -> torch.device:
-        return self.transformer.device
+        return self._device
 
     @property
     def vae_scale_factor(self) -> int:

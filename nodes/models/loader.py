@@ -282,7 +282,7 @@ def _assemble(pipe: Any, family: str, source: Source, options: LoadOptions, meta
     # 0 in flowcanvas.json is meaningful: a model trained without T5 tokens (the embedded one) takes none.
     saved_length = metadata.get("max_sequence_length")
     length = options.max_sequence_length or (int(saved_length) if saved_length is not None else _default_length(family, pipe))
-    encoder = TextEncoder(family, pipe, length, source.label)
+    encoder = TextEncoder(family, pipe, length, source.label, model.device)
     nbytes = sum(p.numel() * p.element_size() for c in pipe.components.values()
                  if isinstance(c, torch.nn.Module) for p in c.parameters())
     return LoadedModel(model, encoder, VAE(family, pipe.vae, source.label), nbytes)
