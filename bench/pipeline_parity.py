@@ -26,7 +26,6 @@ import argparse
 import gc
 import inspect
 import io
-import json
 import os
 import shutil
 import statistics
@@ -59,15 +58,6 @@ def prompts() -> Iterator[str]:
             for background in COLOURS:
                 if background != colour:
                     yield f"a {colour} {shape} on a {background} background"
-
-
-def build_tiny(family: str, folder: Path) -> Path:
-    from tests.tiny_models import save_tiny, tiny_flux_pipeline, tiny_sd3_pipeline
-
-    pipe = tiny_sd3_pipeline(with_t5=True) if family == "sd3" else tiny_flux_pipeline(guidance_embeds=True)
-    saved = save_tiny(pipe, folder / "model")
-    (saved / "flowcanvas.json").write_text(json.dumps({"max_sequence_length": TINY_SEQUENCE_LENGTH}))
-    return saved
 
 
 def timed(function: Callable[[], Any]) -> tuple[float, Any]:
@@ -175,6 +165,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, scratch: Path) -> None:
+    from tests.tiny_models import saved_tiny_model
     from nodes.models.loader import MANAGER, LoadOptions, ModelLoadError
     from pipelines.executor import Executor
     from pipelines.graph import build_plan
@@ -184,7 +175,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         source = args.model
         print(f"model: {source}")
     else:
-        source = str(build_tiny(args.family, scratch))
+        source = str(saved_tiny_model(args.family, scratch / "model", TINY_SEQUENCE_LENGTH))
         print(f"model: tiny random {args.family.upper()} saved to {source} "
               f"(tiny random model; use --model for the embedded or a real one)")
 

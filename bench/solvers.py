@@ -20,7 +20,6 @@ budget. Prints a table (rows solver × schedule, columns NFE) and draws a log-lo
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -44,15 +43,6 @@ BOSS_SEED = 1_000_000  # BOSS's own noise samples: never one of the evaluated se
 SOLVER_COLOURS = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
 SCHEDULE_DASHES = [None, (10, 5), (3, 4), (12, 4, 3, 4)]  # solid, dashed, dotted, dash-dot
 MARKERS = ["circle", "square", "triangle", "diamond"]
-
-
-def build_tiny(family: str, folder: Path) -> Path:
-    from tests.tiny_models import save_tiny, tiny_flux_pipeline, tiny_sd3_pipeline
-
-    pipe = tiny_sd3_pipeline(with_t5=True) if family == "sd3" else tiny_flux_pipeline(guidance_embeds=True)
-    saved = save_tiny(pipe, folder / "model")
-    (saved / "flowcanvas.json").write_text(json.dumps({"max_sequence_length": TINY_SEQUENCE_LENGTH}))
-    return saved
 
 
 @dataclass
@@ -110,6 +100,7 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, scratch: Path) -> None:
+    from tests.tiny_models import saved_tiny_model
     from nodes.models.loader import MANAGER, LoadOptions, ModelLoadError
     from nodes.sampling import NoiseSource
     from nodes.solvers import EULER, SOLVERS, boss_cost_matrix, boss_grid, boss_noise_batches, boss_path
@@ -129,7 +120,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         source = args.model
         print(f"model: {source}")
     else:
-        source = str(build_tiny(args.family, scratch))
+        source = str(saved_tiny_model(args.family, scratch / "model", TINY_SEQUENCE_LENGTH))
         print(f"model: tiny random {args.family.upper()} saved to {source} "
               f"(tiny random model; use --model for the embedded or a real one)")
     try:

@@ -10,7 +10,6 @@ and the CPU matmul rounds the pooled projection differently (found by the tiny-m
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +38,7 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[ob
     models = {}
     for name, (build, _, _) in VARIANTS.items():
         pipe = build()
-        folder = save_tiny(pipe, tmp_path_factory.mktemp(name) / "model")
-        (folder / "flowcanvas.json").write_text(json.dumps({"max_sequence_length": SEQUENCE_LENGTH}))
-        models[name] = (pipe, folder)
+        models[name] = (pipe, save_tiny(pipe, tmp_path_factory.mktemp(name) / "model", SEQUENCE_LENGTH))
     yield models
     MANAGER.free()
 

@@ -14,19 +14,14 @@ from nodes.sampling import start_index
 from pipelines.executor import CancelToken, Executor, NodeFailed, RunEvent
 from pipelines.graph import build_plan
 from pipelines.workflow import load_workflow
-from tests.tiny_models import save_tiny, tiny_flux_pipeline, tiny_sd3_pipeline
+from tests.tiny_models import saved_tiny_model
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "pipelines" / "templates"
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    made = {}
-    for family, build in (("sd3", tiny_sd3_pipeline), ("flux", tiny_flux_pipeline)):
-        folder = save_tiny(build(), tmp_path_factory.mktemp(family) / "model")
-        (folder / "flowcanvas.json").write_text(json.dumps({"max_sequence_length": 16}))
-        made[family] = folder
-    yield made
+    yield {family: saved_tiny_model(family, tmp_path_factory.mktemp(family) / "model") for family in ("sd3", "flux")}
     MANAGER.free()
 
 

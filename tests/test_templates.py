@@ -26,14 +26,9 @@ def test_template_is_valid_and_canonical(path: Path):
 @pytest.fixture(scope="module")
 def tiny_model_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Saved tiny SD3 and FLUX models standing in for real weights (no downloads here)."""
-    from tests.tiny_models import save_tiny, tiny_flux_pipeline, tiny_sd3_pipeline
+    from tests.tiny_models import saved_tiny_model
 
-    folders = {}
-    for family, build in (("sd3", tiny_sd3_pipeline), ("flux", tiny_flux_pipeline)):
-        folder = save_tiny(build(), tmp_path_factory.mktemp(family) / "model")
-        (folder / "flowcanvas.json").write_text('{"max_sequence_length": 16}')
-        folders[family] = folder
-    return folders
+    return {family: saved_tiny_model(family, tmp_path_factory.mktemp(family) / "model") for family in ("sd3", "flux")}
 
 
 def small_overrides(workflow, picture: Path, models: dict[str, Path]) -> dict[str, object]:

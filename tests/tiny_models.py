@@ -18,6 +18,8 @@ Loading a saved variant back (`save_tiny`), offline (`HF_HUB_OFFLINE=1`, `local_
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +173,17 @@ def tiny_flux_pipeline(guidance_embeds: bool = True, seed: int = 0) -> FluxPipel
     return FluxPipeline(**tiny_flux_components(guidance_embeds=guidance_embeds, seed=seed))
 
 
-def save_tiny(pipe: DiffusionPipeline, folder: str | Path) -> Path:
-    """Save `pipe` with `save_pretrained` and return the folder (see the module docstring to load it)."""
+def save_tiny(pipe: DiffusionPipeline, folder: str | Path, max_sequence_length: int | None = None) -> Path:
+    """Save `pipe` with `save_pretrained` and return the folder (see the module docstring to load it).
+
+    With `max_sequence_length`, also write the flowcanvas.json that LoadFlowModel reads it from."""
     pipe.save_pretrained(folder)
+    if max_sequence_length is not None:
+        (Path(folder) / "flowcanvas.json").write_text(json.dumps({"max_sequence_length": max_sequence_length}))
     return Path(folder)
+
+
+def saved_tiny_model(family: str, folder: str | Path, max_sequence_length: int = 16) -> Path:
+    """A tiny SD3 (with T5) or FLUX-dev-like model saved for LoadFlowModel: the stand-in for real weights."""
+    pipe = tiny_sd3_pipeline(with_t5=True) if family == "sd3" else tiny_flux_pipeline(guidance_embeds=True)
+    return save_tiny(pipe, folder, max_sequence_length)
