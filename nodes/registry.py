@@ -222,8 +222,14 @@ def load_builtin_nodes() -> None:
     global _BUILTINS_LOADED
     if _BUILTINS_LOADED:
         return
+    import nodes.editors.decompose  # noqa: F401
+    import nodes.editors.flowchef  # noqa: F401
+    import nodes.editors.flowedit  # noqa: F401
+    import nodes.editors.flowopt  # noqa: F401
+    import nodes.editors.splitflow  # noqa: F401
     import nodes.encoders  # noqa: F401
     import nodes.image  # noqa: F401
+    import nodes.masks  # noqa: F401
     import nodes.models.loader  # noqa: F401
     import nodes.primitives  # noqa: F401
     import nodes.sampling  # noqa: F401
@@ -257,6 +263,8 @@ def param_socket_type(info: FieldInfo) -> SocketType | None:
     if get_origin(annotation) is Literal:
         values = get_args(annotation)
         return _SCALAR_SOCKETS.get(builtins_type(values[0])) if values else None
+    if get_origin(annotation) is list and get_args(annotation) == (str,):
+        return SocketType.PROMPTS
     return _SCALAR_SOCKETS.get(annotation)
 
 

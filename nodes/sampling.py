@@ -59,6 +59,14 @@ class EmptyLatent(Node):
         return {"latent": Latent(torch.zeros(shape, dtype=model.dtype, device=model.device), model.family)}
 
 
+def require_family(model: FlowModel, **values: Conditioning | Latent | None) -> None:
+    """Refuse conditionings and latents made by another model family (they would fail deep in the model)."""
+    for name, value in values.items():
+        if value is not None and value.family != model.family:
+            raise NodeError(f"{name} comes from a {value.family} model, but the model is {model.family}",
+                            field=name, hint="wire everything from the same Load Flow Model node")
+
+
 def start_index(steps: int, denoise: float) -> int:
     """First step for img2img strength `denoise`, as diffusers' img2img pipelines compute it."""
     init_steps = min(steps * denoise, steps)
@@ -93,10 +101,7 @@ class Sampler(Node):
 
     def run(self, ctx: NodeContext, params: Params, model: FlowModel, positive: Conditioning, latent: Latent,
             sigmas: torch.Tensor, solver: Any, noise: NoiseSource, negative: Conditioning | None = None) -> dict[str, Any]:
-        for name, value in (("positive", positive), ("negative", negative), ("latent", latent)):
-            if value is not None and value.family != model.family:
-                raise NodeError(f"{name} comes from a {value.family} model, but the model is {model.family}",
-                                field=name, hint="wire everything from the same Load Flow Model node")
+        require_family(model, positive=positive, negative=negative, latent=latent)
         steps = len(sigmas) - 1
         first = start_index(steps, params.denoise)
         if first >= steps:

@@ -201,12 +201,12 @@ def boss_grid(k_max: int, base_grid: BaseGrid = "uniform", shift: float = 3.0) -
     raise ValueError(f"base_grid must be 'uniform' or 'shifted', got {base_grid!r}")
 
 
-def _euler_update(x: torch.Tensor, dsigma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def euler_update(x: torch.Tensor, dsigma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """x + dσ·v in fp32, cast back to v's dtype: `FlowMatchEulerDiscreteScheduler.step`'s exact float ops."""
     return (x.to(torch.float32) + dsigma * v).to(v.dtype)
 
 
-def _clean_estimate(x: torch.Tensor, sigma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def clean_estimate(x: torch.Tensor, sigma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """x̂0 = x − σ·v, for previews."""
     return (x.to(torch.float32) - sigma * v).to(v.dtype)
 
@@ -253,7 +253,7 @@ def boss_cost_matrix(velocity_fn: VelocityFn, noise_batches: Iterable[torch.Tens
         xs[0] = x.to(torch.float32).reshape(batch, -1).cpu()
         for k in range(k_max):
             v = velocity_fn(x, grid[k])
-            x = _euler_update(x, grid[k + 1] - grid[k], v)
+            x = euler_update(x, grid[k + 1] - grid[k], v)
             vs[k] = v.to(torch.float32).reshape(batch, -1).cpu()
             xs[k + 1] = x.to(torch.float32).reshape(batch, -1).cpu()
             evaluations += 1
@@ -332,8 +332,8 @@ def sample_euler(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor,
     steps = _check_schedule(sigmas)
     for i in range(steps):
         v = velocity_fn(x, sigmas[i])
-        x0_estimate = _clean_estimate(x, sigmas[i], v)
-        x = _euler_update(x, sigmas[i + 1] - sigmas[i], v)
+        x0_estimate = clean_estimate(x, sigmas[i], v)
+        x = euler_update(x, sigmas[i + 1] - sigmas[i], v)
         if callback is not None:
             callback(i, steps, x, x0_estimate)
     return x
@@ -366,7 +366,7 @@ def sample_heun(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor,
         else:
             x = predicted
         if callback is not None:
-            callback(i, steps, x, _clean_estimate(sample, sigma, v))
+            callback(i, steps, x, clean_estimate(sample, sigma, v))
     return x
 
 
@@ -379,10 +379,10 @@ def sample_midpoint(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tens
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         sigma_mid = (sigma + sigma_next) / 2
         v = velocity_fn(x, sigma)
-        half = _euler_update(x, sigma_mid - sigma, v)
+        half = euler_update(x, sigma_mid - sigma, v)
         v_mid = velocity_fn(half, sigma_mid)
-        x0_estimate = _clean_estimate(x, sigma, v)
-        x = _euler_update(x, sigma_next - sigma, v_mid)
+        x0_estimate = clean_estimate(x, sigma, v)
+        x = euler_update(x, sigma_next - sigma, v_mid)
         if callback is not None:
             callback(i, steps, x, x0_estimate)
     return x
@@ -406,7 +406,7 @@ def sample_adams_bashforth2(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: to
         if previous_v is not None:
             ratio = (sigma_next - sigma) / (2 * (sigma - sigmas[i - 1]))
             velocity = v.to(torch.float32) + ratio * (v.to(torch.float32) - previous_v.to(torch.float32))
-        x0_estimate = _clean_estimate(x, sigma, v)
+        x0_estimate = clean_estimate(x, sigma, v)
         x = (x.to(torch.float32) + (sigma_next - sigma) * velocity).to(v.dtype)
         if callback is not None:
             callback(i, steps, x, x0_estimate)

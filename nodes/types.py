@@ -27,6 +27,7 @@ class SocketType(StrEnum):
     FLOAT = "FLOAT"
     STRING = "STRING"
     BOOLEAN = "BOOLEAN"
+    PROMPTS = "PROMPTS"  # a list of prompts (SplitFlow's sub-prompts)
 
 
 # Socket colours for the canvas (ComfyUI-like palette, tuned for a dark background).
@@ -45,6 +46,7 @@ SOCKET_COLOURS: dict[SocketType, str] = {
     SocketType.FLOAT: "#dce775",
     SocketType.STRING: "#e0e0e0",
     SocketType.BOOLEAN: "#90a4ae",
+    SocketType.PROMPTS: "#fff59d",
 }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 
 FAMILIES = ("sd3", "flux")
 
@@ -69,6 +70,32 @@ class Latent:
         return self.samples.element_size() * self.samples.numel()
 
 
+@dataclass(frozen=True)
+class VelocityQuery:
+    """One guided-velocity request; several go through `FlowModel.velocities` in a single forward call.
+
+    The fields mean what they mean in `FlowModel.velocity` (SD3: CFG with `negative` when `guidance` > 1;
+    FLUX: `guidance` embedded, true CFG with `negative` when `true_cfg` > 1)."""
+
+    x: torch.Tensor
+    positive: Conditioning
+    negative: Conditioning | None = None
+    guidance: float = 1.0
+    true_cfg: float = 1.0
+
+
+def _same_conditioning(a: Conditioning | None, b: Conditioning | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a is b or (torch.equal(a.prompt_embeds, b.prompt_embeds) and torch.equal(a.pooled, b.pooled))
+
+
+def _same_query(a: VelocityQuery, b: VelocityQuery) -> bool:
+    return (a.guidance == b.guidance and a.true_cfg == b.true_cfg and a.x.shape == b.x.shape
+            and (a.x is b.x or torch.equal(a.x, b.x)) and _same_conditioning(a.positive, b.positive)
+            and _same_conditioning(a.negative, b.negative))
+
+
 class FlowModel(ABC):
     """One model family behind one interface: velocity, latent geometry, default schedule, provenance."""
 
@@ -109,6 +136,30 @@ class FlowModel(ABC):
         `positive` in one call). FLUX: `guidance` goes into the guidance embedding (dev) or is ignored
         (schnell); true CFG with `negative` runs only when `true_cfg` > 1, as a second call."""
 
+    def velocities(self, sigma: torch.Tensor, queries: list[VelocityQuery]) -> list[torch.Tensor]:
+        """The guided velocity of every query at the same σ, in one transformer call (editors compare source
+        and target flows this way). A query equal to an earlier one (same latent bits, prompts and guidance)
+        is evaluated once and shares its result, so identical flows stay identical to the last bit."""
+        unique: list[VelocityQuery] = []
+        slot: list[int] = []
+        for query in queries:
+            match = next((k for k, seen in enumerate(unique) if _same_query(seen, query)), None)
+            if match is None:
+                unique.append(query)
+                match = len(unique) - 1
+            slot.append(match)
+        results = self.batched_velocities(sigma, unique)
+        return [results[k] for k in slot]
+
+    @abstractmethod
+    def batched_velocities(self, sigma: torch.Tensor, queries: list[VelocityQuery]) -> list[torch.Tensor]:
+        """`velocities` without the de-duplication: every query's rows go into one forward call."""
+
+    def noise_like(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Fresh Gaussian noise for an editor step, drawn in the layout the family's reference editors use
+        (unpacked here; FLUX draws it packed), so a seed reproduces their draws."""
+        return randn_tensor(tuple(x.shape), generator=generator, device=x.device, dtype=x.dtype)
+
     @abstractmethod
     def default_sigmas(self, steps: int, height: int, width: int) -> torch.Tensor:
         """The family pipeline's schedule for `steps` at this image size: T+1 float32 values ending in 0."""
@@ -120,6 +171,11 @@ class FlowModel(ABC):
 
     def nbytes(self) -> int:
         return 0  # the model manager owns the weights; the executor's cache must not count them
+
+    @property
+    def defaults_key(self) -> str:
+        """Which row of an editor's per-model defaults applies: the embedded model has its own."""
+        return "embedded" if self.source.startswith("embedded:") else self.family
 
     def describe(self) -> dict[str, Any]:
         return {"family": self.family, "source": self.source, "sha256": self.sha256,

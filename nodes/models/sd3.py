@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from nodes.models.base import Conditioning, PipelineFlowModel
+from nodes.models.base import Conditioning, PipelineFlowModel, VelocityQuery
 from nodes.models.schedules import pipeline_sigmas
 
 
@@ -28,13 +28,31 @@ class SD3Model(PipelineFlowModel):
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, positive: Conditioning,
                  negative: Conditioning | None = None, guidance: float = 1.0, true_cfg: float = 1.0) -> torch.Tensor:
-        batch = x.shape[0]
-        positive = positive.repeat_to(batch)
-        if guidance <= 1 or negative is None:
-            return self.predict(x, sigma, positive)
-        both = Conditioning.cat([negative.repeat_to(batch), positive])
-        v_uncond, v_cond = self.predict(torch.cat([x, x]), sigma, both).chunk(2)
-        return v_uncond + guidance * (v_cond - v_uncond)
+        return self.batched_velocities(sigma, [VelocityQuery(x, positive, negative, guidance)])[0]
+
+    def batched_velocities(self, sigma: torch.Tensor, queries: list[VelocityQuery]) -> list[torch.Tensor]:
+        rows: list[torch.Tensor] = []
+        conds: list[Conditioning] = []
+        for query in queries:
+            batch = query.x.shape[0]
+            if query.guidance > 1 and query.negative is not None:
+                rows += [query.x, query.x]
+                conds += [query.negative.repeat_to(batch), query.positive.repeat_to(batch)]
+            else:
+                rows.append(query.x)
+                conds.append(query.positive.repeat_to(batch))
+        predicted = self.predict(torch.cat(rows), sigma, Conditioning.cat(conds))
+        results, start = [], 0
+        for query in queries:
+            batch = query.x.shape[0]
+            if query.guidance > 1 and query.negative is not None:
+                v_uncond, v_cond = predicted[start:start + batch], predicted[start + batch:start + 2 * batch]
+                results.append(v_uncond + query.guidance * (v_cond - v_uncond))
+                start += 2 * batch
+            else:
+                results.append(predicted[start:start + batch])
+                start += batch
+        return results
 
     def default_sigmas(self, steps: int, height: int, width: int) -> torch.Tensor:
         patch = int(self.transformer.config.patch_size)

@@ -138,7 +138,7 @@ def analyze(image: Any) -> Analysis:
     if np.count_nonzero(mask) < MIN_OBJECT_PIXELS:
         return nothing
 
-    scores, fits = _match_shapes(alpha, _dilate(rough, MATCH_REACH))
+    scores, fits = _match_shapes(alpha, dilate(rough, MATCH_REACH))
     best = scores[0][0]
     centre, extent = fits[best]
     extent_canvas = extent * scale
@@ -180,7 +180,7 @@ def _mixing_costs(offsets: np.ndarray, background_rgb: np.ndarray, measured_rgb:
     return residuals.mean(axis=0) + COLOUR_PULL * ((_RGB - measured_rgb) ** 2).sum(axis=1)
 
 
-def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+def dilate(mask: np.ndarray, steps: int) -> np.ndarray:
     """`mask` grown by `steps` pixels (4-neighbour steps)."""
     for _ in range(steps):
         grown = mask.copy()

@@ -1,0 +1,485 @@
+"""FlowChef (Patel et al., ICCV 2025; algorithms.md §4): steering sampling by gradient skipping, its
+degradation operators, and the FlowChef and DegradeImage nodes.
+
+Sampling starts from pure noise at σ = 1; the source image enters only through a loss. At each guided step
+the velocity v is computed once and frozen, a few gradient steps pull the clean estimate x̂0 = x − σ·v
+towards the objective and land on x directly (dx̂0/dx = I, so nothing is backpropagated through the
+transformer), then the Euler step reuses the same v. What the objective keeps depends on the task:
+
+- edit: the source latent everywhere for the first `source_steps`, then only outside the mask M, while
+  masked CFG v = v_t + s·M⊙(v_t − v_s) pushes the inside from the source prompt towards the target;
+- inpaint: the source latent outside the mask, with one prompt and no masked CFG;
+- inverse_problem: a degraded observation y = A(x). Super-resolution and deblurring compare A(D(x̂0)) with y
+  in pixels, backpropagating through the VAE decoder D only; box inpainting is inpaint with a box mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from nodes.editors.flowedit import EditCallback, edit_progress, per_model
+from nodes.encoders import VAE
+from nodes.image import MAX_SIDE
+from nodes.models.base import Conditioning, FlowModel, Latent, VelocityQuery
+from nodes.primitives import MAX_SEED
+from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
+from nodes.sampling import require_family
+from nodes.solvers import clean_estimate, euler_update
+from nodes.types import SocketType
+
+Task = Literal["edit", "inpaint", "inverse_problem"]
+OperatorName = Literal["super_resolution", "gaussian_deblur", "box_inpaint"]
+OptimizerName = Literal["sgd", "adam"]
+
+Objective = Callable[[torch.Tensor, int], torch.Tensor]
+"""objective(x0_estimate, step_index) → the scalar loss a guided step lowers (differentiable in x0_estimate)."""
+
+# A latent cell belongs to the mask when more than this fraction of its pixels do (the reference's > 0.1).
+MASK_THRESHOLD = 0.1
+# Images are cropped to a multiple of this at the top-left before encoding (algorithms.md §0).
+CROP = 16
+
+
+@dataclass(frozen=True)
+class FlowChefDefaults:
+    lr: float
+    opt_iters: int
+    source_steps: int
+    true_cfg: float
+    guidance: float
+
+
+# FLUX: the reference demo's FLUX.1-dev edit row (embedded guidance 0). SD3 has no reference code: the same
+# steering by analogy, with a moderate CFG because SD3 is not guidance-distilled. The embedded model (a small
+# SD3) takes the SD3 row until it is tuned.
+DEFAULTS: dict[str, FlowChefDefaults] = {
+    "sd3": FlowChefDefaults(lr=0.5, opt_iters=1, source_steps=20, true_cfg=2.0, guidance=4.0),
+    "flux": FlowChefDefaults(lr=0.5, opt_iters=1, source_steps=20, true_cfg=2.0, guidance=0.0),
+    "embedded": FlowChefDefaults(lr=0.5, opt_iters=1, source_steps=20, true_cfg=2.0, guidance=4.0),
+}
+
+
+# ---- degradation operators ---------------------------------------------------------------------------------------
+
+
+def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
+    """The 1-D Gaussian taps of an odd-sized kernel, normalised to sum to 1 (the 2-D kernel is their outer product)."""
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"the kernel size must be odd and positive, got {size}")
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    taps = torch.exp(-offsets.square() / (2 * sigma**2))
+    return taps / taps.sum()
+
+
+def gaussian_blur(images: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """Blur [B, C, H, W] with a separable Gaussian; edges repeat the border pixels, so a flat image stays flat."""
+    taps = gaussian_kernel(size, sigma).to(images.device, images.dtype)
+    channels, pad = images.shape[1], size // 2
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    rows = F.conv2d(padded, taps.view(1, 1, 1, size).expand(channels, 1, 1, size), groups=channels)
+    return F.conv2d(rows, taps.view(1, 1, size, 1).expand(channels, 1, size, 1), groups=channels)
+
+
+def downsample(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """The super-resolution operator: average each factor × factor block (a remainder at the edge is dropped)."""
+    return F.avg_pool2d(images, factor)
+
+
+def upsample_nearest(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """A low-resolution image blown up by repeating pixels: how the measurement looks at the clean size."""
+    return F.interpolate(images, scale_factor=factor, mode="nearest")
+
+
+def centre_box(height: int, width: int, size: int) -> torch.Tensor:
+    """[height, width] float: 1 in the centred size × size square (clipped to the image), 0 elsewhere."""
+    box = torch.zeros(height, width)
+    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
+    box[top:top + size, left:left + size] = 1.0
+    return box
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """A measurement operator A: what an observation y = A(x) keeps of a clean image x ([B, 3, H, W] in [0, 1])."""
+
+    operator: OperatorName
+    factor: int = 4
+    blur_kernel: int = 11
+    blur_sigma: float = 1.0
+    box_size: int = 24
+
+    @property
+    def scale(self) -> int:
+        """Clean pixels per measured pixel along each side."""
+        return self.factor if self.operator == "super_resolution" else 1
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        if self.operator == "super_resolution":
+            return downsample(images, self.factor)
+        if self.operator == "gaussian_deblur":
+            return gaussian_blur(images, self.blur_kernel, self.blur_sigma)
+        box = centre_box(images.shape[-2], images.shape[-1], self.box_size).to(images.device, images.dtype)
+        return images * (1.0 - box)
+
+    def view(self, measurement: torch.Tensor) -> torch.Tensor:
+        """The measurement at the clean image's scale, to look at beside it."""
+        return upsample_nearest(measurement, self.factor) if self.operator == "super_resolution" else measurement
+
+
+# ---- FlowChef --------------------------------------------------------------------------------------------------
+
+
+def masked_cfg(v_target: torch.Tensor, v_source: torch.Tensor, region: torch.Tensor, scale: float) -> torch.Tensor:
+    """v_t + scale·M⊙(v_t − v_s): the target flow pushed away from the source inside the region, v_t outside it."""
+    return v_target + scale * region.to(v_target.dtype) * (v_target - v_source)
+
+
+def masked_mse(x0: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, loss_weight: float) -> torch.Tensor:
+    """loss_weight·mean(weight⊙(x0 − y)²); the mean counts every element, masked-out zeros too (as the reference)."""
+    return loss_weight * (weight * (x0 - y).square()).mean()
+
+
+def gradient_skip_step(x: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor,
+                       loss: Callable[[torch.Tensor], torch.Tensor], *, iters: int, lr: float,
+                       optimizer: OptimizerName) -> torch.Tensor:
+    """x after `iters` optimiser steps on loss(x − σ·v) with v frozen (gradient skipping), in fp32, cast back.
+
+    The gradient is taken on a leaf copy of x only, so nothing flows into whatever produced v. Adam starts
+    with fresh moments at every call, as the reference re-creates it every sampling step."""
+    frozen = v.detach().to(torch.float32)
+    latent = x.detach().to(torch.float32).clone().requires_grad_(True)
+    adam = torch.optim.Adam([latent], lr=lr) if optimizer == "adam" else None
+    with torch.enable_grad():
+        for _ in range(iters):
+            # autograd.grad, not backward: the VAE's weights (inverse problems) must not collect gradients.
+            (grad,) = torch.autograd.grad(loss(latent - sigma * frozen), latent)
+            if adam is None:
+                with torch.no_grad():
+                    latent -= lr * grad
+            else:
+                latent.grad = grad
+                adam.step()
+    return latent.detach().to(x.dtype)
+
+
+def latent_region(mask: torch.Tensor, latent_shape: tuple[int, ...], factor: int) -> torch.Tensor:
+    """A pixel MASK [B, H, W] → [B, 1, h, w] of 0/1 at latent resolution: a cell is in the region when more than
+    MASK_THRESHOLD of its pixels are. The mask is cropped at the top-left as its image was before encoding."""
+    batch, _, h, w = latent_shape
+    height, width = mask.shape[-2:]
+    if not (0 <= height - h * factor < CROP and 0 <= width - w * factor < CROP):
+        raise NodeError(f"the mask is {width}×{height} px, but the latent is of a {w * factor}×{h * factor} px image",
+                        field="mask", hint="make the mask from the image the latent was encoded from")
+    if mask.shape[0] not in (1, batch):
+        raise NodeError(f"{mask.shape[0]} masks for a batch of {batch}", field="mask")
+    pixels = mask[:, None, :h * factor, :w * factor].to(torch.float32)
+    cells = F.interpolate(pixels, size=(h, w), mode="area")
+    return (cells > MASK_THRESHOLD).to(torch.float32).expand(batch, 1, h, w)
+
+
+def decode_differentiable(vae: VAE, latents: torch.Tensor) -> torch.Tensor:
+    """Model-space latents → images in [0, 1], unclamped and with the graph kept (a pixel loss reaches the latents)."""
+    inner = vae.vae
+    image = inner.decode(latents.to(inner.device, inner.dtype) / vae.scaling_factor + vae.shift_factor,
+                         return_dict=False)[0]
+    return image.to(torch.float32) / 2 + 0.5
+
+
+def required_inputs(task: Task, operator: OperatorName | None) -> tuple[str, ...]:
+    """The optional inputs a task (with its operator, for inverse problems) cannot run without."""
+    if task == "inverse_problem":
+        return ("source_latent",) if operator == "box_inpaint" else ("vae", "measurement")
+    return ("source_latent", "mask") if task == "inpaint" else ("source_latent",)
+
+
+INPUT_HINTS = {
+    "source_latent": "wire VAE Encode of the source image",
+    "mask": "wire a mask of the region to fill (Box Mask, Object Mask, …)",
+    "vae": "wire the VAE output of Load Flow Model",
+    "measurement": "wire the degraded image (Degrade Image makes one from a clean image)",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What a FlowChef run steers towards: the output latent's shape, the objective, and the masked-CFG region."""
+
+    shape: tuple[int, ...]
+    objective: Objective
+    cfg_region: torch.Tensor | None  # [B, 1, h, w]; only an edit has one
+
+
+def restored_size(degradation: Degradation, measurement: torch.Tensor) -> tuple[int, int]:
+    """(height, width) of the restored image: the measurement's × the operator's scale, cropped to a multiple of 16."""
+    height, width = (side * degradation.scale // CROP * CROP for side in measurement.shape[-2:])
+    if height == 0 or width == 0:
+        raise NodeError(f"the measurement is {measurement.shape[-1]}×{measurement.shape[-2]} px; restored, it must "
+                        f"be at least {CROP}×{CROP}", field="measurement")
+    return height, width
+
+
+def measurement_problem(model: FlowModel, degradation: Degradation, vae: VAE, measurement: torch.Tensor,
+                        loss_weight: float) -> Problem:
+    """Super-resolution and deblurring: loss_weight·MSE(A(D(x̂0)), y) in pixels, through the VAE decoder."""
+    height, width = restored_size(degradation, measurement)
+    scale = degradation.scale
+    # A clone: a value made under inference mode cannot take part in autograd.
+    y = measurement[..., :height // scale, :width // scale].to(model.device, torch.float32).clone()
+
+    def objective(x0: torch.Tensor, step: int) -> torch.Tensor:
+        return loss_weight * F.mse_loss(degradation.apply(decode_differentiable(vae, x0)).to(y.device), y)
+
+    return Problem(model.latent_shape(y.shape[0], height, width), objective, None)
+
+
+def latent_problem(model: FlowModel, task: Task, source_latent: torch.Tensor, mask: torch.Tensor | None,
+                   source_steps: int, loss_weight: float) -> Problem:
+    """edit, inpaint and box inpainting: a masked MSE to the source latent (the mask: 1 = the region to change)."""
+    y = source_latent.to(model.device, torch.float32).clone()
+    shape = tuple(y.shape)
+    region = (latent_region(mask.to(model.device), shape, model.vae_scale_factor) if mask is not None
+              else torch.zeros(shape[0], 1, *shape[2:], device=model.device))
+    known = 1.0 - region
+    if task != "edit":
+        return Problem(shape, lambda x0, step: masked_mse(x0, y, known, loss_weight), None)
+    everywhere = torch.ones_like(region)
+
+    def objective(x0: torch.Tensor, step: int) -> torch.Tensor:
+        return masked_mse(x0, y, everywhere if step < source_steps else known, loss_weight)
+
+    return Problem(shape, objective, region)
+
+
+def build_problem(model: FlowModel, task: Task, *, source_latent: torch.Tensor | None, mask: torch.Tensor | None,
+                  degradation: Degradation | None, vae: VAE | None, measurement: torch.Tensor | None,
+                  source_steps: int, loss_weight: float) -> Problem:
+    """The task's problem, or a NodeError naming a missing input."""
+    if task == "inverse_problem" and degradation is None:
+        raise ValueError("an inverse problem needs its degradation operator")
+    operator = degradation.operator if task == "inverse_problem" and degradation is not None else None
+    given = {"source_latent": source_latent, "mask": mask, "vae": vae, "measurement": measurement}
+    for name in required_inputs(task, operator):
+        if given[name] is None:
+            what = operator.replace("_", " ") if operator else task
+            raise NodeError(f"{what} needs the {name} input", field=name, hint=INPUT_HINTS[name])
+    # From here on, required_inputs has seen to it that what the task reads is not None.
+    if operator in ("super_resolution", "gaussian_deblur"):
+        return measurement_problem(model, degradation, vae, measurement, loss_weight)
+    if operator == "box_inpaint" and mask is None:
+        height, width = (side * model.vae_scale_factor for side in source_latent.shape[-2:])
+        mask = centre_box(height, width, degradation.box_size)[None]
+    return latent_problem(model, task, source_latent, mask, source_steps, loss_weight)
+
+
+def flowchef(model: FlowModel, sigmas: torch.Tensor, target: Conditioning, *, task: Task,
+             source: Conditioning | None = None, negative: Conditioning | None = None,
+             source_latent: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+             degradation: Degradation | None = None, vae: VAE | None = None, measurement: torch.Tensor | None = None,
+             max_steps: int, source_steps: int, opt_iters: int, lr: float, optimizer: OptimizerName,
+             loss_weight: float, guidance: float, true_cfg: float, generator: torch.Generator,
+             callback: EditCallback | None = None) -> torch.Tensor:
+    """Sample from noise along `sigmas` (T+1 levels) with the target prompt, steered by the task's objective.
+
+    `mask` is a pixel MASK (1 = the region to edit or fill); `measurement` an IMAGE degraded by `degradation`.
+    The first min(max_steps, T) steps are steered; `guidance` is SD3's CFG scale (with `negative`) or FLUX's
+    embedded guidance; masked CFG (edit only, against the `source` prompt) is on when true_cfg > 1.
+    Raises NodeError naming the input at fault when one is missing or does not fit."""
+    problem = build_problem(model, task, source_latent=source_latent, mask=mask, degradation=degradation, vae=vae,
+                            measurement=measurement, source_steps=source_steps, loss_weight=loss_weight)
+    steps = len(sigmas) - 1
+    steered = min(max_steps, steps)
+    region = problem.cfg_region
+    use_cfg = steered > 0 and true_cfg > 1 and region is not None and bool(region.any())
+    if use_cfg and source is None:
+        raise NodeError("masked CFG (true_cfg above 1 with a mask) needs the source prompt", field="source",
+                        hint="wire the source prompt's conditioning, or set true_cfg to 1")
+    if model.family == "sd3" and guidance > 1 and negative is None:
+        raise NodeError("SD3 guidance above 1 needs the negative conditioning", field="negative",
+                        hint="wire TextEncode's negative output (an empty negative prompt is fine)")
+    sigmas = sigmas.to(device=model.device, dtype=torch.float32)
+    x = model.noise_like(torch.empty(problem.shape, dtype=model.dtype, device=model.device), generator)
+    for i in range(steps):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        queries = [VelocityQuery(x, target, negative, guidance)]
+        if use_cfg and i < steered:
+            queries.append(VelocityQuery(x, source, negative, guidance))
+        with torch.no_grad():
+            velocities = model.velocities(sigma, queries)
+        v = velocities[0] if len(velocities) == 1 else masked_cfg(velocities[0], velocities[1], region, true_cfg)
+        if i < steered and opt_iters > 0:
+            x = gradient_skip_step(x, v, sigma, partial(problem.objective, step=i), iters=opt_iters, lr=lr,
+                                   optimizer=optimizer)
+        if callback is not None:
+            callback(i + 1, steps, clean_estimate(x, sigma, v))
+        x = euler_update(x, sigma_next - sigma, v)
+    return x
+
+
+# ---- the nodes -------------------------------------------------------------------------------------------------
+
+
+def operator_field() -> Any:
+    return Field("super_resolution", description=(
+        "The degradation: super_resolution (a downscaled image), gaussian_deblur (a blurred one) or box_inpaint "
+        "(a centre box blanked out)."))
+
+
+def factor_field() -> Any:
+    return Field(4, description="Super-resolution: how many times smaller the low-resolution image is per side.")
+
+
+def blur_kernel_field() -> Any:
+    return Field(11, ge=1, le=101, json_schema_extra={"step": 2},
+                 description="Deblur: the blur's kernel width in pixels (odd); wider reaches further.")
+
+
+def blur_sigma_field() -> Any:
+    return Field(1.0, gt=0.0, le=50.0, json_schema_extra={"step": 0.1},
+                 description="Deblur: the blur's strength (Gaussian σ in pixels); higher is blurrier.")
+
+
+def box_size_field() -> Any:
+    return Field(24, ge=1, le=MAX_SIDE, description=(
+        "Box inpainting: the side in pixels of the centred square that is missing (unless a mask is wired)."))
+
+
+def blur_kernel_problems(operator: str, blur_kernel: int) -> list[tuple[str, str]]:
+    if operator == "gaussian_deblur" and blur_kernel % 2 == 0:
+        return [("blur_kernel", f"the blur kernel must be odd, got {blur_kernel}")]
+    return []
+
+
+def _per_model(attribute: str) -> str:
+    return per_model({key: getattr(row, attribute) for key, row in DEFAULTS.items()})
+
+
+@node("FlowChef", category="editors",
+      inputs=[Input("model", SocketType.FLOW_MODEL),
+              Input("target", SocketType.CONDITIONING, "The prompt to sample: the edit, the fill, or the clean image"),
+              Input("source", SocketType.CONDITIONING, "edit: a prompt describing the source (masked CFG pushes "
+                                                       "away from it)", optional=True),
+              Input("negative", SocketType.CONDITIONING, "SD3's CFG negative (TextEncode's negative output)",
+                    optional=True),
+              Input("source_latent", SocketType.LATENT, "edit, inpaint, box inpainting: the encoded source image",
+                    optional=True),
+              Input("mask", SocketType.MASK, "edit: the region to change; inpaint/box: the region to fill",
+                    optional=True),
+              Input("vae", SocketType.VAE, "Super-resolution and deblurring compare decoded pixels", optional=True),
+              Input("measurement", SocketType.IMAGE, "Super-resolution and deblurring: the degraded image",
+                    optional=True),
+              Input("sigmas", SocketType.SIGMAS, "The schedule: its step count is T")],
+      outputs=[Output("latent", SocketType.LATENT, "The steered latent")])
+class FlowChefNode(Node):
+    """Edit, inpaint or restore an image by steering sampling from noise towards it (FlowChef): no inversion and
+    no backpropagation through the model."""
+
+    class Params(NodeParams):
+        task: Task = Field("edit", description=(
+            "edit: redraw the masked region to the target prompt and keep the rest; inpaint: fill the masked region "
+            "from the prompt; inverse_problem: restore the degraded image the operator describes."))
+        operator: OperatorName = operator_field()
+        factor: Literal[2, 4] = factor_field()
+        blur_kernel: int = blur_kernel_field()
+        blur_sigma: float = blur_sigma_field()
+        box_size: int = box_size_field()
+        max_steps: int | None = Field(None, ge=0, le=1000, description=(
+            "Steer only the first N steps and sample the rest freely: fewer lets the prompt shape the fine detail. "
+            "Blank: every step."))
+        source_steps: int | None = Field(None, ge=0, le=1000, description=(
+            "edit: for this many first steps the whole image is pulled to the source (layout kept), afterwards only "
+            f"the unmasked part. Blank: the model's default ({_per_model('source_steps')})."))
+        opt_iters: int | None = Field(None, ge=0, le=100, description=(
+            "Gradient steps per sampling step: more holds the result closer to the source or measurement. "
+            f"Blank: the model's default ({_per_model('opt_iters')})."))
+        lr: float | None = Field(None, ge=0.0, le=1000.0, json_schema_extra={"step": 0.05}, description=(
+            "Step size of each gradient step: higher follows the source or measurement harder (too high overshoots; "
+            f"its effect grows as the image shrinks). Blank: the model's default ({_per_model('lr')})."))
+        optimizer: OptimizerName = Field("sgd", description=(
+            "sgd: plain gradient steps (the FLUX reference); adam: steps of a fixed size whatever the loss scale "
+            "(the reference's inverse problems; use a small lr such as 0.02)."))
+        loss_weight: float = Field(1000.0, ge=0.0, le=1e6, description=(
+            "Multiplies the loss, and so the SGD step: higher holds the result closer to the source or measurement."))
+        guidance: float | None = Field(None, ge=0.0, le=100.0, json_schema_extra={"step": 0.5}, description=(
+            "SD3: CFG scale with the negative prompt (on above 1); FLUX-dev: the embedded guidance. Higher follows "
+            f"the target prompt more. Blank: the model's default ({_per_model('guidance')})."))
+        true_cfg: float | None = Field(None, ge=0.0, le=100.0, json_schema_extra={"step": 0.5}, description=(
+            "edit: masked CFG inside the mask, pushing from the source prompt to the target; higher changes the "
+            f"masked region more, 1 or below is off. Blank: the model's default ({_per_model('true_cfg')})."))
+        seed: int = Field(0, ge=0, le=MAX_SEED, description="The seed of the starting noise; another seed, another "
+                          "result.", json_schema_extra={"widget": "seed"})
+        preview_every: int = Field(4, ge=0, le=1000, description="Show a preview every N steps (0: never).")
+
+    @classmethod
+    def check(cls, params: Params) -> list[tuple[str, str]]:
+        if params.task != "inverse_problem":
+            return []
+        return blur_kernel_problems(params.operator, params.blur_kernel)
+
+    def run(self, ctx: NodeContext, params: Params, model: FlowModel, target: Conditioning, sigmas: torch.Tensor,
+            source: Conditioning | None = None, negative: Conditioning | None = None,
+            source_latent: Latent | None = None, mask: torch.Tensor | None = None, vae: VAE | None = None,
+            measurement: torch.Tensor | None = None) -> dict[str, Any]:
+        for field, message in self.check(params):
+            raise NodeError(message, field=field)
+        require_family(model, target=target, source=source, negative=negative, source_latent=source_latent, vae=vae)
+        defaults = DEFAULTS[model.defaults_key]
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        ctx.record_seed("seed", params.seed)
+        degradation = Degradation(params.operator, params.factor, params.blur_kernel, params.blur_sigma,
+                                  params.box_size)
+        result = flowchef(
+            model, sigmas, target, task=params.task, source=source, negative=negative,
+            source_latent=None if source_latent is None else source_latent.samples, mask=mask,
+            degradation=degradation if params.task == "inverse_problem" else None, vae=vae, measurement=measurement,
+            max_steps=pick(params.max_steps, len(sigmas) - 1),
+            source_steps=pick(params.source_steps, defaults.source_steps),
+            opt_iters=pick(params.opt_iters, defaults.opt_iters), lr=pick(params.lr, defaults.lr),
+            optimizer=params.optimizer, loss_weight=params.loss_weight,
+            guidance=pick(params.guidance, defaults.guidance),
+            true_cfg=pick(params.true_cfg, defaults.true_cfg),
+            generator=torch.Generator("cpu").manual_seed(params.seed),
+            callback=edit_progress(ctx, params.preview_every))
+        return {"latent": Latent(result, model.family)}
+
+
+@node("DegradeImage", category="image", inputs=[Input("image", SocketType.IMAGE, "The clean image")],
+      outputs=[Output("image", SocketType.IMAGE, "The measurement (super-resolution: the low-resolution image)"),
+               Output("view", SocketType.IMAGE, "The measurement at the clean image's scale, to compare by eye")])
+class DegradeImage(Node):
+    """Degrade a clean image as FlowChef's inverse problems model it (downscale, blur, or blank a box): the
+    observation to restore."""
+
+    class Params(NodeParams):
+        operator: OperatorName = operator_field()
+        factor: Literal[2, 4] = factor_field()
+        blur_kernel: int = blur_kernel_field()
+        blur_sigma: float = blur_sigma_field()
+        box_size: int = box_size_field()
+
+    @classmethod
+    def check(cls, params: Params) -> list[tuple[str, str]]:
+        return blur_kernel_problems(params.operator, params.blur_kernel)
+
+    def run(self, ctx: NodeContext, params: Params, image: torch.Tensor) -> dict[str, Any]:
+        for field, message in self.check(params):
+            raise NodeError(message, field=field)
+        height, width = image.shape[-2:]
+        if params.operator == "super_resolution" and min(height, width) < params.factor:
+            raise NodeError(f"the image is {width}×{height} px, too small to shrink {params.factor} times",
+                            field="factor")
+        degradation = Degradation(params.operator, params.factor, params.blur_kernel, params.blur_sigma,
+                                  params.box_size)
+        measurement = degradation.apply(image)
+        return {"image": measurement, "view": degradation.view(measurement)}
