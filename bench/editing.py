@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from nodes.editors.decompose import decompose_prompt  # noqa: E402
+from nodes.editors.flowchef import DEFAULTS as FLOWCHEF_DEFAULTS  # noqa: E402
 from nodes.editors.flowchef import flowchef  # noqa: E402
 from nodes.editors.flowedit import DEFAULTS as FLOWEDIT_DEFAULTS  # noqa: E402
 from nodes.editors.flowedit import EditPrompts, flowedit  # noqa: E402
@@ -132,9 +133,15 @@ def method_splitflow(loaded, batch: Batch) -> torch.Tensor:
 
 def method_flowchef(loaded, batch: Batch) -> torch.Tensor:
     model = loaded.model
-    return flowchef(model, model.default_sigmas(STEPS, 64, 64), batch.prompts.target, task="edit",
+    defaults = FLOWCHEF_DEFAULTS["embedded"]
+    # The loss is a mean over the batch: scaled by its size, each edit gets the SGD step it would get alone.
+    steps = FLOWEDIT_DEFAULTS["embedded"].n_max  # two flows per step, as FlowEdit's active steps
+    return flowchef(model, model.default_sigmas(steps, 64, 64), batch.prompts.target, task="edit",
                     source=batch.prompts.source, negative=batch.prompts.negative, source_latent=batch.latents,
-                    mask=batch.edit_masks, generator=torch.Generator().manual_seed(42))
+                    mask=batch.edit_masks, max_steps=steps, source_steps=defaults.source_steps,
+                    opt_iters=defaults.opt_iters, lr=defaults.lr, optimizer="sgd",
+                    loss_weight=1000.0 * len(batch.sources), guidance=defaults.guidance, true_cfg=defaults.true_cfg,
+                    generator=torch.Generator().manual_seed(42))
 
 
 def method_flowopt(loaded, batch: Batch) -> torch.Tensor:

@@ -4,4 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+# The editor's pure JavaScript modules are tested with Node's built-in runner (Debian's nodejs).
+if ! command -v node >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq nodejs >/dev/null; else sudo apt-get install -y -qq nodejs >/dev/null; fi
+fi
 exec python -m pytest "$@"

@@ -294,3 +294,25 @@ def test_language_model_answers_are_parsed_into_sub_prompts():
 
     answer = "1. a green circle\n\n2) a red square\n- a red circle on yellow\n* one too many"
     assert parse_sub_prompts(answer, 3) == ["a green circle", "a red square", "a red circle on yellow"]
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_editors_keep_a_half_precision_model_in_its_dtype(tmp_path: Path, family: str):
+    loaded = MANAGER.get(str(saved_tiny_model(family, tmp_path / "model")), LoadOptions(device="cpu", dtype="bf16"))
+    model, encoder = loaded.model, loaded.text_encoder
+    assert model.dtype == torch.bfloat16
+    x_src = torch.randn(model.latent_shape(1, 32, 32), generator=generator(0)).to(torch.bfloat16)
+    prompts = EditPrompts(encoder.encode([SOURCE]), encoder.encode([TARGET]), encoder.encode([""]))
+    sigmas = model.default_sigmas(4, 32, 32)
+    with torch.inference_mode():
+        results = [
+            flowedit(model, x_src, sigmas, prompts, n_max=4, n_min=1, src_guidance=2.0, tar_guidance=5.0,
+                     generator=generator()),
+            splitflow(model, x_src, sigmas, prompts, [encoder.encode([TARGET]), encoder.encode([SOURCE])], n_max=4,
+                      n_dec=2, src_guidance=2.0, tar_guidance=5.0, generator=generator()),
+            flowopt(model, x_src, sigmas, prompts, mode="edit", n_max=3, iterations=1, eta=0.01, src_guidance=1.0,
+                    tar_guidance=3.0)[-1],
+        ]
+    for result in results:
+        assert result.dtype == torch.bfloat16 and result.shape == x_src.shape
+        assert torch.isfinite(result.float()).all()
