@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     rs = rsub.add_parser("show", help="one run's record")
     rs.add_argument("ref")
     rs.add_argument("--json", action="store_true")
+    serve = sub.add_parser("serve", help="start the browser canvas (what `python run.py` alone does)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
+    serve.add_argument("--port", type=int, default=7860)
+
     train = sub.add_parser("train-embedded", help="train the embedded default model (models/shapes) from scratch")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     train.add_argument("--minutes", type=float, default=110.0, help="wall-clock budget for both phases")
@@ -105,12 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # usage errors (2) and --help (0) return instead of leaving the caller's process
         return int(exit_.code or 0)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_OK
     from app import commands
 
-    handler = {"run": commands.run, "validate": commands.validate, "nodes": commands.nodes,
+    if args.command is None:  # the app, on this machine only, with the embedded txt2img workflow open
+        args = parser.parse_args(["serve"])
+    handler = {"serve": commands.serve, "run": commands.run, "validate": commands.validate, "nodes": commands.nodes,
                "workflows": commands.workflows, "runs": commands.runs,
                "train-embedded": commands.train_embedded}[args.command]
     try:

@@ -357,6 +357,14 @@ def _run_row(record: Any) -> dict[str, Any]:
             "batch_id": record.batch_id, "batch_index": record.batch_index}
 
 
+def serve(args: argparse.Namespace) -> int:
+    from app.ui.app import build_app
+
+    print(f"FlowCanvas: http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
+    build_app().launch(server_name=args.host, server_port=args.port, inbrowser=False)
+    return EXIT_OK
+
+
 def train_embedded(args: argparse.Namespace) -> int:
     from nodes.shapes.train import TrainConfig, train
 

@@ -8,4 +8,8 @@ python -m pip install --quiet --disable-pip-version-check -r requirements-test.t
 if ! command -v node >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then apt-get install -y -qq nodejs >/dev/null; else sudo apt-get install -y -qq nodejs >/dev/null; fi
 fi
+# The canvas's end-to-end tests drive Debian's Chromium (`playwright install` cannot download browsers here).
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq chromium >/dev/null; else sudo apt-get install -y -qq chromium >/dev/null; fi
+fi
 exec python -m pytest "$@"

@@ -553,9 +553,15 @@ def test_runs_list_with_an_unknown_status_exits_2(home: Path, capsys):
     assert code == EXIT_INVALID and "bogus" in err
 
 
-def test_no_command_prints_help(capsys):
-    code, out, _ = cli(capsys)
-    assert code == EXIT_OK and "COMMAND" in out
+def test_no_command_starts_the_app_on_this_machine_only(capsys, monkeypatch: pytest.MonkeyPatch):
+    from app import commands
+
+    started: list[Any] = []
+    monkeypatch.setattr(commands, "serve", lambda args: started.append((args.host, args.port)) or EXIT_OK)
+    code, _, _ = cli(capsys)
+    assert code == EXIT_OK and started == [("127.0.0.1", 7860)]
+    code, out, _ = cli(capsys, "--help")
+    assert code == EXIT_OK and "COMMAND" in out and "serve" in out
 
 
 # ---------------------------------------------------------------- the real entry point

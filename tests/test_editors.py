@@ -316,3 +316,14 @@ def test_editors_keep_a_half_precision_model_in_its_dtype(tmp_path: Path, family
     for result in results:
         assert result.dtype == torch.bfloat16 and result.shape == x_src.shape
         assert torch.isfinite(result.float()).all()
+
+
+def test_decompose_keeps_an_article_with_the_word_it_belongs_to():
+    assert decompose_prompt("a large red circle on a blue background", "a large red star on an orange background") == [
+        "a large red star on a blue background", "a large red circle on an orange background"]
+
+
+def test_decompose_aligns_equal_length_prompts_by_position():
+    assert decompose_prompt("a large purple triangle, red background", "a large cyan square, purple background") == [
+        "a large cyan triangle, red background", "a large purple square, red background",
+        "a large purple triangle, purple background"]

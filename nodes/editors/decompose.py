@@ -1,7 +1,8 @@
 """Decompose Prompt: split an edit (source prompt → target prompt) into sub-prompts with one change each, for
 SplitFlow, with no network.
 
-By default the two prompts are compared word by word; every changed phrase (a replaced, inserted or removed run of
+By default the two prompts are compared word by word (position by position when they have as many words,
+as attribute edits do); every changed phrase (a replaced, inserted or removed run of
 words, and each word of an equal-length replacement, such as "small red" → "large green") is one change.
 Sub-prompt k is the source with change k made. With more changes than sub-prompts allowed, neighbouring
 changes share a sub-prompt. Users with a local instruction-tuned language model (SplitFlow's authors use
@@ -24,17 +25,33 @@ from nodes.types import SocketType
 Opcode = tuple[str, int, int, int, int]
 
 
+ARTICLES = frozenset({"a", "an", "the"})
+
+
 def word_changes(source: list[str], target: list[str]) -> list[Opcode]:
-    """The changed runs between two word lists, equal-length replacements split into single words."""
+    """The changed runs between two word lists, equal-length replacements split into single words; a change
+    of article alone ("a" → "an" before a new colour) joins the change right after it."""
     changes: list[Opcode] = []
-    for tag, i1, i2, j1, j2 in SequenceMatcher(a=source, b=target, autojunk=False).get_opcodes():
+    if len(source) == len(target):
+        # Attribute edits swap words in place; aligning by position avoids matching the old object colour with
+        # the new background colour ("a purple triangle, red background" → "a cyan square, purple background").
+        changes = [("replace", i, i + 1, i, i + 1) for i, (a, b) in enumerate(zip(source, target)) if a != b]
+    for tag, i1, i2, j1, j2 in ([] if changes else SequenceMatcher(a=source, b=target, autojunk=False).get_opcodes()):
         if tag == "equal":
             continue
         if tag == "replace" and i2 - i1 == j2 - j1:
             changes += [("replace", i, i + 1, j1 + k, j1 + k + 1) for k, i in enumerate(range(i1, i2))]
         else:
             changes.append((tag, i1, i2, j1, j2))
-    return changes
+    merged: list[Opcode] = []
+    for change in reversed(changes):
+        _, i1, i2, j1, j2 = change
+        only_articles = {w.lower() for w in source[i1:i2] + target[j1:j2]} <= ARTICLES
+        if only_articles and merged and merged[-1][1] == i2 and merged[-1][3] == j2:
+            _, _, next_i2, _, next_j2 = merged.pop()
+            change = ("replace", i1, next_i2, j1, next_j2)
+        merged.append(change)
+    return merged[::-1]
 
 
 def apply_changes(source: list[str], target: list[str], changes: list[Opcode]) -> str:

@@ -1,0 +1,72 @@
+"""The node-canvas editor as a plain `gr.HTML` (see docs/research/gradio-editor.md).
+
+The component's value is the workflow document itself (design §2). Its JavaScript lives in `static/` as ES
+modules written for this project, served by Gradio's static-file route; `js_on_load` only imports `bridge.mjs`
+and calls `mount`. Custom props: `catalogue` (nodes.registry.catalogue()) and `validation`, sent with
+`gr.update(validation={"issues": [...], "id": ...})`: issues as dicts `{node, field, code, message, hint}`,
+marked on the nodes; a new `id` each time, since a prop set to an equal value does not reach the editor.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+# A fixed skeleton: it names no prop, so Gradio never re-renders it over the DOM the modules build.
+SKELETON = """
+<div class="fc-root" tabindex="0">
+  <div class="fc-toolbar">
+    <button type="button" class="fc-cmd-new" title="Start from an empty canvas (undoable)">New</button>
+    <button type="button" class="fc-cmd-fit" title="Fit the view to the nodes (.)">Fit</button>
+    <button type="button" class="fc-cmd-undo" title="Undo (Ctrl+Z)">Undo</button>
+    <button type="button" class="fc-cmd-redo" title="Redo (Ctrl+Shift+Z, Ctrl+Y)">Redo</button>
+    <span class="fc-status" role="status"></span>
+  </div>
+  <div class="fc-body">
+    <aside class="fc-palette">
+      <input class="fc-search" type="search" placeholder="Search nodes" aria-label="Search nodes">
+      <div class="fc-palette-list"></div>
+    </aside>
+    <div class="fc-canvas">
+      <div class="fc-world"><svg class="fc-wires"></svg></div>
+      <div class="fc-empty" hidden>Drag nodes here from the palette, or double-click to search.</div>
+      <div class="fc-marquee" hidden></div>
+      <div class="fc-quickadd" hidden>
+        <input type="search" placeholder="Add a node" aria-label="Add a node">
+        <div class="fc-quick-results"></div>
+      </div>
+    </div>
+  </div>
+</div>
+"""
+
+
+def _bootstrap() -> str:
+    """The one-line js_on_load: import the bridge from the static route (under the app's root path) and mount."""
+    url = json.dumps(f"/gradio_api/file={STATIC_DIR / 'bridge.mjs'}")
+    return (
+        "import(((window.gradio_config && window.gradio_config.root) || '').replace(/\\/$/, '') + "
+        f"{url}).then((m) => m.mount({{ element, trigger, props, server, upload, watch }}));"
+    )
+
+
+def flow_editor(value: dict[str, Any] | None, catalogue: dict[str, Any], **kwargs: Any) -> gr.HTML:
+    """A canvas editing `value` (a workflow document, or None for an empty one) against `catalogue`.
+
+    Extra keyword arguments go to `gr.HTML` (elem_id, visible, …).
+    """
+    gr.set_static_paths([STATIC_DIR])
+    return gr.HTML(
+        value=value,
+        html_template=SKELETON,
+        js_on_load=_bootstrap(),
+        apply_default_css=False,
+        catalogue=catalogue,
+        validation={"issues": [], "id": None},
+        **kwargs,
+    )

@@ -1,0 +1,222 @@
+// The editor inside Gradio: `mount()` is what the gr.HTML's js_on_load calls (see app/ui/editor/__init__.py).
+//
+// The gr.HTML value IS the workflow document. Edits are applied to a Graph through History (one undo step
+// each) and committed to `props.value` when they finish (pointerup, a widget's change, a key), never per
+// pointermove, so Python's `.change` sees whole edits. Python sends validation issues in the `validation` prop.
+
+import { Graph, GraphError, emptyWorkflow } from "./graph.mjs";
+import { History } from "./history.mjs";
+import { copySelection, pasteClipboard } from "./clipboard.mjs";
+import { Viewport } from "./viewport.mjs";
+import { NodesView } from "./nodes_view.mjs";
+import { WiresView } from "./wires_view.mjs";
+import { installInteraction } from "./interaction.mjs";
+import { installPalette } from "./palette.mjs";
+
+/** The editor of one canvas: the graph, its history, the selection and the views. */
+export class Editor {
+  /** @type {Set<string>} */
+  selection = new Set();
+  /** @type {import("./nodes_view.mjs").Issue[]} */
+  issues = [];
+
+  /**
+   * @param {HTMLElement} root the skeleton's `.fc-root`
+   * @param {{nodes: object[], socket_colours: Record<string, string>}} catalogue
+   * @param {(workflow: object) => void} commit called with the workflow after each finished edit
+   */
+  constructor(root, catalogue, commit) {
+    this.root = root;
+    this.catalogue = catalogue;
+    this.commitWorkflow = commit;
+    this.history = new History();
+    this.graph = new Graph(emptyWorkflow(), catalogue);
+    const canvas = root.querySelector(".fc-canvas");
+    const world = root.querySelector(".fc-world");
+    this.viewport = new Viewport(canvas, world);
+    this.nodesView = new NodesView(world, catalogue.socket_colours, {
+      onParam: (id, name, value) => this.edit((g) => g.setParam(id, name, value)),
+      onTitle: (id, title) => this.edit((g) => g.setTitle(id, title)),
+    });
+    this.wiresView = new WiresView(root.querySelector(".fc-wires"), catalogue.socket_colours);
+    this.statusLine = root.querySelector(".fc-status");
+  }
+
+  /**
+   * Apply an edit as one undoable step, redraw, and commit unless `commit` is false (a drag commits at its end).
+   * A refused edit (GraphError) changes nothing and is shown in the status line.
+   * @template T
+   * @param {(graph: Graph) => T} apply
+   * @param {{coalesce?: string|null, commit?: boolean}} [options]
+   * @returns {T | undefined}
+   */
+  edit(apply, { coalesce = null, commit = true } = {}) {
+    let result;
+    try {
+      result = this.history.edit(this.graph, apply, { coalesce });
+    } catch (error) {
+      if (!(error instanceof GraphError)) throw error;
+      this.notify(error.message, "error");
+      this.render(); // puts a refused widget value back
+      return undefined;
+    }
+    this.render();
+    if (commit) this.commit();
+    return result;
+  }
+
+  commit() {
+    this.commitWorkflow(this.graph.toWorkflow());
+  }
+
+  render() {
+    const ids = new Set(this.graph.nodeIds());
+    for (const id of this.selection) if (!ids.has(id)) this.selection.delete(id);
+    this.nodesView.render(this.graph, { selected: this.selection, issues: this.issues });
+    this.wiresView.render(this.graph, this.nodesView);
+    this.root.querySelector(".fc-empty").hidden = ids.size > 0;
+  }
+
+  /** @param {string} message @param {"info"|"error"} [kind] */
+  notify(message, kind = "info") {
+    this.statusLine.textContent = message;
+    this.statusLine.dataset.kind = kind;
+  }
+
+  /** Open a workflow (from Python): a new document, so history starts again. @param {object | null} workflow */
+  load(workflow) {
+    try {
+      this.graph.replaceWorkflow(workflow ?? emptyWorkflow());
+    } catch (error) {
+      if (!(error instanceof GraphError)) throw error;
+      this.notify(`cannot open this workflow: ${error.message}`, "error");
+    }
+    this.history.clear();
+    this.selection.clear();
+    this.issues = [];
+    this.render();
+    requestAnimationFrame(() => this.fitView()); // after the canvas has its size
+  }
+
+  /** Replace the document with an empty one, as one undoable step (toolbar "New"). */
+  clear() {
+    const name = this.graph.toWorkflow().name;
+    this.edit((g) => g.replaceWorkflow(emptyWorkflow(name)));
+    this.issues = [];
+    this.render();
+    this.fitView();
+  }
+
+  /** Add a node of a catalogue type at a world point and select it. @param {string} type @param {[number, number]} at */
+  addNode(type, [x, y]) {
+    const id = this.edit((g) => g.addNode(type, { position: [Math.round(x), Math.round(y)] }));
+    if (id !== undefined) this.select([id]);
+    return id;
+  }
+
+  /** @param {string[]} ids @param {{add?: boolean}} [options] */
+  select(ids, { add = false } = {}) {
+    if (!add) this.selection.clear();
+    ids.forEach((id) => this.selection.add(id));
+    this.render();
+  }
+
+  deleteSelection() {
+    if (this.selection.size === 0) return;
+    this.edit((g) => g.removeNodes([...this.selection]));
+  }
+
+  undo() {
+    if (this.history.undo(this.graph)) this.#afterHistory();
+  }
+
+  redo() {
+    if (this.history.redo(this.graph)) this.#afterHistory();
+  }
+
+  #afterHistory() {
+    this.render();
+    this.commit();
+  }
+
+  /** The selection as clipboard text, or null when nothing is selected. @returns {string | null} */
+  copyText() {
+    return this.selection.size === 0 ? null : copySelection(this.graph, [...this.selection]);
+  }
+
+  /** Paste clipboard text with its top-left at a world point; the pasted nodes become the selection. */
+  paste(text, at) {
+    const renamed = this.edit((g) => pasteClipboard(g, text, { at: [Math.round(at[0]), Math.round(at[1])] }));
+    if (renamed !== undefined) this.select(Object.values(renamed));
+  }
+
+  /** Show validation issues on their nodes and fields; issues about no node go in the status line. */
+  showIssues(issues) {
+    this.issues = Array.isArray(issues) ? issues : [];
+    this.render();
+    const general = this.issues.filter((issue) => !issue.node || !this.graph.hasNode(issue.node));
+    if (this.issues.length === 0) this.notify("Valid: ready to run.");
+    else {
+      const where = this.issues.length - general.length;
+      const parts = [`${this.issues.length} problem${this.issues.length === 1 ? "" : "s"}`];
+      if (where > 0) parts.push(`${where} marked on nodes`);
+      this.notify([parts.join(", "), ...general.map((issue) => issue.message + (issue.hint ? ` (${issue.hint})` : ""))].join(" · "), "error");
+    }
+  }
+
+  /** Fit the view to the nodes (or the origin, for an empty graph). */
+  fitView() {
+    const boxes = [...this.nodesView.boxes().values()];
+    this.viewport.fit(boxes.length === 0 ? null : {
+      left: Math.min(...boxes.map((b) => b.left)), top: Math.min(...boxes.map((b) => b.top)),
+      right: Math.max(...boxes.map((b) => b.right)), bottom: Math.max(...boxes.map((b) => b.bottom)),
+    });
+  }
+}
+
+/** Load editor.css once per page; resolves when it applies, since node layout (socket positions) depends on it. */
+function ensureStylesheet() {
+  const href = new URL("./editor.css", import.meta.url).href;
+  let link = document.querySelector(`link[href="${CSS.escape(href)}"]`);
+  if (link === null) {
+    link = document.createElement("link");
+    link.rel = "stylesheet";
+    link.href = href;
+    link.loaded = new Promise((resolve) => {
+      link.addEventListener("load", resolve, { once: true });
+      link.addEventListener("error", resolve, { once: true }); // unstyled beats not at all
+    });
+    document.head.append(link);
+  }
+  return link.loaded;
+}
+
+/**
+ * Start the editor in a gr.HTML. `props.value` is the workflow, `props.catalogue` the node catalogue
+ * (nodes.registry.catalogue()), `props.validation.issues` the issues to mark. For tests and debugging the Editor is
+ * reachable as `root.flowcanvas` on the `.fc-root` element once mounted.
+ * @param {{element: HTMLElement, props: {value: object|null, catalogue: object, validation?: {issues: object[]}}, watch(name: string, callback: () => void): void}} context
+ * @returns {Promise<Editor>}
+ */
+export async function mount({ element, props, watch }) {
+  const root = element.querySelector(".fc-root");
+  if (root.mounting) return root.mounting; // js_on_load ran again on the same DOM
+  root.mounting = ensureStylesheet().then(() => {
+    const editor = new Editor(root, props.catalogue, (workflow) => {
+      props.value = workflow;
+    });
+    installInteraction(editor);
+    installPalette(editor);
+    for (const [selector, action] of [[".fc-cmd-new", () => editor.clear()], [".fc-cmd-fit", () => editor.fitView()],
+      [".fc-cmd-undo", () => editor.undo()], [".fc-cmd-redo", () => editor.redo()]]) {
+      root.querySelector(selector).addEventListener("click", action);
+    }
+    editor.load(props.value);
+    // Only values set from Python arrive here: the editor's own commits do not echo back.
+    watch("value", () => editor.load(props.value));
+    watch("validation", () => editor.showIssues(props.validation?.issues));
+    root.flowcanvas = editor;
+    return editor;
+  });
+  return root.mounting;
+}

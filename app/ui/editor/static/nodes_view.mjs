@@ -1,0 +1,287 @@
+// The nodes on the canvas: one keyed DOM element per node, widgets generated from the catalogue's param specs.
+//
+// Every string from a workflow or the catalogue goes in as text (textContent, attributes), never as markup.
+// A node's element is rebuilt only when its structure changes (type, title, which inputs are wired); param
+// values are written into the existing widgets, so a widget being typed in keeps its focus.
+
+// Params of these types have an input socket too (graph.mjs WIREABLE_PARAM_TYPES, the server's param_socket_type).
+const WIREABLE = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "PROMPTS"]);
+// Seeds are drawn from the integers a JavaScript number holds exactly, so the seed shown is the seed run.
+const SEED_LIMIT = Number.MAX_SAFE_INTEGER;
+
+/**
+ * @typedef {{name: string, type: string, required?: boolean, default?: unknown, description?: string, choices?: unknown[],
+ *   minimum?: number, maximum?: number, step?: number, widget?: string}} ParamSpec
+ * @typedef {{node: string|null, field: string|null, code: string, message: string, hint?: string|null}} Issue
+ * @typedef {{onParam(node: string, name: string, value: unknown): void, onTitle(node: string, title: string): void}} NodeCallbacks
+ */
+
+/** @param {string} tag @param {string} [className] @param {string} [text] @returns {HTMLElement} */
+export function el(tag, className, text) {
+  const element = document.createElement(tag);
+  if (className) element.className = className;
+  if (text !== undefined) element.textContent = text;
+  return element;
+}
+
+function socketDot(node, name, side, type, colours) {
+  const dot = el("span", `fc-socket fc-${side}`);
+  Object.assign(dot.dataset, { node, name, side, type });
+  dot.style.setProperty("--socket", colours[type] ?? "#9e9e9e");
+  dot.title = type;
+  return dot;
+}
+
+function toText(param, value) {
+  if (value === null || value === undefined) return "";
+  if (param.type === "PROMPTS" && Array.isArray(value)) return value.join("\n");
+  if (typeof value === "string" || typeof value === "number") return String(value);
+  return JSON.stringify(value);
+}
+
+/** The value a widget's text stands for; a blank number is null (the server says whether that is allowed). */
+function fromText(param, text) {
+  switch (param.type) {
+    case "INT":
+    case "FLOAT":
+      return text.trim() === "" ? null : Number(text);
+    case "PROMPTS":
+      return text.split("\n").filter((line) => line.trim() !== "");
+    case "STRING":
+      return text;
+    default:
+      try {
+        return JSON.parse(text);
+      } catch {
+        return text; // the graph refuses it with a message saying what was expected
+      }
+  }
+}
+
+/** The widget for one param, and how to write a value into it. */
+function buildWidget(id, param, callbacks) {
+  const send = (value) => callbacks.onParam(id, param.name, value);
+  if (Array.isArray(param.choices)) {
+    const select = el("select", "fc-widget");
+    param.choices.forEach((choice, i) => {
+      const option = el("option", "", typeof choice === "string" ? choice : JSON.stringify(choice));
+      option.value = String(i); // the index maps back to the choice, whatever its JSON type
+      select.append(option);
+    });
+    select.addEventListener("change", () => send(structuredClone(param.choices[Number(select.value)])));
+    const set = (value) => {
+      const i = param.choices.findIndex((choice) => JSON.stringify(choice) === JSON.stringify(value));
+      select.value = String(i);
+    };
+    return { element: select, set };
+  }
+  if (param.type === "BOOLEAN") {
+    const box = el("input", "fc-widget fc-check");
+    box.type = "checkbox";
+    box.addEventListener("change", () => send(box.checked));
+    return { element: box, set: (value) => { box.checked = value === true; } };
+  }
+  const multiline = param.widget === "multiline" || param.type === "PROMPTS" || !["INT", "FLOAT", "STRING"].includes(param.type);
+  const input = el(multiline ? "textarea" : "input", "fc-widget");
+  if (multiline) input.rows = 2;
+  if (param.type === "INT" || param.type === "FLOAT") {
+    input.type = "number";
+    if (param.minimum != null) input.min = String(param.minimum);
+    if (param.maximum != null) input.max = String(param.maximum);
+    input.step = param.step != null ? String(param.step) : param.type === "INT" ? "1" : "any";
+  } else if (!multiline) {
+    input.type = "text";
+  }
+  input.spellcheck = false;
+  // "change", not "input": one edit per finished value (blur or Enter), not one per keystroke.
+  input.addEventListener("change", () => send(fromText(param, input.value)));
+  const set = (value) => {
+    if (document.activeElement !== input) input.value = toText(param, value);
+  };
+  if (param.widget !== "seed") return { element: input, set };
+  const wrap = el("div", "fc-seed");
+  const dice = el("button", "fc-dice", "⚄");
+  dice.type = "button";
+  dice.title = "Random seed";
+  const upper = Math.min(param.maximum ?? SEED_LIMIT, SEED_LIMIT);
+  const lower = param.minimum ?? 0;
+  dice.addEventListener("click", () => send(lower + Math.floor(Math.random() * (upper - lower + 1))));
+  wrap.append(input, dice);
+  return { element: wrap, set };
+}
+
+/** Keyed DOM of the graph's nodes inside a world-coordinates layer. */
+export class NodesView {
+  /** @type {Map<string, {element: HTMLElement, signature: string, widgets: Map<string, {set(value: unknown): void, fallback: unknown}>}>} */
+  #nodes = new Map();
+
+  /**
+   * @param {HTMLElement} layer
+   * @param {Record<string, string>} colours socket type → CSS colour
+   * @param {NodeCallbacks} callbacks
+   */
+  constructor(layer, colours, callbacks) {
+    this.layer = layer;
+    this.colours = colours;
+    this.callbacks = callbacks;
+  }
+
+  /**
+   * Bring the DOM in line with the graph.
+   * @param {import("./graph.mjs").Graph} graph
+   * @param {{selected: Set<string>, issues: Issue[]}} state
+   */
+  render(graph, { selected, issues }) {
+    const ids = new Set(graph.nodeIds());
+    for (const [id, view] of this.#nodes) {
+      if (!ids.has(id)) {
+        view.element.remove();
+        this.#nodes.delete(id);
+      }
+    }
+    for (const id of ids) {
+      const entry = graph.node(id);
+      const spec = graph.specOf(id);
+      const signature = JSON.stringify([entry.type, entry.title ?? null, entry.subgraph ?? null, Object.keys(entry.inputs ?? {}).sort(), spec !== null]);
+      let view = this.#nodes.get(id);
+      if (view === undefined || view.signature !== signature) {
+        const built = this.#build(id, entry, spec);
+        if (view === undefined) this.layer.append(built.element);
+        else view.element.replaceWith(built.element);
+        view = { ...built, signature };
+        this.#nodes.set(id, view);
+      }
+      const [x, y] = entry.position ?? [0, 0];
+      view.element.style.left = `${x}px`;
+      view.element.style.top = `${y}px`;
+      view.element.classList.toggle("fc-selected", selected.has(id));
+      // A param the document leaves out runs with its default, so the widget shows that.
+      for (const [name, widget] of view.widgets) widget.set(Object.hasOwn(entry.params ?? {}, name) ? entry.params[name] : widget.fallback);
+      this.#markIssues(view.element, issues.filter((issue) => issue.node === id));
+    }
+  }
+
+  /** The node element of an id, or null. @param {string} id @returns {HTMLElement | null} */
+  element(id) {
+    return this.#nodes.get(id)?.element ?? null;
+  }
+
+  /** @returns {string[]} the ids shown */
+  ids() {
+    return [...this.#nodes.keys()];
+  }
+
+  /** A socket's centre in world coordinates (layout offsets are untransformed, so zoom does not enter). */
+  socketCenter(node, side, name) {
+    const view = this.#nodes.get(node);
+    const dot = view?.element.querySelector(`.fc-socket.fc-${side}[data-name="${CSS.escape(name)}"]`);
+    if (!dot) return null;
+    let x = dot.offsetWidth / 2;
+    let y = dot.offsetHeight / 2;
+    for (let at = dot; at !== null && at !== this.layer; at = at.offsetParent) {
+      x += at.offsetLeft;
+      y += at.offsetTop;
+    }
+    return [x, y];
+  }
+
+  /** The world rectangle each node covers. @returns {Map<string, {left: number, top: number, right: number, bottom: number}>} */
+  boxes() {
+    const boxes = new Map();
+    for (const [id, { element }] of this.#nodes) {
+      const left = element.offsetLeft;
+      const top = element.offsetTop;
+      boxes.set(id, { left, top, right: left + element.offsetWidth, bottom: top + element.offsetHeight });
+    }
+    return boxes;
+  }
+
+  #build(id, entry, spec) {
+    const node = el("div", "fc-node");
+    node.dataset.node = id;
+    const header = el("div", "fc-header");
+    const title = el("span", "fc-title", entry.title || entry.type);
+    title.title = "Double-click to rename";
+    header.append(title);
+    if (entry.title) header.append(el("span", "fc-type", entry.type));
+    node.append(header);
+    title.addEventListener("dblclick", (event) => {
+      event.stopPropagation();
+      this.#rename(id, title, entry.title ?? "");
+    });
+    const widgets = new Map();
+    if (spec === null) {
+      node.classList.add("fc-unknown");
+      node.append(el("div", "fc-note", `unknown node type ${entry.type}`));
+      return { element: node, widgets };
+    }
+    if (spec.description) node.title = spec.description;
+    const ports = el("div", "fc-ports");
+    const inputs = el("div", "fc-inputs");
+    const outputs = el("div", "fc-outputs");
+    for (const input of spec.inputs) {
+      const row = el("div", "fc-row fc-field");
+      row.dataset.name = input.name;
+      row.append(socketDot(id, input.name, "in", input.type, this.colours), el("span", "fc-label", input.name + (input.optional ? "" : " *")));
+      if (input.description) row.title = input.description;
+      inputs.append(row);
+    }
+    for (const output of spec.outputs) {
+      const row = el("div", "fc-row");
+      row.append(el("span", "fc-label", output.name), socketDot(id, output.name, "out", output.type, this.colours));
+      if (output.description) row.title = output.description;
+      outputs.append(row);
+    }
+    ports.append(inputs, outputs);
+    node.append(ports);
+    for (const param of spec.params) {
+      const row = el("div", "fc-param fc-field");
+      row.dataset.name = param.name;
+      if (param.description) row.title = param.description;
+      if (WIREABLE.has(param.type)) row.append(socketDot(id, param.name, "in", param.type, this.colours));
+      row.append(el("span", "fc-label", param.name));
+      if (Object.hasOwn(entry.inputs ?? {}, param.name)) {
+        row.append(el("span", "fc-linked", "← wired"));
+      } else {
+        const widget = buildWidget(id, param, this.callbacks);
+        row.append(widget.element);
+        widgets.set(param.name, { ...widget, fallback: param.default ?? null });
+      }
+      node.append(row);
+    }
+    node.append(el("div", "fc-errors"));
+    return { element: node, widgets };
+  }
+
+  #rename(id, title, current) {
+    const input = el("input", "fc-rename");
+    input.value = current;
+    let done = false;
+    const finish = (save) => {
+      if (done) return;
+      done = true;
+      input.replaceWith(title);
+      if (save && input.value !== current) this.callbacks.onTitle(id, input.value);
+    };
+    input.addEventListener("keydown", (event) => {
+      event.stopPropagation();
+      if (event.key === "Enter") finish(true);
+      if (event.key === "Escape") finish(false);
+    });
+    input.addEventListener("blur", () => finish(true));
+    title.replaceWith(input);
+    input.focus();
+    input.select();
+  }
+
+  #markIssues(node, issues) {
+    node.classList.toggle("fc-has-error", issues.length > 0);
+    const fields = new Set(issues.map((issue) => issue.field));
+    for (const row of node.querySelectorAll(".fc-field")) {
+      row.classList.toggle("fc-field-error", fields.has(row.dataset.name));
+    }
+    const list = node.querySelector(".fc-errors");
+    if (list === null) return;
+    list.replaceChildren(...issues.map((issue) => el("div", "fc-error", (issue.field ? `${issue.field}: ` : "") + issue.message)));
+  }
+}
