@@ -12,7 +12,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
-from nodes.models.base import Conditioning, FlowModel
+from nodes.models.base import Conditioning, FlowModel, VelocityQuery
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, node, node_spec, unregister
 from nodes.solvers import (
     ADAMS_BASHFORTH2,
@@ -379,6 +379,9 @@ class GaussianFlowModel(FlowModel):
                  negative: Conditioning | None = None, guidance: float = 1.0, true_cfg: float = 1.0) -> torch.Tensor:
         self.calls.append((x, sigma, positive, negative, guidance))
         return GaussianFlow(self.flow.mu + 0.1 * guidance, self.flow.s).velocity(x, sigma)
+
+    def batched_velocities(self, sigma: torch.Tensor, queries: list[VelocityQuery]) -> list[torch.Tensor]:
+        return [self.velocity(q.x, sigma, q.positive, q.negative, q.guidance, q.true_cfg) for q in queries]
 
     def default_sigmas(self, steps: int, height: int, width: int) -> torch.Tensor:
         _, _, h, w = self.latent_shape(1, height, width)
