@@ -65,6 +65,26 @@ class Flattened:
     nodes: dict[str, FlatNode]
     issues: list[Issue]
     reported: set[tuple[str, str]]  # (node, input) whose link problem flattening already reported
+    bypassed: set[str] = field(default_factory=set)  # nodes left out because they are bypassed
+
+
+def _passthrough(node_id: str, entry: NodeEntry, inputs: dict[str, Link | list[Link]],
+                 issues: list[Issue]) -> dict[str, Link | None]:
+    """What a bypassed node's outputs pass on: for each output, the first wired input of the same socket type
+    (ComfyUI's bypass); None where it has none."""
+    cls = get_node_class(entry.type)
+    if cls is None:
+        issues.append(Issue(node=node_id, field="type", code="unknown_type", message=f"unknown node type {entry.type!r}"))
+        return {}
+    passed: dict[str, Link | None] = {}
+    for output in cls.outputs:
+        passed[output.name] = None
+        for spec in cls.inputs:
+            value = inputs.get(spec.name)
+            if spec.type == output.type and value not in (None, []):
+                passed[output.name] = value[0] if isinstance(value, list) else value
+                break
+    return passed
 
 
 def flatten(workflow: Workflow) -> Flattened:
@@ -76,6 +96,8 @@ def flatten(workflow: Workflow) -> Flattened:
     instance_inputs: dict[str, dict[str, Link | list[Link]]] = {}
     instance_targets: dict[str, dict[str, list[tuple[str, str]]]] = {}
     instance_outputs: dict[str, dict[str, Link]] = {}
+    bypassed: dict[str, dict[str, Link | None]] = {}
+    types: dict[str, str] = {}  # node id → type, for messages about bypassed nodes
 
     def expand(nodes: dict[str, NodeEntry], prefix: str, stack: tuple[str, ...]) -> None:
         for local_id, entry in nodes.items():
@@ -85,6 +107,15 @@ def flatten(workflow: Workflow) -> Flattened:
                                     message=f"node ids must be non-empty and may not contain {ID_SEPARATOR!r}"))
                 continue
             inputs = {name: _prefixed(value, prefix) for name, value in entry.inputs.items()}
+            types[node_id] = entry.type
+            if entry.bypass:
+                if entry.type == SUBGRAPH_TYPE:
+                    issues.append(Issue(node=node_id, field="bypass", code="invalid_value",
+                                        message="a Subgraph node cannot be bypassed", hint="bypass nodes inside it"))
+                    broken.add(node_id)
+                else:
+                    bypassed[node_id] = _passthrough(node_id, entry, inputs, issues)
+                continue
             if entry.type != SUBGRAPH_TYPE:
                 flat[node_id] = FlatNode(node_id, entry.type, entry.type_version, dict(entry.params), inputs, entry.title)
                 continue
@@ -144,14 +175,28 @@ def flatten(workflow: Workflow) -> Flattened:
                     issues.append(Issue(node=instance, field=name, code="missing_node",
                                         message=f"subgraph input {name!r} targets missing inner node {target_id!r}"))
 
-    def resolve(link: Link) -> Link | None:
-        seen = 0
-        while link.node in instance_outputs and seen <= len(instance_outputs):
-            mapped = instance_outputs[link.node].get(link.output)
-            if mapped is None:
-                return None
-            link, seen = mapped, seen + 1
-        return link
+    def resolve(link: Link) -> tuple[Link, Issue | None]:
+        """Follow a link through subgraph outputs and bypassed nodes to the node that produces the value."""
+        for _ in range(len(instance_outputs) + len(bypassed) + 1):
+            if link.node in instance_outputs:
+                mapped = instance_outputs[link.node].get(link.output)
+                if mapped is None:
+                    return link, Issue(code="missing_output",
+                                       message=f"subgraph node {link.node!r} has no output {link.output!r}")
+            elif link.node in bypassed:
+                passed = bypassed[link.node]
+                if link.output not in passed:
+                    return link, Issue(code="missing_output", message=f"{link.node!r} has no output {link.output!r}")
+                mapped = passed[link.output]
+                if mapped is None:
+                    return link, Issue(code="bypassed_input", message=(
+                        f"{link.node!r} is bypassed and has no wired input of the type of its output "
+                        f"{link.output!r} to pass on"), hint=f"wire one into {link.node!r} ({types[link.node]}) or "
+                                                             f"stop bypassing it")
+            else:
+                return link, None
+            link = mapped
+        return link, None  # a loop of bypassed nodes: the cycle check reports it
 
     for node in flat.values():
         for name, value in list(node.inputs.items()):
@@ -160,15 +205,13 @@ def flatten(workflow: Workflow) -> Flattened:
             for link in links:
                 if link.node in broken:
                     reported.add((node.id, name))
-                target = resolve(link)
-                if target is None:
-                    issues.append(Issue(node=node.id, field=name, code="missing_output",
-                                        message=f"subgraph node {link.node!r} has no output {link.output!r}"))
+                target, problem = resolve(link)
+                if problem is not None:
+                    issues.append(problem.model_copy(update={"node": node.id, "field": name}))
                     reported.add((node.id, name))
-                    target = link
                 resolved.append(target)
             node.inputs[name] = resolved if isinstance(value, list) else resolved[0]
-    return Flattened(flat, issues, reported)
+    return Flattened(flat, issues, reported, set(bypassed))
 
 
 def _prefixed(value: Link | list[Link], prefix: str) -> Link | list[Link]:
@@ -181,8 +224,10 @@ def _prefixed(value: Link | list[Link], prefix: str) -> Link | list[Link]:
 
 # ---------------------------------------------------------------- overrides
 
-def apply_overrides(workflow: Workflow, flat: dict[str, FlatNode], overrides: dict[str, Any]) -> list[Issue]:
-    """Set each `label` or `node.param` override on the flat nodes, coerced to the param's type when possible."""
+def apply_overrides(workflow: Workflow, flat: dict[str, FlatNode], overrides: dict[str, Any],
+                    bypassed: set[str] = frozenset()) -> list[Issue]:
+    """Set each `label` or `node.param` override on the flat nodes, coerced to the param's type when possible
+    (an override of a bypassed node's param is accepted and changes nothing)."""
     issues = []
     named: dict[tuple[str, str], str] = {}
     for name, raw in overrides.items():
@@ -198,6 +243,8 @@ def apply_overrides(workflow: Workflow, flat: dict[str, FlatNode], overrides: di
             continue
         named[node_id, param] = name
         node = flat.get(node_id)
+        if node_id in bypassed:
+            continue
         if node is None:
             issues.append(Issue(node=node_id, field=param, code="unknown_field", message=f"{name!r}: no node {node_id!r}"))
             continue
@@ -221,7 +268,8 @@ def coerce_param(type_name: str, param: str, raw: Any) -> Any:
 # ---------------------------------------------------------------- validation
 
 def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *, target: str | None = None,
-                  reported: set[tuple[str, str]] = frozenset()) -> tuple[list[Issue], dict[str, PlanNode], nx.DiGraph]:
+                  reported: set[tuple[str, str]] = frozenset(),
+                  bypassed: set[str] = frozenset()) -> tuple[list[Issue], dict[str, PlanNode], nx.DiGraph]:
     """Check every node, link and exposed field; returns the issues, the planned nodes and the link graph."""
     issues: list[Issue] = []
     planned: dict[str, PlanNode] = {}
@@ -288,8 +336,9 @@ def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *, target: str 
         issues.append(Issue(code="no_output", message="the workflow has no output node",
                             hint="add a Save Image or Preview Image node"))
     if target is not None and target not in flat:
-        issues.append(Issue(node=target, code="unknown_target", message=f"cannot run up to {target!r}: no such node"))
-    issues.extend(_check_exposed(workflow, flat, classes))
+        why = "it is bypassed" if target in bypassed else "no such node"
+        issues.append(Issue(node=target, code="unknown_target", message=f"cannot run up to {target!r}: {why}"))
+    issues.extend(_check_exposed(workflow, flat, classes, bypassed))
     return issues, planned, graph
 
 
@@ -384,13 +433,16 @@ def _check_params(node_id: str, cls: type[Node], params: dict[str, Any], wired: 
     return issues
 
 
-def _check_exposed(workflow: Workflow, flat: dict[str, FlatNode], classes: dict[str, type[Node] | None]) -> list[Issue]:
+def _check_exposed(workflow: Workflow, flat: dict[str, FlatNode], classes: dict[str, type[Node] | None],
+                   bypassed: set[str]) -> list[Issue]:
     issues, labels = [], set()
     for exposed in workflow.exposed:
         if exposed.label in labels:
             issues.append(Issue(node=exposed.node, field=exposed.param, code="duplicate_label",
                                 message=f"two exposed fields are labelled {exposed.label!r}"))
         labels.add(exposed.label)
+        if exposed.node in bypassed:
+            continue  # still addressable; it changes nothing while the node is bypassed
         cls = classes.get(exposed.node)
         if exposed.node not in flat:
             issues.append(Issue(node=exposed.node, field=exposed.param, code="unknown_exposed",
@@ -428,8 +480,9 @@ def build_plan(workflow: Workflow, overrides: dict[str, Any] | None = None, *, t
     flattened = flatten(workflow)
     flat, issues = flattened.nodes, flattened.issues
     if overrides:
-        issues.extend(apply_overrides(workflow, flat, overrides))
-    validation_issues, planned, graph = validate_flat(workflow, flat, target=target, reported=flattened.reported)
+        issues.extend(apply_overrides(workflow, flat, overrides, flattened.bypassed))
+    validation_issues, planned, graph = validate_flat(workflow, flat, target=target, reported=flattened.reported,
+                                                      bypassed=flattened.bypassed)
     issues.extend(validation_issues)
     if issues:
         raise WorkflowInvalid(issues)

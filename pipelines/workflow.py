@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from pipelines.issues import Issue, WorkflowInvalid
 
@@ -44,6 +44,16 @@ class NodeEntry(_Model):
     inputs: dict[str, Link | list[Link]] = Field(default_factory=dict)
     position: tuple[float, float] = (0.0, 0.0)
     subgraph: str | None = None  # for type "Subgraph": the id of an entry in the workflow's `subgraphs`
+    # Bypassed nodes do not run: each output passes on the node's first wired input of the same socket type.
+    bypass: bool = False
+
+    @model_serializer(mode="wrap")
+    def _leave_out_bypass_when_off(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Saved files written before bypass existed stay byte-identical when re-saved.
+        data = handler(self)
+        if not self.bypass:
+            data.pop("bypass", None)
+        return data
 
 
 class ExposedField(_Model):

@@ -124,11 +124,11 @@ describe("checkWorkflow mirrors what the server accepts", () => {
     ["a ComfyUI graph", () => ({ last_node_id: 3, nodes: [], links: [] }), "schema", "not a FlowCanvas workflow"],
     ["a newer version", () => ({ ...base(), version: 2 }), "unsupported_version", "version 2"],
     ["an unknown top-level field", () => ({ ...base(), extra: 1 }), "schema", "extra: unknown field"],
-    ["an unknown node field (bypass is not in the format)", () => {
+    ["an unknown node field", () => {
       const doc = base();
-      doc.nodes.sampler.bypass = true;
+      doc.nodes.sampler.muted = true;
       return doc;
-    }, "schema", "nodes.sampler.bypass"],
+    }, "schema", "nodes.sampler.muted"],
     ["a node without type", () => ({ ...base(), nodes: { a: { params: {} } } }), "schema", "needs a `type`"],
     ["an empty type", () => ({ ...base(), nodes: { a: { type: "" } } }), "schema", "nodes.a.type"],
     ["type_version 0", () => ({ ...base(), nodes: { a: { type: "Int", type_version: 0 } } }), "schema", "type_version"],
@@ -280,6 +280,20 @@ describe("editing nodes", () => {
     assert.deepEqual(graph.node(grid).inputs.images, [{ node: a, output: "image" }, { node: c, output: "image" }]);
     graph.removeNodes([a, c]);
     assert.deepEqual(graph.node(grid).inputs, {});
+  });
+
+  test("setBypass marks and unmarks nodes, refuses Subgraph nodes, and the result still loads", () => {
+    const graph = new Graph(template("txt2img-sd3.json"), catalogue);
+    graph.setBypass(["sampler", "decode"], true);
+    assert.equal(graph.node("sampler").bypass, true);
+    assert.equal(graph.node("decode").bypass, true);
+    checkWorkflow(graph.toWorkflow());
+    graph.setBypass(["decode"], false);
+    assert.ok(!("bypass" in graph.node("decode")), "not bypassed: the field is left out, as the server saves it");
+    const grouped = new Graph(template("txt2img-sd3.json"), catalogue);
+    const { node } = grouped.groupIntoSubgraph(["noise", "schedule"]);
+    assertRefusedUnchanged(grouped, () => grouped.setBypass(["sampler", node], true), "invalid_value", "cannot be bypassed");
+    assertRefused(() => checkWorkflow({ ...emptyWorkflow(), nodes: { a: { type: "Int", bypass: "yes" } } }), "schema", "nodes.a.bypass");
   });
 
   test("removing an unknown node changes nothing", () => {

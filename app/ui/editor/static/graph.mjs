@@ -177,6 +177,9 @@ function checkNodeEntry(id, entry, at) {
       v.forEach((n, i) => check.number(n, `${a}[${i}]`));
     },
     subgraph: (v, a) => check.string(v, a, { nullable: true }),
+    bypass: (v, a) => {
+      if (typeof v !== "boolean") check.fail(a, `expected true or false, got ${describe(v)}`);
+    },
   });
   if (entry.type === undefined) check.fail(at, "a node needs a `type`");
 }
@@ -518,6 +521,22 @@ export class Graph {
       return [id, checkedPosition(id, position)];
     });
     for (const [id, position] of checked) this.#nodes[id].position = position;
+  }
+
+  /**
+   * Bypass nodes (they do not run; each output passes on the node's first wired input of its type) or stop
+   * bypassing them. Subgraph nodes cannot be bypassed (bypass the nodes inside).
+   * @param {string[]} ids @param {boolean} on
+   */
+  setBypass(ids, on) {
+    const entries = ids.map((id) => [id, this.#entry(id)]);
+    for (const [id, entry] of entries) {
+      if (on && entry.type === SUBGRAPH_TYPE) throw new GraphError(`${id}: a Subgraph node cannot be bypassed`, { node: id, field: "bypass", code: "invalid_value" });
+    }
+    for (const [, entry] of entries) {
+      if (on) entry.bypass = true;
+      else delete entry.bypass;
+    }
   }
 
   /** Set a node's title; an empty title or null removes it. @param {string} id @param {string|null} title */
