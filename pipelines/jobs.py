@@ -12,6 +12,7 @@ import json
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from storage import ArtifactRecord, NewArtifact, RunStatus, Storage
 log = logging.getLogger(__name__)
 
 TERMINAL_EVENTS = {"run_finished", "run_failed", "run_cancelled"}
+FINISHED_HANDLES_KEPT = 64  # finished runs whose events stay in memory for late followers (a reopened page)
 
 
 class RunRequest(BaseModel):
@@ -84,6 +86,12 @@ class EventLog:
                 if event.kind in TERMINAL_EVENTS:
                     return
 
+    def since(self, index: int, timeout: float | None = None) -> list[RunEvent]:
+        """The events from `index` on, waiting up to `timeout` seconds for at least one (empty if none came)."""
+        with self._changed:
+            self._changed.wait_for(lambda: index < len(self._events), timeout)
+            return self._events[index:]
+
     def snapshot(self) -> list[RunEvent]:
         with self._changed:
             return list(self._events)
@@ -100,6 +108,11 @@ class RunHandle:
     def events(self, timeout: float | None = None) -> Iterator[RunEvent]:
         """Every event of this run from its start, until it ends (or `timeout` seconds pass with nothing new)."""
         return self._events.follow(timeout)
+
+    def events_since(self, index: int, timeout: float | None = None) -> list[RunEvent]:
+        """The events from `index` on, as one batch, waiting up to `timeout` seconds for one (for relays that
+        coalesce: whatever arrived while the last batch was being shown comes together)."""
+        return self._events.since(index, timeout)
 
     def cancel(self) -> None:
         self.cancel_token.cancel()
@@ -136,6 +149,8 @@ class JobWorker:
         self.executor = Executor(device=device, cache=OutputCache(cache_budget_bytes))
         self.listeners: list[EventSink] = []
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._handles: OrderedDict[str, RunHandle] = OrderedDict()
+        self._handles_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name=f"flowcanvas-worker-{device}", daemon=True)
         self._thread.start()
 
@@ -149,9 +164,23 @@ class JobWorker:
         log_ = EventLog()
         handle = RunHandle(record.id, log_)
         job = _Job(request, plan, handle, log_)
-        self._emit(job, RunEvent("run_queued", record.id))
+        with self._handles_lock:
+            self._handles[record.id] = handle
+        # The plan's node ids (subgraph nodes flattened to outer/inner): what a follower shows as queued.
+        self._emit(job, RunEvent("run_queued", record.id, data={"nodes": [node.id for node in plan.nodes]}))
         self._queue.put(job)
         return handle
+
+    def handle(self, run_id: str) -> RunHandle | None:
+        """The handle of a run submitted here that is queued, running or among the last finished; else None."""
+        with self._handles_lock:
+            return self._handles.get(run_id)
+
+    def _forget_finished(self) -> None:
+        with self._handles_lock:
+            finished = [run_id for run_id, handle in self._handles.items() if handle.done]
+            for run_id in finished[:max(0, len(finished) - FINISHED_HANDLES_KEPT)]:
+                del self._handles[run_id]
 
     def shutdown(self, timeout: float | None = None) -> None:
         self._queue.put(None)
@@ -174,6 +203,7 @@ class JobWorker:
                 outcome = RunOutcome(job.handle.run_id, RunStatus.FAILED, {"message": f"internal error: {error}"})
                 self._emit(job, RunEvent("run_failed", job.handle.run_id, data={"error": outcome.error}))
             job.handle._finish(outcome)
+            self._forget_finished()
 
     def _run(self, job: _Job) -> RunOutcome:
         run_id = job.handle.run_id
@@ -239,6 +269,20 @@ class WorkerPool:
 
     def submit(self, request: RunRequest) -> RunHandle:
         return self.worker(request.device).submit(request)
+
+    def handle(self, run_id: str) -> RunHandle | None:
+        """A run's handle, from whichever worker it was submitted to (None: not in this process's memory)."""
+        with self._lock:
+            workers = list(self._workers.values())
+        return next((h for w in workers if (h := w.handle(run_id)) is not None), None)
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a queued or running run; False when this process does not hold it or it has ended."""
+        handle = self.handle(run_id)
+        if handle is None or handle.done:
+            return False
+        handle.cancel()
+        return True
 
     def shutdown(self) -> None:
         with self._lock:

@@ -4,12 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+
+# Debian packages, as root or through sudo; the package lists are fetched only when they are missing or stale.
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y -qq "$@" >/dev/null 2>&1 || { $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq "$@" >/dev/null; }
+}
 # The editor's pure JavaScript modules are tested with Node's built-in runner (Debian's nodejs).
-if ! command -v node >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq nodejs >/dev/null; else sudo apt-get install -y -qq nodejs >/dev/null; fi
-fi
+command -v node >/dev/null 2>&1 || apt_install nodejs
 # The canvas's end-to-end tests drive Debian's Chromium (`playwright install` cannot download browsers here).
-if [ ! -x /usr/bin/chromium ]; then
-    if [ "$(id -u)" = 0 ]; then apt-get install -y -qq chromium >/dev/null; else sudo apt-get install -y -qq chromium >/dev/null; fi
-fi
+[ -x /usr/bin/chromium ] || apt_install chromium
 exec python -m pytest "$@"

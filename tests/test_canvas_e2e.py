@@ -1,14 +1,17 @@
 """The canvas in a real browser: Playwright driving Debian's Chromium against the Gradio app.
 
-One app and one browser page for the module. Each test starts from an empty canvas (the toolbar's New) and
-builds what it needs by dragging from the palette. The graph is read back through the debug hook that
+One app (on its own data folder and worker pool) and one browser page for the module; tests that close and
+reopen pages use more pages of the same browser context (same localStorage, as one user's browser). Editing
+tests start from an empty canvas (the toolbar's New) and build what they need by dragging from the palette;
+running tests run on the committed embedded model. The graph is read back through the debug hook that
 bridge.mjs documents: `document.querySelector('.fc-root').flowcanvas` is the Editor, its `graph.toWorkflow()`
-the document that was committed to the gr.HTML value. Validation goes through Python, so it also checks
-that the value Python holds is the edited one.
+the document it edits, `runView.state` the run state Python last sent.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import socket
 import time
 from pathlib import Path
@@ -32,29 +35,57 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url():
-    from app.ui.app import build_app
+STARTER = Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json"
+RUN_TIMEOUT_MS = 180_000  # the first run loads the embedded model
 
-    demo = build_app()
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """The app on its own data folder and worker pool: (url, storage)."""
+    from app.ui.app import build_app
+    from pipelines.jobs import WorkerPool
+    from storage import open_storage
+
+    storage = open_storage(tmp_path_factory.mktemp("canvas-data"))
+    pool = WorkerPool(storage)
+    demo = build_app(storage=storage, pool=pool)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
+    yield f"http://127.0.0.1:{port}/", storage
     demo.close()
+    pool.shutdown()
+    storage.close()
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def app_url(server) -> str:
+    return server[0]
+
+
+@pytest.fixture(scope="module")
+def context(app_url):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
-        page = browser.new_page(viewport={"width": 1366, "height": 768})
-        page.on("dialog", lambda dialog: (DIALOGS.append(dialog.message), dialog.dismiss()))
-        started = time.perf_counter()
-        page.goto(app_url)
-        page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas?.graph.nodeIds().length > 0")
-        print(f"\neditor first load: {time.perf_counter() - started:.3f} s (page request to the starter workflow on the canvas)")
-        yield page
+        context = browser.new_context(viewport={"width": 1366, "height": 768})
+        yield context
         browser.close()
+
+
+def open_page(context, url: str):
+    page = context.new_page()
+    page.on("dialog", lambda dialog: (DIALOGS.append(dialog.message), dialog.dismiss()))
+    page.goto(url)
+    page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas !== undefined")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(context, app_url):
+    started = time.perf_counter()
+    page = open_page(context, app_url)
+    page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas?.graph.nodeIds().length > 0")
+    print(f"\neditor first load: {time.perf_counter() - started:.3f} s (page request to the starter workflow on the canvas)")
+    yield page
 
 
 # ---------------------------------------------------------------- helpers
@@ -102,6 +133,46 @@ def click_background(page) -> None:
     """Give the canvas the keyboard focus (and clear the selection) with a click on empty space."""
     box = page.locator(".fc-canvas").bounding_box()
     page.mouse.click(box["x"] + box["width"] - 20, box["y"] + box["height"] - 20)
+
+
+def add_at_world(page, node_type: str, x: float, y: float) -> None:
+    """Drag a palette item so that the node's top-left lands at world point (x, y), whatever the view."""
+    view = page.evaluate(f"(({{x, y, zoom}}) => ({{x, y, zoom}}))({EDITOR}.viewport)")
+    add_from_palette(page, node_type, view["x"] + x * view["zoom"], view["y"] + y * view["zoom"])
+
+
+def open_starter(page, **params: dict[str, object]) -> None:
+    """Open the embedded txt2img starter, with `node={param: value}` changes, as the document being edited."""
+    document = json.loads(STARTER.read_text(encoding="utf-8"))
+    for node, values in params.items():
+        document["nodes"][node]["params"].update(values)
+    page.evaluate(f"(w) => {{ {EDITOR}.load(w); {EDITOR}.commit(); }}", document)
+    page.wait_for_function(f"{EDITOR}.graph.nodeIds().length === {len(document['nodes'])}")
+
+
+def run_status(page) -> str | None:
+    return page.evaluate(f"{EDITOR}.runView.state.status")
+
+
+def wait_for_run(page, *statuses: str) -> dict:
+    page.wait_for_function(f"{json.dumps(list(statuses))}.includes({EDITOR}.runView.state.status)", timeout=RUN_TIMEOUT_MS)
+    return page.evaluate(f"{EDITOR}.runView.state")
+
+
+def wait_until_stepping(page, node: str) -> None:
+    """Until `node` runs and has reported a step (its progress bar is up); fails at once if the run ends first."""
+    state = f"{EDITOR}.runView.state"
+    page.wait_for_function(f"{state}.nodes?.[{json.dumps(node)}]?.step > 0 || ['invalid', 'failed', 'succeeded', 'cancelled'].includes({state}.status)",
+                           timeout=RUN_TIMEOUT_MS)
+    assert run_status(page) == "running", page.evaluate(f"JSON.stringify({state})")[:500]
+
+
+def image_at(page, src: str):
+    from PIL import Image
+
+    response = page.request.get(src)
+    assert response.status == 200
+    return Image.open(io.BytesIO(response.body()))
 
 
 def build_pair(page) -> None:
@@ -154,8 +225,8 @@ def test_build_wire_edit_and_validate_from_an_empty_canvas(page):
     assert batch.input_value() == "1"
     assert "at most 64" in page.locator(".fc-status").text_content()
 
-    # Validate (in Python, on the value the editor committed): EmptyLatent's unwired model is marked.
-    page.click("#fc-validate button, button#fc-validate")
+    # Validate (in Python, on the workflow the editor sends): EmptyLatent's unwired model is marked.
+    page.click(".fc-cmd-validate")
     latent = page.locator('.fc-node[data-node="empty_latent"]')
     page.wait_for_selector('.fc-node[data-node="empty_latent"].fc-has-error')
     assert "fc-field-error" in latent.locator('.fc-field[data-name="model"]').get_attribute("class")
@@ -225,7 +296,7 @@ def test_a_title_with_markup_is_shown_as_text(page):
     rename.press("Enter")
     assert nodes(page)["text_encode"]["title"] == HOSTILE_TITLE
     assert page.locator('.fc-node[data-node="text_encode"] .fc-title').text_content() == HOSTILE_TITLE
-    assert page.locator(".fc-root img").count() == 0
+    assert page.locator('.fc-node[data-node="text_encode"] img').count() == 0
     page.wait_for_timeout(200)
     assert DIALOGS == []
 
@@ -265,3 +336,163 @@ def test_pan_zoom_marquee_and_quick_add(page):
     page.keyboard.type("savei")
     page.keyboard.press("Enter")
     assert nodes(page)["save_image"]["type"] == "SaveImage"
+
+
+def test_help_overlay_lists_the_shortcuts(page):
+    click_background(page)
+    page.keyboard.press("?")
+    help_box = page.locator(".fc-help")
+    assert help_box.is_visible()
+    assert "Ctrl+Enter" in help_box.text_content() and "Undo / redo" in help_box.text_content()
+    page.keyboard.press("Escape")
+    assert not help_box.is_visible()
+    page.click(".fc-cmd-help")
+    assert help_box.is_visible()
+    page.click(".fc-help-close")
+    assert not help_box.is_visible()
+
+
+def test_an_invalid_workflow_is_marked_and_nothing_runs(page, server):
+    _, storage = server
+    runs_before = len(storage.list_runs())
+    new_canvas(page)
+    add_from_palette(page, "VAEDecode", 300, 100)
+    add_from_palette(page, "SaveImage", 620, 100)
+    drag_wire(page, socket_dot(page, "vae_decode", "out", "image"), socket_dot(page, "save_image", "in", "images"))
+    page.click(".fc-cmd-run")
+    page.wait_for_selector('.fc-node[data-node="vae_decode"].fc-has-error')
+    assert "fc-field-error" in page.locator('.fc-node[data-node="vae_decode"] .fc-field[data-name="vae"]').get_attribute("class")
+    assert run_status(page) == "invalid"
+    assert page.locator(".fc-node.fc-state-running, .fc-node.fc-state-done").count() == 0
+    assert len(storage.list_runs()) == runs_before, "an invalid workflow leaves no run row"
+
+
+TXT2IMG_NODES = {  # type → world position: the embedded txt2img graph, laid out at zoom 0.5
+    "LoadFlowModel": (0, 0), "TextEncode": (300, 0), "EmptyLatent": (300, 200), "ModelSchedule": (300, 360),
+    "Noise": (300, 540), "EulerSolver": (300, 660), "Sampler": (600, 120), "VAEDecode": (900, 120),
+    "SaveImage": (1160, 120),
+}
+TXT2IMG_WIRES = [
+    ("load_flow_model", "text_encoder", "text_encode", "encoder"),
+    ("load_flow_model", "model", "empty_latent", "model"),
+    ("load_flow_model", "model", "model_schedule", "model"),
+    ("load_flow_model", "model", "sampler", "model"),
+    ("text_encode", "positive", "sampler", "positive"),
+    ("text_encode", "negative", "sampler", "negative"),
+    ("empty_latent", "latent", "sampler", "latent"),
+    ("model_schedule", "sigmas", "sampler", "sigmas"),
+    ("euler_solver", "solver", "sampler", "solver"),
+    ("noise", "noise", "sampler", "noise"),
+    ("sampler", "latent", "vae_decode", "latent"),
+    ("load_flow_model", "vae", "vae_decode", "vae"),
+    ("vae_decode", "image", "save_image", "images"),
+]
+
+
+def set_widget(page, node: str, param: str, value: str) -> None:
+    widget = page.locator(f'.fc-node[data-node="{node}"] .fc-param[data-name="{param}"] .fc-widget')
+    widget.fill(value)
+    widget.press("Tab")
+
+
+def test_build_txt2img_from_the_palette_and_run_it_on_the_embedded_model(page, server):
+    from nodes.shapes.analyzer import analyze
+    import numpy as np
+    import torch
+
+    _, storage = server
+    new_canvas(page)
+    canvas = page.locator(".fc-canvas").bounding_box()
+    page.mouse.move(canvas["x"] + 1, canvas["y"] + 1)
+    page.mouse.wheel(0, 462)  # zoom to about 0.5, so the whole graph fits
+    page.wait_for_function(f"{EDITOR}.viewport.zoom < 0.6")
+    for node_type, (x, y) in TXT2IMG_NODES.items():
+        add_at_world(page, node_type, x, y)
+    assert len(nodes(page)) == len(TXT2IMG_NODES)
+    for source, output, target, name in TXT2IMG_WIRES:
+        drag_wire(page, socket_dot(page, source, "out", output), socket_dot(page, target, "in", name))
+    links = page.evaluate(f"{EDITOR}.graph.links().map((l) => [l.from, l.output, l.to, l.input])")
+    assert sorted(map(tuple, links)) == sorted(TXT2IMG_WIRES)
+    assert page.locator(".fc-wires path.fc-wire[data-to]").count() == len(TXT2IMG_WIRES)
+    set_widget(page, "text_encode", "text", "a large yellow square on a purple background")
+    set_widget(page, "empty_latent", "width", "64")
+    set_widget(page, "empty_latent", "height", "64")
+    graph = nodes(page)
+    assert graph["empty_latent"]["params"]["width"] == 64 and graph["load_flow_model"]["params"]["source"] == "embedded:shapes"
+
+    page.click(".fc-cmd-run")
+    state = wait_for_run(page, "succeeded", "failed")
+    assert state["status"] == "succeeded", state.get("error")
+    assert {node: entry["state"] for node, entry in state["nodes"].items()} == {node: "done" for node in graph}
+    # The image is on the output node and in the outputs panel, served from the run's stored artifact.
+    on_node = page.locator('.fc-node[data-node="save_image"] img.fc-output-image')
+    assert on_node.count() == 1
+    assert page.locator(".fc-output-list img").count() == 1
+    picture = image_at(page, on_node.get_attribute("src"))
+    assert picture.size == (64, 64)
+    pixels = torch.from_numpy(np.asarray(picture.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    found = analyze(pixels)
+    assert (found.background, found.colour) == ("purple", "yellow")
+    [record] = storage.list_runs(limit=1)
+    assert record.id == state["run_id"] and str(record.status) == "succeeded"
+    assert "Done in" in page.locator(".fc-status").text_content()
+
+
+def test_a_run_goes_on_after_the_page_is_closed_and_a_reopened_page_shows_it(context, app_url, server):
+    _, storage = server
+    first = open_page(context, app_url)
+    open_starter(first, schedule={"steps": 600}, prompt={"text": "a small red ring on a green background"})
+    first.click(".fc-cmd-run")
+    wait_until_stepping(first, "sampler")
+    first.wait_for_selector('.fc-node[data-node="sampler"] .fc-progress .fc-bar')
+    run_id = first.evaluate(f"{EDITOR}.runView.state.run_id")
+    first.close()  # the browser stops following; the worker does not stop running
+    assert str(storage.get_run(run_id).status) in ("running", "queued")
+
+    second = open_page(context, app_url)
+    assert second.evaluate(f"{EDITOR}.graph.node('schedule').params.steps") == 600, "the draft is restored"
+    state = wait_for_run(second, "succeeded", "failed")
+    assert state["run_id"] == run_id and state["status"] == "succeeded", state.get("error")
+    assert second.locator('.fc-node[data-node="save"] img.fc-output-image').count() == 1
+    assert str(storage.get_run(run_id).status) == "succeeded"
+    second.close()
+
+
+def test_cancel_stops_a_running_run(page, server):
+    _, storage = server
+    open_starter(page, schedule={"steps": 1000}, noise={"seed": 11})
+    page.click(".fc-cmd-run")
+    wait_until_stepping(page, "sampler")
+    assert page.locator(".fc-cmd-run").is_disabled()
+    page.click(".fc-cmd-cancel")
+    state = wait_for_run(page, "cancelled", "succeeded", "failed")
+    assert state["status"] == "cancelled"
+    assert "fc-state-stopped" in page.locator('.fc-node[data-node="sampler"]').get_attribute("class")
+    assert str(storage.get_run(state["run_id"]).status) == "cancelled"
+    assert not page.locator(".fc-cmd-run").is_disabled()
+
+
+def test_run_up_to_a_node_from_its_menu(page):
+    open_starter(page, noise={"seed": 5})
+    page.locator('.fc-node[data-node="decode"] .fc-header').click(button="right")
+    page.click('.fc-menu [data-action="run-to"]')
+    state = wait_for_run(page, "succeeded", "failed")
+    assert state["status"] == "succeeded", state.get("error")
+    assert state["nodes"]["decode"]["state"] == "done"
+    assert "save" not in state["nodes"], "the output node is past the target: not run"
+    assert state["outputs"] == []
+
+
+def test_an_uploaded_image_is_kept_in_the_data_folder_and_shown(page, server, tmp_path):
+    from PIL import Image
+
+    _, storage = server
+    new_canvas(page)
+    add_from_palette(page, "LoadImage", 200, 100)
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (16, 12), "orange").save(picture)
+    page.locator('.fc-node[data-node="load_image"] input[type=file]').set_input_files(str(picture))
+    page.wait_for_function(f"!!{EDITOR}.graph.node('load_image').params.path")
+    kept = Path(nodes(page)["load_image"]["params"]["path"])
+    assert kept.parent == storage.home / "uploads" and kept.read_bytes() == picture.read_bytes()
+    page.wait_for_selector('.fc-node[data-node="load_image"] img.fc-thumb:not([hidden])')

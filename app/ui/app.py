@@ -1,24 +1,36 @@
-"""The browser app: the canvas editor with the embedded txt2img workflow open, and validation.
+"""The browser app: the canvas editor with the embedded txt2img workflow open; validate, run, cancel, follow.
 
-No torch here: the catalogue comes from nodes.registry and validation from pipelines.graph.
+No torch here: the catalogue comes from nodes.registry, validation from pipelines.graph, and runs go through
+the shared job worker (pipelines.jobs), whose events app.ui.runs turns into the editor's `run_state`.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
+from PIL import Image, UnidentifiedImageError
 
 from app.ui.editor import flow_editor
+from app.ui.runs import CanvasRuns
+from app.ui.uploads import UploadRefused, store_upload
 from nodes.registry import catalogue
 from pipelines.graph import validate_workflow
 from pipelines.issues import WorkflowInvalid
+from pipelines.jobs import RunRequest, WorkerPool
 from pipelines.workflow import parse_workflow
+from storage import Storage, open_storage
 
-STARTER = Path(__file__).resolve().parents[2] / "pipelines" / "templates" / "txt2img-embedded.json"
+REPO = Path(__file__).resolve().parents[2]
+STARTER = REPO / "pipelines" / "templates" / "txt2img-embedded.json"
+TEMPLATE_IMAGES = REPO / "pipelines" / "templates" / "images"
+THUMBNAIL_SIZE = 96
 
 
 def workflow_issues(workflow: Any) -> list[dict[str, Any]]:
@@ -30,19 +42,96 @@ def workflow_issues(workflow: Any) -> list[dict[str, Any]]:
     return [issue.model_dump() for issue in issues]
 
 
-def _validate(workflow: Any) -> Any:
+def _validation(issues: list[dict[str, Any]]) -> dict[str, Any]:
     # A fresh id each time: the same issues twice (say, none) must still reach the editor's watch.
-    return gr.update(validation={"issues": workflow_issues(workflow), "id": uuid.uuid4().hex})
+    return {"issues": issues, "id": uuid.uuid4().hex}
 
 
-def build_app(workflow: dict[str, Any] | None = None) -> gr.Blocks:
-    """The app, opened on `workflow` (default: the embedded txt2img starter)."""
+def _payload(evt: gr.EventData) -> dict[str, Any]:
+    data = getattr(evt, "_data", None)
+    return data if isinstance(data, dict) else {}
+
+
+def thumbnail_data_url(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:
+            image.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+            buffer = io.BytesIO()
+            image.convert("RGBA").save(buffer, format="PNG")
+    except (FileNotFoundError, UnidentifiedImageError, OSError):
+        return None
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None = None,
+              pool: WorkerPool | None = None) -> gr.Blocks:
+    """The app, opened on `workflow` (default: the embedded txt2img starter), running on `pool` (default: a
+    worker pool over the default storage, made here)."""
     if workflow is None:
         workflow = json.loads(STARTER.read_text(encoding="utf-8"))
+    storage = storage or open_storage()
+    pool = pool or WorkerPool(storage)
+    uploads = storage.home / "uploads"
+    # Output images and uploads are served from where storage keeps them (content-addressed, never rewritten).
+    gr.set_static_paths([storage.artifacts.root, uploads])
+    runs = CanvasRuns(storage, pool, lambda path: f"/gradio_api/file={storage.artifacts.absolute(path)}")
+    readable_roots = (storage.home, TEMPLATE_IMAGES)
+
+    def keep_upload(received: str) -> dict[str, Any]:
+        """Server function: an upload from Gradio's upload folder, kept in the data folder."""
+        try:
+            stored = store_upload(Path(received), uploads, Path(get_upload_folder()))
+        except UploadRefused as refused:
+            return {"error": str(refused)}
+        return {"path": str(stored), "thumbnail": thumbnail_data_url(stored)}
+
+    def image_thumbnail(raw: str) -> str | None:
+        """Server function: a small preview of an image the canvas names, for paths in the data folder or
+        among the starter templates' images (nothing else is read)."""
+        path = Path(str(raw)).expanduser()
+        candidates = [path] if path.is_absolute() else [REPO / path, storage.home / path]
+        for candidate in candidates:
+            resolved = candidate.resolve()
+            if any(resolved.is_relative_to(root.resolve()) for root in readable_roots):
+                return thumbnail_data_url(resolved)
+        return None
+
+    def validate(evt: gr.EventData) -> Any:
+        return gr.update(validation=_validation(workflow_issues(_payload(evt).get("workflow"))))
+
+    def run(evt: gr.EventData) -> Any:
+        payload = _payload(evt)
+        issues = workflow_issues(payload.get("workflow"))
+        target = payload.get("target") or None
+        if not issues:
+            try:
+                handle = pool.submit(RunRequest(workflow=parse_workflow(payload["workflow"]), target=target))
+            except WorkflowInvalid as invalid:  # "run up to here" on a node the plan cannot reach, say
+                issues = [issue.model_dump() for issue in invalid.issues]
+        if issues:
+            yield gr.update(validation=_validation(issues), run_state={"status": "invalid", "run_id": None})
+            return
+        yield gr.update(validation=_validation([]))
+        for state in runs.relay(handle):
+            yield gr.update(run_state=state)
+
+    def follow(evt: gr.EventData) -> Any:
+        run_id = str(_payload(evt).get("run_id") or "")
+        for state in runs.follow(run_id):
+            yield gr.update(run_state=state)
+
+    def cancel(evt: gr.EventData) -> None:
+        runs.cancel(str(_payload(evt).get("run_id") or ""))
+
     with gr.Blocks(title="FlowCanvas") as demo:
-        with gr.Row():
-            validate = gr.Button("Validate", variant="secondary", size="sm", scale=0, min_width=90, elem_id="fc-validate")
-            # Running (Run, Cancel, per-node progress, previews, outputs panel) goes here, through the shared job worker.
-        editor = flow_editor(workflow, catalogue(), elem_id="flow-editor")
-        validate.click(_validate, inputs=editor, outputs=editor, show_progress="hidden", api_visibility="private")
+        editor = flow_editor(workflow, catalogue(), elem_id="flow-editor",
+                             server_functions=[keep_upload, image_thumbnail])
+        # UI-only events (private: the HTTP API has its own endpoints). Relays wait on the worker, not on
+        # each other, so they run outside the default one-at-a-time queue slot.
+        quiet = dict(outputs=editor, show_progress="hidden", api_visibility="private")
+        editor.validate_graph(validate, **quiet)
+        editor.run_graph(run, concurrency_limit=None, **quiet)
+        editor.follow_run(follow, concurrency_limit=None, **quiet)
+        editor.cancel_run(cancel, outputs=None, show_progress="hidden", api_visibility="private",
+                          concurrency_limit=None)
     return demo

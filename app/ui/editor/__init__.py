@@ -2,9 +2,15 @@
 
 The component's value is the workflow document itself (design §2). Its JavaScript lives in `static/` as ES
 modules written for this project, served by Gradio's static-file route; `js_on_load` only imports `bridge.mjs`
-and calls `mount`. Custom props: `catalogue` (nodes.registry.catalogue()) and `validation`, sent with
+and calls `mount`. Custom props: `catalogue` (nodes.registry.catalogue()); `validation`, sent with
 `gr.update(validation={"issues": [...], "id": ...})`: issues as dicts `{node, field, code, message, hint}`,
-marked on the nodes; a new `id` each time, since a prop set to an equal value does not reach the editor.
+marked on the nodes (a new `id` each time, since a prop set to an equal value does not reach the editor); and
+`run_state` (app.ui.runs.RunState), shown on the nodes and in the outputs panel.
+
+Events the editor triggers, each with a dict payload: `validate_graph` {workflow}, `run_graph` {workflow,
+target}, `follow_run` {run_id} and `cancel_run` {run_id}. Gradio makes an event listener of a name only when it
+appears in quotes in `js_on_load`, so the bootstrap names them in a comment; the props' names must not appear
+there (a quoted prop name turns into a listener too).
 """
 
 from __future__ import annotations
@@ -25,7 +31,12 @@ SKELETON = """
     <button type="button" class="fc-cmd-fit" title="Fit the view to the nodes (.)">Fit</button>
     <button type="button" class="fc-cmd-undo" title="Undo (Ctrl+Z)">Undo</button>
     <button type="button" class="fc-cmd-redo" title="Redo (Ctrl+Shift+Z, Ctrl+Y)">Redo</button>
+    <span class="fc-sep"></span>
+    <button type="button" class="fc-cmd-validate" title="Check the workflow without running it">Validate</button>
+    <button type="button" class="fc-cmd-run fc-primary" title="Run the workflow (Ctrl+Enter)">Run</button>
+    <button type="button" class="fc-cmd-cancel" title="Cancel the run (Ctrl+.)" disabled>Cancel</button>
     <span class="fc-status" role="status"></span>
+    <button type="button" class="fc-cmd-help" title="Keyboard shortcuts (?)">?</button>
   </div>
   <div class="fc-body">
     <aside class="fc-palette">
@@ -40,16 +51,27 @@ SKELETON = """
         <input type="search" placeholder="Add a node" aria-label="Add a node">
         <div class="fc-quick-results"></div>
       </div>
+      <div class="fc-menu" role="menu" hidden></div>
     </div>
+    <aside class="fc-outputs-panel" aria-label="Outputs">
+      <div class="fc-panel-title">Outputs</div>
+      <div class="fc-output-list"><div class="fc-output-empty">Run the workflow to see its images here.</div></div>
+    </aside>
   </div>
+  <div class="fc-help" role="dialog" aria-label="Keyboard shortcuts" hidden></div>
 </div>
 """
+
+# Listed so gr.HTML makes event listeners of them (see the module docstring).
+EVENTS = ("validate_graph", "run_graph", "follow_run", "cancel_run")
 
 
 def _bootstrap() -> str:
     """The one-line js_on_load: import the bridge from the static route (under the app's root path) and mount."""
     url = json.dumps(f"/gradio_api/file={STATIC_DIR / 'bridge.mjs'}")
+    events = " ".join(f"'{name}'" for name in EVENTS)
     return (
+        f"/* events: {events} */ "
         "import(((window.gradio_config && window.gradio_config.root) || '').replace(/\\/$/, '') + "
         f"{url}).then((m) => m.mount({{ element, trigger, props, server, upload, watch }}));"
     )
@@ -68,5 +90,6 @@ def flow_editor(value: dict[str, Any] | None, catalogue: dict[str, Any], **kwarg
         apply_default_css=False,
         catalogue=catalogue,
         validation={"issues": [], "id": None},
+        run_state={"status": None, "run_id": None},
         **kwargs,
     )

@@ -2,9 +2,13 @@
 //
 // The gr.HTML value IS the workflow document. Edits are applied to a Graph through History (one undo step
 // each) and committed to `props.value` when they finish (pointerup, a widget's change, a key), never per
-// pointermove, so Python's `.change` sees whole edits. Python sends validation issues in the `validation` prop.
+// pointermove, so Python's `.change` sees whole edits. Python sends validation issues in the `validation` prop
+// and a run's progress in `run_state`. Commands go to Python as events with the workflow in their payload
+// (validate_graph, run_graph, cancel_run, follow_run). The browser only follows a run: it executes in the
+// server's job worker, so closing the tab does not stop it; the page keeps the last run's id and the draft in
+// localStorage and, reopened, shows the draft and follows (or replays) that run.
 
-import { Graph, GraphError, emptyWorkflow } from "./graph.mjs";
+import { Graph, GraphError, emptyWorkflow, sameJson } from "./graph.mjs";
 import { History } from "./history.mjs";
 import { copySelection, pasteClipboard } from "./clipboard.mjs";
 import { Viewport } from "./viewport.mjs";
@@ -12,6 +16,29 @@ import { NodesView } from "./nodes_view.mjs";
 import { WiresView } from "./wires_view.mjs";
 import { installInteraction } from "./interaction.mjs";
 import { installPalette } from "./palette.mjs";
+import { RunView, serverUrl } from "./run_view.mjs";
+import { installOverlays } from "./overlays.mjs";
+
+const DRAFT_KEY = "flowcanvas:draft";
+const LAST_RUN_KEY = "flowcanvas:last-run";
+
+/** localStorage that may be missing or full: the editor works without it. */
+const store = {
+  get(key) {
+    try {
+      return globalThis.localStorage?.getItem(key) ?? null;
+    } catch {
+      return null;
+    }
+  },
+  set(key, value) {
+    try {
+      globalThis.localStorage?.setItem(key, value);
+    } catch {
+      // quota or privacy mode: nothing is kept, nothing breaks
+    }
+  },
+};
 
 /** The editor of one canvas: the graph, its history, the selection and the views. */
 export class Editor {
@@ -24,11 +51,15 @@ export class Editor {
    * @param {HTMLElement} root the skeleton's `.fc-root`
    * @param {{nodes: object[], socket_colours: Record<string, string>}} catalogue
    * @param {(workflow: object) => void} commit called with the workflow after each finished edit
+   * @param {{trigger(name: string, data: object): void, upload(file: File): Promise<{path: string}>,
+   *   server: {keep_upload(path: string): Promise<object>, image_thumbnail(path: string): Promise<string|null>}}} [backend]
+   *   the Gradio side (events, uploads, server functions); without it the editor edits but cannot run
    */
-  constructor(root, catalogue, commit) {
+  constructor(root, catalogue, commit, backend = null) {
     this.root = root;
     this.catalogue = catalogue;
     this.commitWorkflow = commit;
+    this.backend = backend;
     this.history = new History();
     this.graph = new Graph(emptyWorkflow(), catalogue);
     const canvas = root.querySelector(".fc-canvas");
@@ -37,9 +68,13 @@ export class Editor {
     this.nodesView = new NodesView(world, catalogue.socket_colours, {
       onParam: (id, name, value) => this.edit((g) => g.setParam(id, name, value)),
       onTitle: (id, title) => this.edit((g) => g.setTitle(id, title)),
+      onUpload: (file) => this.uploadImage(file),
+      thumbnail: (path) => backend?.server.image_thumbnail(path).catch(() => null) ?? Promise.resolve(null),
+      fileUrl: serverUrl,
     });
     this.wiresView = new WiresView(root.querySelector(".fc-wires"), catalogue.socket_colours);
     this.statusLine = root.querySelector(".fc-status");
+    this.runView = new RunView(this);
   }
 
   /**
@@ -66,13 +101,15 @@ export class Editor {
   }
 
   commit() {
-    this.commitWorkflow(this.graph.toWorkflow());
+    const workflow = this.graph.toWorkflow();
+    store.set(DRAFT_KEY, JSON.stringify(workflow));
+    this.commitWorkflow(workflow);
   }
 
   render() {
     const ids = new Set(this.graph.nodeIds());
     for (const id of this.selection) if (!ids.has(id)) this.selection.delete(id);
-    this.nodesView.render(this.graph, { selected: this.selection, issues: this.issues });
+    this.nodesView.render(this.graph, { selected: this.selection, issues: this.issues, run: this.runView?.nodes });
     this.wiresView.render(this.graph, this.nodesView);
     this.root.querySelector(".fc-empty").hidden = ids.size > 0;
   }
@@ -103,8 +140,75 @@ export class Editor {
     const name = this.graph.toWorkflow().name;
     this.edit((g) => g.replaceWorkflow(emptyWorkflow(name)));
     this.issues = [];
+    if (!this.runView.active) this.runView.clear();
     this.render();
     this.fitView();
+  }
+
+  /** Check the workflow in Python without running it; the issues come back in the `validation` prop. */
+  validate() {
+    this.backend?.trigger("validate_graph", { workflow: this.graph.toWorkflow() });
+  }
+
+  /**
+   * Run the workflow (or only what `target` needs: "run up to here"). Python validates first; issues come back
+   * marked on the nodes, a valid run streams its state into `run_state`.
+   * @param {string | null} [target]
+   */
+  run(target = null) {
+    if (this.backend === null || this.runView.active) return;
+    this.runView.show({ run_id: null, status: "submitting" });
+    this.backend.trigger("run_graph", { workflow: this.graph.toWorkflow(), target });
+  }
+
+  cancelRun() {
+    const { run_id: runId } = this.runView.state;
+    if (this.backend === null || !this.runView.active || !runId) return;
+    this.notify("Cancelling…");
+    this.backend.trigger("cancel_run", { run_id: runId });
+  }
+
+  /** Show a run's state (from the `run_state` prop) and remember the run, to follow it again after a reload. */
+  showRun(state) {
+    if (state?.run_id) store.set(LAST_RUN_KEY, state.run_id);
+    this.runView.show(state);
+  }
+
+  /** Follow the run this browser last started (after a reload or a restart: replayed, or rebuilt from storage). */
+  followLastRun() {
+    const runId = store.get(LAST_RUN_KEY);
+    if (this.backend !== null && runId) this.backend.trigger("follow_run", { run_id: runId });
+  }
+
+  /** Upload an image file and keep it in the data folder; resolves to {path, thumbnail} or {error}. */
+  async uploadImage(file) {
+    if (this.backend === null) return { error: "uploads need the server" };
+    this.notify(`Uploading ${file.name}…`);
+    try {
+      const sent = await this.backend.upload(file);
+      const kept = await this.backend.server.keep_upload(sent.path);
+      if (kept.error) this.notify(`Upload refused: ${kept.error}`, "error");
+      else this.notify(`Uploaded ${file.name}.`);
+      return kept;
+    } catch (error) {
+      this.notify(`Upload failed: ${error?.message ?? error}`, "error");
+      return { error: String(error) };
+    }
+  }
+
+  /** Bypass the selected nodes, or stop bypassing them when all of them already are (one undoable step). */
+  toggleBypass() {
+    const ids = [...this.selection];
+    if (ids.length === 0) return;
+    const on = !ids.every((id) => this.graph.node(id).bypass === true);
+    this.edit((g) => g.setBypass(ids, on));
+  }
+
+  /** Move the selection into a new subgraph node, as one undoable step; the new node becomes the selection. */
+  groupSelection() {
+    if (this.selection.size < 2) return;
+    const made = this.edit((g) => g.groupIntoSubgraph([...this.selection]));
+    if (made !== undefined) this.select([made.node]);
   }
 
   /** Add a node of a catalogue type at a world point and select it. @param {string} type @param {[number, number]} at */
@@ -198,25 +302,44 @@ function ensureStylesheet() {
  * @param {{element: HTMLElement, props: {value: object|null, catalogue: object, validation?: {issues: object[]}}, watch(name: string, callback: () => void): void}} context
  * @returns {Promise<Editor>}
  */
-export async function mount({ element, props, watch }) {
+export async function mount({ element, props, watch, trigger, upload, server }) {
   const root = element.querySelector(".fc-root");
   if (root.mounting) return root.mounting; // js_on_load ran again on the same DOM
   root.mounting = ensureStylesheet().then(() => {
     const editor = new Editor(root, props.catalogue, (workflow) => {
       props.value = workflow;
-    });
-    installInteraction(editor);
+    }, { trigger, upload, server });
+    const overlays = installOverlays(editor, { run: (target) => editor.run(target), rename: (id) => editor.nodesView.startRename(id) });
+    installInteraction(editor, overlays);
     installPalette(editor);
     for (const [selector, action] of [[".fc-cmd-new", () => editor.clear()], [".fc-cmd-fit", () => editor.fitView()],
-      [".fc-cmd-undo", () => editor.undo()], [".fc-cmd-redo", () => editor.redo()]]) {
+      [".fc-cmd-undo", () => editor.undo()], [".fc-cmd-redo", () => editor.redo()],
+      [".fc-cmd-validate", () => editor.validate()], [".fc-cmd-run", () => editor.run()],
+      [".fc-cmd-cancel", () => editor.cancelRun()]]) {
       root.querySelector(selector).addEventListener("click", action);
     }
-    editor.load(props.value);
+    editor.load(restoredDraft(props.catalogue) ?? props.value);
+    if (!sameJson(editor.graph.toWorkflow(), props.value)) editor.commit(); // Python should hold what is shown
     // Only values set from Python arrive here: the editor's own commits do not echo back.
     watch("value", () => editor.load(props.value));
     watch("validation", () => editor.showIssues(props.validation?.issues));
+    watch("run_state", () => editor.showRun(props.run_state));
     root.flowcanvas = editor;
+    editor.followLastRun();
     return editor;
   });
   return root.mounting;
+}
+
+/** The workflow this browser was last editing, when it still opens against this catalogue; else null. */
+function restoredDraft(catalogue) {
+  const text = store.get(DRAFT_KEY);
+  if (text === null) return null;
+  try {
+    const workflow = JSON.parse(text);
+    new Graph(workflow, catalogue); // throws GraphError when the draft no longer fits
+    return workflow;
+  } catch {
+    return null;
+  }
 }

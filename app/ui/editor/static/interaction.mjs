@@ -16,8 +16,9 @@ function isTyping(target) {
 /**
  * Wire up pointer, wheel and keyboard handling for an editor.
  * @param {import("./bridge.mjs").Editor} editor
+ * @param {{closeMenu(): void, toggleHelp(show?: boolean): void, helpShown(): boolean}} overlays
  */
-export function installInteraction(editor) {
+export function installInteraction(editor, overlays) {
   const { root, viewport } = editor;
   const canvas = viewport.canvas;
   const marquee = root.querySelector(".fc-marquee");
@@ -212,10 +213,22 @@ export function installInteraction(editor) {
   // ---------------------------------------------------------------- keyboard and clipboard
 
   root.addEventListener("keydown", (event) => {
-    if (isTyping(event.target)) return;
     const key = event.key.toLowerCase();
     const mod = event.ctrlKey || event.metaKey;
-    if (key === " ") {
+    if (mod && key === "enter") {
+      // Also from inside a widget: blurring it first commits the value being typed, then the run sees it.
+      if (isTyping(event.target)) event.target.blur();
+      if (event.altKey) editor.cancelRun();
+      else editor.run();
+      event.preventDefault();
+      return;
+    }
+    if (isTyping(event.target)) return;
+    if (key === "escape" && overlays.helpShown()) {
+      overlays.toggleHelp(false);
+    } else if (key === "?") {
+      overlays.toggleHelp();
+    } else if (key === " ") {
       spaceHeld = true;
       canvas.classList.add("fc-space");
     } else if (key === "delete" || key === "backspace") {
@@ -224,11 +237,14 @@ export function installInteraction(editor) {
       editor.undo();
     } else if (mod && (key === "y" || (key === "z" && event.shiftKey))) {
       editor.redo();
+    } else if (mod && key === "b") {
+      editor.toggleBypass();
     } else if (mod && key === "a") {
       editor.select(editor.graph.nodeIds());
     } else if (key === "." && !mod) {
       editor.fitView();
     } else if (key === "escape") {
+      overlays.closeMenu();
       editor.select([]);
     } else {
       return; // not ours: let the browser have it (Ctrl+C/V arrive as copy/paste events below)

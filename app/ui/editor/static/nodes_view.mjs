@@ -13,8 +13,13 @@ const SEED_LIMIT = Number.MAX_SAFE_INTEGER;
  * @typedef {{name: string, type: string, required?: boolean, default?: unknown, description?: string, choices?: unknown[],
  *   minimum?: number, maximum?: number, step?: number, widget?: string}} ParamSpec
  * @typedef {{node: string|null, field: string|null, code: string, message: string, hint?: string|null}} Issue
- * @typedef {{onParam(node: string, name: string, value: unknown): void, onTitle(node: string, title: string): void}} NodeCallbacks
+ * @typedef {{state: string, step?: number, total?: number, seconds?: number, preview?: string, images?: string[], error?: string}} NodeRun
+ * @typedef {{onParam(node: string, name: string, value: unknown): void, onTitle(node: string, title: string): void,
+ *   onUpload(file: File): Promise<{path?: string, thumbnail?: string|null, error?: string}>,
+ *   thumbnail(path: string): Promise<string|null>, fileUrl(url: string): string}} NodeCallbacks
  */
+
+const STATE_LABELS = { queued: "queued", running: "running", cached: "cached", done: "done", failed: "failed", stopped: "stopped" };
 
 /** @param {string} tag @param {string} [className] @param {string} [text] @returns {HTMLElement} */
 export function el(tag, className, text) {
@@ -81,6 +86,13 @@ function buildWidget(id, param, callbacks) {
     box.addEventListener("change", () => send(box.checked));
     return { element: box, set: (value) => { box.checked = value === true; } };
   }
+  if (param.widget === "image_upload") return buildImageWidget(param, send, callbacks);
+  if (param.widget === "color") {
+    const picker = el("input", "fc-widget fc-colour");
+    picker.type = "color";
+    picker.addEventListener("change", () => send(picker.value));
+    return { element: picker, set: (value) => { if (typeof value === "string") picker.value = value; } };
+  }
   const multiline = param.widget === "multiline" || param.type === "PROMPTS" || !["INT", "FLOAT", "STRING"].includes(param.type);
   const input = el(multiline ? "textarea" : "input", "fc-widget");
   if (multiline) input.rows = 2;
@@ -110,6 +122,62 @@ function buildWidget(id, param, callbacks) {
   return { element: wrap, set };
 }
 
+/**
+ * A file path with an Upload button and a thumbnail. The upload goes to Gradio's upload route, then into the
+ * data folder (the server keeps it by content); the param becomes the kept file's path.
+ */
+function buildImageWidget(param, send, callbacks) {
+  const wrap = el("div", "fc-image-widget");
+  const line = el("div", "fc-image-line");
+  const input = el("input", "fc-widget");
+  input.type = "text";
+  input.spellcheck = false;
+  input.placeholder = "a file path, or upload";
+  input.addEventListener("change", () => send(input.value));
+  const file = el("input");
+  file.type = "file";
+  file.accept = "image/png,image/jpeg,image/webp";
+  file.hidden = true;
+  const button = el("button", "fc-upload", "Upload");
+  button.type = "button";
+  button.title = "Upload a PNG, JPEG or WebP image";
+  button.addEventListener("click", () => file.click());
+  const thumb = el("img", "fc-thumb");
+  thumb.alt = "";
+  thumb.hidden = true;
+  let shown = null;
+  const showThumbnail = (path, url) => {
+    shown = path;
+    if (url) thumb.src = url;
+    thumb.hidden = !url;
+  };
+  file.addEventListener("change", async () => {
+    const chosen = file.files?.[0];
+    file.value = "";
+    if (!chosen) return;
+    button.disabled = true;
+    try {
+      const kept = await callbacks.onUpload(chosen);
+      if (kept.path) {
+        showThumbnail(kept.path, kept.thumbnail);
+        send(kept.path);
+      }
+    } finally {
+      button.disabled = false;
+    }
+  });
+  line.append(input, button, file);
+  wrap.append(line, thumb);
+  const set = (value) => {
+    const path = typeof value === "string" ? value : "";
+    if (document.activeElement !== input) input.value = path;
+    if (path === shown) return;
+    showThumbnail(path, null);
+    if (path) callbacks.thumbnail(path).then((url) => { if (shown === path) showThumbnail(path, url); });
+  };
+  return { element: wrap, set };
+}
+
 /** Keyed DOM of the graph's nodes inside a world-coordinates layer. */
 export class NodesView {
   /** @type {Map<string, {element: HTMLElement, signature: string, widgets: Map<string, {set(value: unknown): void, fallback: unknown}>}>} */
@@ -129,9 +197,9 @@ export class NodesView {
   /**
    * Bring the DOM in line with the graph.
    * @param {import("./graph.mjs").Graph} graph
-   * @param {{selected: Set<string>, issues: Issue[]}} state
+   * @param {{selected: Set<string>, issues: Issue[], run?: Record<string, NodeRun>}} state
    */
-  render(graph, { selected, issues }) {
+  render(graph, { selected, issues, run = {} }) {
     const ids = new Set(graph.nodeIds());
     for (const [id, view] of this.#nodes) {
       if (!ids.has(id)) {
@@ -155,9 +223,11 @@ export class NodesView {
       view.element.style.left = `${x}px`;
       view.element.style.top = `${y}px`;
       view.element.classList.toggle("fc-selected", selected.has(id));
+      view.element.classList.toggle("fc-bypassed", entry.bypass === true);
       // A param the document leaves out runs with its default, so the widget shows that.
       for (const [name, widget] of view.widgets) widget.set(Object.hasOwn(entry.params ?? {}, name) ? entry.params[name] : widget.fallback);
       this.#markIssues(view.element, issues.filter((issue) => issue.node === id));
+      this.#markRun(view, run[id] ?? null);
     }
   }
 
@@ -250,7 +320,56 @@ export class NodesView {
       node.append(row);
     }
     node.append(el("div", "fc-errors"));
+    node.append(el("div", "fc-run"));
     return { element: node, widgets };
+  }
+
+  /** The node's part of the run: state badge, progress bar, latest preview, output images. Rebuilt only when it changes. */
+  #markRun(view, entry) {
+    const key = JSON.stringify(entry);
+    if (view.runKey === key) return;
+    view.runKey = key;
+    const node = view.element;
+    for (const state of Object.keys(STATE_LABELS)) node.classList.toggle(`fc-state-${state}`, entry?.state === state);
+    const box = node.querySelector(".fc-run");
+    if (box === null) return;
+    if (entry === null) {
+      box.replaceChildren();
+      return;
+    }
+    const parts = [];
+    let label = STATE_LABELS[entry.state] ?? entry.state;
+    if (entry.state === "running" && entry.total) label += ` ${entry.step}/${entry.total}`;
+    if (entry.seconds != null && entry.state === "done") label += ` ${entry.seconds < 10 ? entry.seconds.toFixed(2) : entry.seconds.toFixed(1)} s`;
+    const badge = el("div", "fc-badge", label);
+    badge.dataset.state = entry.state;
+    parts.push(badge);
+    if (entry.state === "running" && entry.total) {
+      const bar = el("div", "fc-progress");
+      const fill = el("div", "fc-bar");
+      fill.style.width = `${Math.round((100 * (entry.step ?? 0)) / entry.total)}%`;
+      bar.append(fill);
+      parts.push(bar);
+    }
+    if (entry.error) parts.push(el("div", "fc-run-error", entry.error));
+    const images = entry.images?.length ? entry.images : entry.preview && entry.state !== "done" && entry.state !== "cached" ? [entry.preview] : [];
+    if (images.length > 0) {
+      const strip = el("div", "fc-images");
+      for (const url of images) {
+        const image = el("img", entry.images?.length ? "fc-output-image" : "fc-preview");
+        image.alt = entry.images?.length ? "output" : "preview";
+        image.src = this.callbacks.fileUrl(url);
+        strip.append(image);
+      }
+      parts.push(strip);
+    }
+    box.replaceChildren(...parts);
+  }
+
+  /** Put the node's title in edit mode (as double-clicking it does). @param {string} id */
+  startRename(id) {
+    const title = this.#nodes.get(id)?.element.querySelector(".fc-title");
+    if (title) title.dispatchEvent(new MouseEvent("dblclick", { bubbles: true }));
   }
 
   #rename(id, title, current) {
