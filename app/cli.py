@@ -91,13 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     rs = rsub.add_parser("show", help="one run's record")
     rs.add_argument("ref")
     rs.add_argument("--json", action="store_true")
-    serve = sub.add_parser("serve", help="start the browser canvas (what `python run.py` alone does)")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: this machine only)")
+    serve = sub.add_parser("serve", help="start the browser canvas and the HTTP API (what `python run.py` alone does)")
+    serve.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
+                       help="interface to listen on (default: this machine only; 0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (needed with --listen off this machine)")
+    serve.add_argument("--insecure", action="store_true", help="allow --listen off this machine without --auth")
 
     train = sub.add_parser("train-embedded", help="train the embedded default model (models/shapes) from scratch")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    train.add_argument("--minutes", type=float, default=110.0, help="wall-clock budget for both phases")
+    train.add_argument("--minutes", type=float, default=110.0, help="wall-clock budget for all phases")
+    train.add_argument("--decoder-minutes", type=float, default=8.0,
+                       help="of the budget, minutes for sharpening the decoder at the end (phase 3)")
     train.add_argument("--resume", action="store_true", help="continue phase 2 from the last checkpoint")
     train.add_argument("--out", type=Path, help="where to save the model (default: models/shapes)")
     return parser

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, copy_outputs, print_json, table
+from app.ui.uploads import MAX_UPLOAD_BYTES
 from nodes.registry import all_node_classes, catalogue
 from pipelines.batch import BatchSpecError, build_groups, expand, parse_assignment, submit_batch, sweep_grid
 from pipelines.executor import RunEvent
@@ -357,18 +358,50 @@ def _run_row(record: Any) -> dict[str, Any]:
             "batch_id": record.batch_id, "batch_index": record.batch_index}
 
 
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+class ServeRefused(ValueError):
+    """Serve options that would expose the server unsafely or make no sense."""
+
+
+def launch_options(listen: str, port: int, auth: str | None, insecure: bool) -> dict[str, Any]:
+    """Gradio launch arguments for `serve`: off this machine only with a login (or an explicit --insecure)."""
+    import ipaddress
+
+    try:
+        loopback = listen in LOOPBACK_NAMES or ipaddress.ip_address(listen).is_loopback
+    except ValueError:
+        loopback = False  # a host name: it may resolve to any interface
+    credentials = None
+    if auth is not None:
+        user, separator, password = auth.partition(":")
+        if not separator or not user or not password:
+            raise ServeRefused("--auth expects USER:PASSWORD, both non-empty")
+        credentials = (user, password)
+    if not loopback and credentials is None and not insecure:
+        raise ServeRefused(f"--listen {listen} lets other machines reach the server: add --auth USER:PASSWORD "
+                           f"(or --insecure to serve without a login)")
+    return {"server_name": listen, "server_port": port, "auth": credentials, "inbrowser": False,
+            "max_file_size": MAX_UPLOAD_BYTES}
+
+
 def serve(args: argparse.Namespace) -> int:
+    try:
+        options = launch_options(args.listen, args.port, args.auth, args.insecure)
+    except ServeRefused as refused:
+        return _error(str(refused))
     from app.ui.app import build_app
 
-    print(f"FlowCanvas: http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
-    build_app().launch(server_name=args.host, server_port=args.port, inbrowser=False)
+    print(f"FlowCanvas: http://{args.listen}:{args.port} (Ctrl-C stops)", file=sys.stderr)
+    build_app().launch(**options)
     return EXIT_OK
 
 
 def train_embedded(args: argparse.Namespace) -> int:
     from nodes.shapes.train import TrainConfig, train
 
-    config = TrainConfig(device=args.device, minutes=args.minutes)
+    config = TrainConfig(device=args.device, minutes=args.minutes, decoder_minutes=args.decoder_minutes)
     if args.out:
         config.out = args.out
     train(config, resume=args.resume)

@@ -133,7 +133,7 @@ class LoadImage(Node):
 
     class Params(NodeParams):
         path: str = Field(..., min_length=1, description="The image file to load.",
-                          json_schema_extra={"widget": "image_upload"})
+                          json_schema_extra={"widget": "image_upload", "reads": "file"})
 
     @classmethod
     def fingerprint(cls, params: Params, ctx: NodeContext) -> str:

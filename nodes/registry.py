@@ -18,6 +18,7 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict
 from pydantic.fields import FieldInfo
 
+from nodes.files import confined_path, model_source_allowed, refusal
 from nodes.types import SOCKET_COLOURS, SocketType
 
 
@@ -119,18 +120,19 @@ class NodeContext:
 
     def resolve_path(self, raw: str, *, field: str) -> Path:
         """Resolve a user-given file path; when the run is confined to folders, refuse anything outside them."""
-        path = Path(raw).expanduser()
         if self.file_roots is None:
-            return path.resolve()
-        for root in self.file_roots:
-            candidate = (root / path).resolve() if not path.is_absolute() else path.resolve()
-            if candidate.is_relative_to(root.resolve()):
-                return candidate
-        raise NodeError(
-            f"path {raw!r} is outside the folders this run may read",
-            field=field,
-            hint="upload the file into the data folder and use its name",
-        )
+            return Path(raw).expanduser().resolve()
+        confined = confined_path(raw, self.file_roots)
+        if confined is None:
+            message, hint = refusal(raw, "file")
+            raise NodeError(message, field=field, hint=hint)
+        return confined
+
+    def check_model_source(self, source: str, *, field: str) -> None:
+        """Refuse a model source a confined run may not load (see nodes.files)."""
+        if self.file_roots is not None and not model_source_allowed(source, self.file_roots):
+            message, hint = refusal(source, "model")
+            raise NodeError(message, field=field, hint=hint)
 
 
 class Node:
@@ -307,7 +309,7 @@ def param_spec(name: str, info: FieldInfo) -> dict[str, Any]:
     choices = param_choices(info)
     if choices is not None:
         spec["choices"] = choices
-    for key in ("widget", "step", "label"):
+    for key in ("widget", "step", "label", "reads"):
         if key in extra:
             spec[key] = extra[key]
     return spec

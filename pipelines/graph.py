@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
 from pydantic import TypeAdapter, ValidationError
 
+from nodes.files import confined_path, model_source_allowed, refusal
 from nodes.registry import Node, all_node_classes, get_node_class, param_choices, param_socket_type
 from nodes.types import can_connect
 from pipelines.issues import Issue, WorkflowInvalid
@@ -268,9 +270,10 @@ def coerce_param(type_name: str, param: str, raw: Any) -> Any:
 # ---------------------------------------------------------------- validation
 
 def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *, target: str | None = None,
-                  reported: set[tuple[str, str]] = frozenset(),
-                  bypassed: set[str] = frozenset()) -> tuple[list[Issue], dict[str, PlanNode], nx.DiGraph]:
-    """Check every node, link and exposed field; returns the issues, the planned nodes and the link graph."""
+                  reported: set[tuple[str, str]] = frozenset(), bypassed: set[str] = frozenset(),
+                  file_roots: tuple[Path, ...] | None = None) -> tuple[list[Issue], dict[str, PlanNode], nx.DiGraph]:
+    """Check every node, link and exposed field (and, for a run confined to `file_roots`, every path and model
+    source a param names); returns the issues, the planned nodes and the link graph."""
     issues: list[Issue] = []
     planned: dict[str, PlanNode] = {}
     classes: dict[str, type[Node] | None] = {nid: get_node_class(n.type) for nid, n in flat.items()}
@@ -322,6 +325,8 @@ def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *, target: str 
         constants = {name: value for name, link in wired.items()
                      if (value := _constant_value(flat.get(link.node), classes.get(link.node))) is not _UNKNOWN}
         issues.extend(_check_params(node_id, cls, params, wired, constants))
+        if file_roots is not None:
+            issues.extend(_check_reads(node_id, cls, params, wired, constants, file_roots))
         planned[node_id] = PlanNode(node_id, cls, params, wired, inputs, node.title)
 
     graph = _link_graph(flat)
@@ -433,6 +438,24 @@ def _check_params(node_id: str, cls: type[Node], params: dict[str, Any], wired: 
     return issues
 
 
+def _check_reads(node_id: str, cls: type[Node], params: dict[str, Any], wired: dict[str, Link],
+                 constants: dict[str, Any], roots: tuple[Path, ...]) -> list[Issue]:
+    """Refuse paths and model sources outside what a confined run may read, before anything reads them."""
+    issues = []
+    for name, info in cls.Params.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        reads = extra.get("reads")
+        value = constants.get(name) if name in wired else params.get(name)
+        if reads is None or not isinstance(value, str) or not value.strip():
+            continue
+        allowed = (model_source_allowed(value, roots) if reads == "model"
+                   else confined_path(value, roots) is not None)
+        if not allowed:
+            message, hint = refusal(value, reads)
+            issues.append(Issue(node=node_id, field=name, code="not_allowed", message=message, hint=hint))
+    return issues
+
+
 def _check_exposed(workflow: Workflow, flat: dict[str, FlatNode], classes: dict[str, type[Node] | None],
                    bypassed: set[str]) -> list[Issue]:
     issues, labels = [], set()
@@ -466,23 +489,27 @@ def _link_graph(flat: dict[str, FlatNode]) -> nx.DiGraph:
 
 # ---------------------------------------------------------------- planning
 
-def validate_workflow(workflow: Workflow, overrides: dict[str, Any] | None = None, *, target: str | None = None) -> list[Issue]:
+def validate_workflow(workflow: Workflow, overrides: dict[str, Any] | None = None, *, target: str | None = None,
+                      file_roots: tuple[Path, ...] | None = None) -> list[Issue]:
     """Every issue with the workflow (and the overrides), without planning."""
     try:
-        build_plan(workflow, overrides, target=target)
+        build_plan(workflow, overrides, target=target, file_roots=file_roots)
     except WorkflowInvalid as invalid:
         return invalid.issues
     return []
 
 
-def build_plan(workflow: Workflow, overrides: dict[str, Any] | None = None, *, target: str | None = None) -> Plan:
-    """Flatten, override, validate, prune to the ancestors of the outputs (or of `target`) and order."""
+def build_plan(workflow: Workflow, overrides: dict[str, Any] | None = None, *, target: str | None = None,
+               file_roots: tuple[Path, ...] | None = None) -> Plan:
+    """Flatten, override, validate, prune to the ancestors of the outputs (or of `target`) and order.
+
+    `file_roots`: confine the run (browser and API submissions) to reading inside these folders (nodes.files)."""
     flattened = flatten(workflow)
     flat, issues = flattened.nodes, flattened.issues
     if overrides:
         issues.extend(apply_overrides(workflow, flat, overrides, flattened.bypassed))
     validation_issues, planned, graph = validate_flat(workflow, flat, target=target, reported=flattened.reported,
-                                                      bypassed=flattened.bypassed)
+                                                      bypassed=flattened.bypassed, file_roots=file_roots)
     issues.extend(validation_issues)
     if issues:
         raise WorkflowInvalid(issues)

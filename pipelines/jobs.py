@@ -156,7 +156,7 @@ class JobWorker:
 
     def submit(self, request: RunRequest) -> RunHandle:
         """Validate (raises WorkflowInvalid, leaving no row behind), record a queued run and enqueue it."""
-        plan = build_plan(request.workflow, request.overrides, target=request.target)
+        plan = build_plan(request.workflow, request.overrides, target=request.target, file_roots=request.file_roots)
         record = self.storage.create_run(
             workflow=canonical_json(request.workflow), overrides=request.overrides, device=self.device,
             workflow_id=request.workflow_id, workflow_version=request.workflow_version,

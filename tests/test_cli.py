@@ -557,9 +557,9 @@ def test_no_command_starts_the_app_on_this_machine_only(capsys, monkeypatch: pyt
     from app import commands
 
     started: list[Any] = []
-    monkeypatch.setattr(commands, "serve", lambda args: started.append((args.host, args.port)) or EXIT_OK)
+    monkeypatch.setattr(commands, "serve", lambda args: started.append((args.listen, args.port, args.auth)) or EXIT_OK)
     code, _, _ = cli(capsys)
-    assert code == EXIT_OK and started == [("127.0.0.1", 7860)]
+    assert code == EXIT_OK and started == [("127.0.0.1", 7860, None)]
     code, out, _ = cli(capsys, "--help")
     assert code == EXIT_OK and "COMMAND" in out and "serve" in out
 

@@ -17,6 +17,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 from PIL import Image, UnidentifiedImageError
 
+from app.api import Api
 from app.ui.editor import flow_editor
 from app.ui.runs import CanvasRuns
 from app.ui.uploads import UploadRefused, store_upload
@@ -33,10 +34,11 @@ TEMPLATE_IMAGES = REPO / "pipelines" / "templates" / "images"
 THUMBNAIL_SIZE = 96
 
 
-def workflow_issues(workflow: Any) -> list[dict[str, Any]]:
-    """Every issue with a workflow document, as dicts the editor marks on nodes and fields."""
+def workflow_issues(workflow: Any, file_roots: tuple[Path, ...]) -> list[dict[str, Any]]:
+    """Every issue with a workflow document (confined to reading inside `file_roots`), as dicts the editor marks
+    on nodes and fields."""
     try:
-        issues = validate_workflow(parse_workflow(workflow))
+        issues = validate_workflow(parse_workflow(workflow), file_roots=file_roots)
     except WorkflowInvalid as invalid:
         issues = invalid.issues
     return [issue.model_dump() for issue in issues]
@@ -75,7 +77,9 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
     # Output images and uploads are served from where storage keeps them (content-addressed, never rewritten).
     gr.set_static_paths([storage.artifacts.root, uploads])
     runs = CanvasRuns(storage, pool, lambda path: f"/gradio_api/file={storage.artifacts.absolute(path)}")
+    # What a workflow from the browser or the API may read: the data folder and the starter templates' images.
     readable_roots = (storage.home, TEMPLATE_IMAGES)
+    api = Api(storage, pool, readable_roots)
 
     def keep_upload(received: str) -> dict[str, Any]:
         """Server function: an upload from Gradio's upload folder, kept in the data folder."""
@@ -96,16 +100,17 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
                 return thumbnail_data_url(resolved)
         return None
 
-    def validate(evt: gr.EventData) -> Any:
-        return gr.update(validation=_validation(workflow_issues(_payload(evt).get("workflow"))))
+    def canvas_validate(evt: gr.EventData) -> Any:
+        return gr.update(validation=_validation(workflow_issues(_payload(evt).get("workflow"), readable_roots)))
 
-    def run(evt: gr.EventData) -> Any:
+    def canvas_run(evt: gr.EventData) -> Any:
         payload = _payload(evt)
-        issues = workflow_issues(payload.get("workflow"))
+        issues = workflow_issues(payload.get("workflow"), readable_roots)
         target = payload.get("target") or None
         if not issues:
             try:
-                handle = pool.submit(RunRequest(workflow=parse_workflow(payload["workflow"]), target=target))
+                handle = pool.submit(RunRequest(workflow=parse_workflow(payload["workflow"]), target=target,
+                                                file_roots=readable_roots))
             except WorkflowInvalid as invalid:  # "run up to here" on a node the plan cannot reach, say
                 issues = [issue.model_dump() for issue in invalid.issues]
         if issues:
@@ -115,12 +120,12 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
         for state in runs.relay(handle):
             yield gr.update(run_state=state)
 
-    def follow(evt: gr.EventData) -> Any:
+    def canvas_follow(evt: gr.EventData) -> Any:
         run_id = str(_payload(evt).get("run_id") or "")
         for state in runs.follow(run_id):
             yield gr.update(run_state=state)
 
-    def cancel(evt: gr.EventData) -> None:
+    def canvas_cancel(evt: gr.EventData) -> None:
         runs.cancel(str(_payload(evt).get("run_id") or ""))
 
     with gr.Blocks(title="FlowCanvas") as demo:
@@ -129,9 +134,10 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
         # UI-only events (private: the HTTP API has its own endpoints). Relays wait on the worker, not on
         # each other, so they run outside the default one-at-a-time queue slot.
         quiet = dict(outputs=editor, show_progress="hidden", api_visibility="private")
-        editor.validate_graph(validate, **quiet)
-        editor.run_graph(run, concurrency_limit=None, **quiet)
-        editor.follow_run(follow, concurrency_limit=None, **quiet)
-        editor.cancel_run(cancel, outputs=None, show_progress="hidden", api_visibility="private",
+        editor.validate_graph(canvas_validate, **quiet)
+        editor.run_graph(canvas_run, concurrency_limit=None, **quiet)
+        editor.follow_run(canvas_follow, concurrency_limit=None, **quiet)
+        editor.cancel_run(canvas_cancel, outputs=None, show_progress="hidden", api_visibility="private",
                           concurrency_limit=None)
+        api.register()
     return demo

@@ -141,7 +141,7 @@ class DecomposePrompt(Node):
             "At most this many sub-prompts; with more changes, neighbouring changes are grouped."))
         language_model: str = Field("", max_length=4096, description=(
             "Optional: a local folder with an instruction-tuned language model to write the sub-prompts "
-            "instead of the word-by-word rule. Blank: the rule."))
+            "instead of the word-by-word rule. Blank: the rule."), json_schema_extra={"reads": "folder"})
 
     def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
         if not params.source_text.strip() or not params.target_text.strip():

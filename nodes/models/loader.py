@@ -368,7 +368,7 @@ class LoadFlowModel(Node):
     class Params(NodeParams):
         source: str = Field("embedded:shapes", min_length=1, description=(
             "embedded:shapes, a diffusers folder, a .safetensors file, or a hub id such as "
-            "stabilityai/stable-diffusion-3-medium-diffusers."), json_schema_extra={"widget": "model"})
+            "stabilityai/stable-diffusion-3-medium-diffusers."), json_schema_extra={"widget": "model", "reads": "model"})
         family: Literal["auto", "sd3", "flux"] = Field("auto", description="Model family; auto reads it from the files.")
         dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
             "auto", description="Weight precision; auto is fp32 on CPU and bf16 on a GPU.")
@@ -381,16 +381,21 @@ class LoadFlowModel(Node):
         drop_t5: bool = Field(False, description="SD3 only: leave out the T5 encoder (saves ~9.5 GB, weaker text).")
         max_sequence_length: int = Field(0, ge=0, le=512, description="Text tokens per prompt; 0 uses the model's own.")
         config_folder: str = Field("", description="For a single .safetensors file offline: a diffusers folder of the "
-                                                   "same model to take the configs from.")
+                                                   "same model to take the configs from.",
+                                   json_schema_extra={"reads": "model"})
 
     @classmethod
     def fingerprint(cls, params: Params, ctx: NodeContext) -> str:
+        ctx.check_model_source(params.source, field="source")  # before hashing reads the weights
         try:
             return content_hash(resolve_source(params.source))
         except ModelLoadError as error:
             raise NodeError(str(error), field=error.field) from None
 
     def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
+        ctx.check_model_source(params.source, field="source")
+        if params.config_folder:
+            ctx.check_model_source(params.config_folder, field="config_folder")
         options = LoadOptions(device=ctx.device, **params.model_dump(exclude={"source"}))
         try:
             loaded = MANAGER.get(params.source, options)

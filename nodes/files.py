@@ -1,0 +1,61 @@
+"""What a run may read: file paths and model sources named by params, confined for browser and API runs.
+
+A param that names something on disk says so in its spec (`json_schema_extra={"reads": ...}`):
+
+- "file" or "folder": a path; confined runs accept it only inside their allowed folders;
+- "model": a model source (`embedded:NAME`, a folder, a .safetensors file or a hub id); confined runs accept
+  the embedded models, paths inside the allowed folders, and the sources an administrator configured in
+  `FLOWCANVAS_MODEL_SOURCES` (comma-separated), so a request cannot make the server read or download others.
+
+The local CLI runs unconfined: it may read any path its user names. Validation checks literal values before
+anything runs (pipelines.graph); NodeContext.resolve_path checks again at run time, for values that arrive
+through links.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+Reads = Literal["file", "folder", "model"]
+EMBEDDED_PREFIX = "embedded:"
+MODEL_SOURCES_VARIABLE = "FLOWCANVAS_MODEL_SOURCES"
+
+
+def confined_path(raw: str, roots: Sequence[Path]) -> Path | None:
+    """Where `raw` points if that is inside one of `roots`, else None.
+
+    A relative path is tried against each root and then the working directory (where the starter templates'
+    images are named from); the first candidate that exists inside a root wins, else the first inside one.
+    Symlinks and `..` are resolved before the check, so neither can leave a root."""
+    path = Path(raw).expanduser()
+    bases = [Path()] if path.is_absolute() else [*roots, Path.cwd()]
+    resolved_roots = [root.resolve() for root in roots]
+    inside = [candidate for base in bases
+              if any((candidate := (base / path).resolve()).is_relative_to(root) for root in resolved_roots)]
+    return next((candidate for candidate in inside if candidate.exists()), inside[0] if inside else None)
+
+
+def configured_model_sources() -> set[str]:
+    return {source.strip() for source in os.environ.get(MODEL_SOURCES_VARIABLE, "").split(",") if source.strip()}
+
+
+def model_source_allowed(source: str, roots: Sequence[Path]) -> bool:
+    """Whether a confined run may load `source`: an embedded model, a configured source, or an existing folder
+    or file inside `roots` (a hub id is neither, unless configured: it could make the server download)."""
+    if source.startswith(EMBEDDED_PREFIX) or source in configured_model_sources():
+        return True
+    path = Path(source).expanduser().resolve()  # as the loader reads it: relative to the working directory
+    return path.exists() and any(path.is_relative_to(root.resolve()) for root in roots)
+
+
+def refusal(raw: str, reads: Reads) -> tuple[str, str]:
+    """The message and hint for a value a confined run may not read."""
+    if reads == "model":
+        return (f"model source {raw!r} is not one this server offers",
+                f"use an embedded model (embedded:shapes), a folder inside the data folder, or ask the administrator "
+                f"to add it to {MODEL_SOURCES_VARIABLE}")
+    return (f"path {raw!r} is outside the folders this run may read",
+            "upload the file (it goes into the data folder) and use the name it gets")
