@@ -33,8 +33,8 @@ def confined_path(raw: str, roots: Sequence[Path]) -> Path | None:
     path = Path(raw).expanduser()
     bases = [Path()] if path.is_absolute() else [*roots, Path.cwd()]
     resolved_roots = [root.resolve() for root in roots]
-    inside = [candidate for base in bases
-              if any((candidate := (base / path).resolve()).is_relative_to(root) for root in resolved_roots)]
+    candidates = [(base / path).resolve() for base in bases]
+    inside = [candidate for candidate in candidates if any(candidate.is_relative_to(root) for root in resolved_roots)]
     return next((candidate for candidate in inside if candidate.exists()), inside[0] if inside else None)
 
 

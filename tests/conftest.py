@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +50,24 @@ def workflow_dict(nodes: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 def link(node: str, output: str = "value") -> dict[str, str]:
     return {"node": node, "output": output}
+
+
+@contextmanager
+def running_app(home: Path, **launch: Any) -> Iterator[tuple[str, Storage]]:
+    """The browser app (canvas and HTTP API) on its own data folder and worker pool, served on a free loopback
+    port: yields (url, storage)."""
+    from app.ui.app import build_app
+
+    storage = open_storage(home)
+    pool = WorkerPool(storage)
+    demo = build_app(storage=storage, pool=pool)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch)
+    try:
+        yield f"http://127.0.0.1:{port}/", storage
+    finally:
+        demo.close()
+        pool.shutdown()
+        storage.close()

@@ -8,7 +8,6 @@ the server offers, and that nothing is read or queued when it tries.
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -19,38 +18,17 @@ from PIL import Image
 from app.commands import ServeRefused, launch_options
 from nodes import image as image_nodes
 from pipelines.workflow import PNG_WORKFLOW_KEY
+from tests.conftest import running_app
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "pipelines" / "templates"
 STARTER = json.loads((TEMPLATES / "txt2img-embedded.json").read_text(encoding="utf-8"))
 FAST = {"Steps": 4, "Prompt": "a large red circle on a blue background", "Seed": 3}
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _launch(tmp_path_factory: pytest.TempPathFactory, name: str, **launch):
-    from app.ui.app import build_app
-    from pipelines.jobs import WorkerPool
-    from storage import open_storage
-
-    storage = open_storage(tmp_path_factory.mktemp(name))
-    pool = WorkerPool(storage)
-    demo = build_app(storage=storage, pool=pool)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch)
-    return demo, pool, storage, f"http://127.0.0.1:{port}/"
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    demo, pool, storage, url = _launch(tmp_path_factory, "api-data")
-    yield url, storage
-    demo.close()
-    pool.shutdown()
-    storage.close()
+    with running_app(tmp_path_factory.mktemp("api-data")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +149,7 @@ def test_saving_an_invalid_document_is_refused_with_its_issues(client):
 
 
 def test_with_auth_unauthenticated_requests_are_refused(tmp_path_factory):
-    demo, pool, storage, url = _launch(tmp_path_factory, "auth-data", auth=("ada", "s3cret"))
-    try:
+    with running_app(tmp_path_factory.mktemp("auth-data"), auth=("ada", "s3cret")) as (url, _):
         assert requests.get(url + "gradio_api/info", timeout=10).status_code == 401
         response = requests.post(url + "gradio_api/call/validate", json={"data": [STARTER, None]}, timeout=10)
         assert response.status_code == 401
@@ -180,10 +157,6 @@ def test_with_auth_unauthenticated_requests_are_refused(tmp_path_factory):
             Client(url, verbose=False)
         authed = Client(url, auth=("ada", "s3cret"), verbose=False)
         assert authed.predict(STARTER, None, api_name="/validate") == []
-    finally:
-        demo.close()
-        pool.shutdown()
-        storage.close()
 
 
 def test_serving_off_this_machine_needs_a_login_or_insecure():

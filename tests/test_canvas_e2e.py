@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import running_app
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-test.txt")
 
@@ -29,12 +30,6 @@ HOSTILE_TITLE = "<img src=x onerror=alert(1)>"
 DIALOGS: list[str] = []  # alert/confirm/prompt messages the page opened
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 STARTER = Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json"
 RUN_TIMEOUT_MS = 180_000  # the first run loads the embedded model
 
@@ -42,19 +37,8 @@ RUN_TIMEOUT_MS = 180_000  # the first run loads the embedded model
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """The app on its own data folder and worker pool: (url, storage)."""
-    from app.ui.app import build_app
-    from pipelines.jobs import WorkerPool
-    from storage import open_storage
-
-    storage = open_storage(tmp_path_factory.mktemp("canvas-data"))
-    pool = WorkerPool(storage)
-    demo = build_app(storage=storage, pool=pool)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", storage
-    demo.close()
-    pool.shutdown()
-    storage.close()
+    with running_app(tmp_path_factory.mktemp("canvas-data")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

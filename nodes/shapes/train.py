@@ -22,6 +22,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -146,6 +147,17 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: Iterable[torch.nn.Parameter], lr: float,
+             grad_clip: float) -> None:
+    """One update at learning rate `lr`, gradients clipped to norm `grad_clip` (every phase trains this way)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+
+
 
 # ---------------------------------------------------------------------------------------------- phase 1: VAE
 
@@ -157,8 +169,7 @@ def train_vae(pipe, config: TrainConfig, seconds: float, log: "Log") -> None:
     rng = np.random.default_rng(config.seed + 1)
     held_out_images, _ = images_and_captions(np.random.default_rng(10_000), 64, held_out=True)
     held_out_scenes = dataset.batch(np.random.default_rng(10_001), 128, held_out=True)
-    started = time.monotonic()
-    deadline, step, estimated_steps = started + seconds, 0, max(100, int(seconds * 3))
+    deadline, step, estimated_steps = time.monotonic() + seconds, 0, max(100, int(seconds * 3))
     with tqdm(desc="phase 1: autoencoder", unit="step", dynamic_ncols=True) as bar:
         while time.monotonic() < deadline:
             images, _ = images_and_captions(rng, config.vae_batch)
@@ -166,12 +177,7 @@ def train_vae(pipe, config: TrainConfig, seconds: float, log: "Log") -> None:
             posterior = vae.encode(images).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
             loss = F.mse_loss(reconstruction, images) + config.vae_kl_weight * posterior.kl().mean()
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, estimated_steps, config.vae_lr, 50)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), config.grad_clip)
-            optimizer.step()
+            optimise(optimizer, loss, vae.parameters(), lr_at(step, estimated_steps, config.vae_lr, 50), config.grad_clip)
             step += 1
             bar.update(1)
             if step % config.log_every == 0:
@@ -233,8 +239,7 @@ def finetune_decoder(pipe, config: TrainConfig, seconds: float, log: "Log") -> N
     rng = np.random.default_rng(config.seed + 5)
     held_out_images, _ = images_and_captions(np.random.default_rng(10_000), 64, held_out=True)
     held_out_scenes = dataset.batch(np.random.default_rng(10_001), 128, held_out=True)
-    started = time.monotonic()
-    deadline, step, estimated_steps = started + seconds, 0, max(100, int(seconds * 2))
+    deadline, step, estimated_steps = time.monotonic() + seconds, 0, max(100, int(seconds * 2))
     with tqdm(desc="phase 3: decoder", unit="step", dynamic_ncols=True) as bar:
         while time.monotonic() < deadline:
             images, _ = images_and_captions(rng, config.vae_batch)
@@ -242,12 +247,7 @@ def finetune_decoder(pipe, config: TrainConfig, seconds: float, log: "Log") -> N
             with torch.no_grad():
                 latents = vae.encode(images).latent_dist.mode()
             loss = F.mse_loss(vae.decode(latents).sample, images)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, estimated_steps, config.vae_lr / 2, 20)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trained, config.grad_clip)
-            optimizer.step()
+            optimise(optimizer, loss, trained, lr_at(step, estimated_steps, config.vae_lr / 2, 20), config.grad_clip)
             step += 1
             bar.update(1)
             if step % config.log_every == 0:
@@ -316,12 +316,8 @@ def train_flow(pipe, ema, config: TrainConfig, seconds: float, log: "Log", state
             picked = rng.integers(0, len(pool), config.dit_batch)
             captions = ["" if rng.random() < config.caption_dropout else pool_captions[i] for i in picked]
             loss = flow_loss(pipe, pool[torch.from_numpy(picked).to(pool.device)], captions, generator, config.device)
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, estimated_total, config.dit_lr, config.warmup_steps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
+            optimise(optimizer, loss, params, lr_at(step, estimated_total, config.dit_lr, config.warmup_steps),
+                     config.grad_clip)
             update_ema(ema, pipe, trained, config.ema_decay)
             step += 1
             bar.update(1)
