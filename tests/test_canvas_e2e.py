@@ -480,3 +480,44 @@ def test_an_uploaded_image_is_kept_in_the_data_folder_and_shown(page, server, tm
     kept = Path(nodes(page)["load_image"]["params"]["path"])
     assert kept.parent == storage.home / "uploads" and kept.read_bytes() == picture.read_bytes()
     page.wait_for_selector('.fc-node[data-node="load_image"] img.fc-thumb:not([hidden])')
+
+
+def test_open_a_subgraph_edit_inside_and_come_back(page):
+    open_starter(page, noise={"seed": 9}, schedule={"steps": 6})
+    page.locator('.fc-node[data-node="schedule"] .fc-header').click()
+    page.locator('.fc-node[data-node="solver"] .fc-header').click(modifiers=["Shift"])
+    page.locator('.fc-node[data-node="schedule"] .fc-header').click(button="right")
+    page.click('.fc-menu [data-action="group"]')
+    page.wait_for_function(f"!{EDITOR}.graph.hasNode('schedule')")
+    [outer] = [node for node, entry in nodes(page).items() if entry["type"] == "Subgraph"]
+    definition = nodes(page)[outer]["subgraph"]
+
+    page.locator(f'.fc-node[data-node="{outer}"] .fc-ports').dblclick()
+    page.wait_for_selector(".fc-scope:not([hidden])")
+    assert sorted(page.evaluate(f"{EDITOR}.graph.nodeIds()")) == ["schedule", "solver"]
+    crumbs = page.locator(".fc-scope .fc-crumb").all_text_contents()
+    assert crumbs[0] == "Workflow" and len(crumbs) == 2
+    assert page.locator('.fc-node[data-node="schedule"] .fc-port-in').count() >= 1, "the ports show where values come in"
+    assert page.locator('.fc-node[data-node="schedule"] .fc-port-out').count() == 1
+
+    set_widget(page, "schedule", "steps", "4")
+    page.wait_for_function(f"{EDITOR}.graph.node('schedule').params.steps === 4")
+    document = workflow(page)
+    assert document["subgraphs"][definition]["nodes"]["schedule"]["params"]["steps"] == 4, "the edit lands in the definition"
+    assert {"label": "Steps", "node": f"{outer}/schedule", "param": "steps"} in document["exposed"]
+
+    page.click('.fc-scope button[data-depth="0"]')
+    page.wait_for_selector(".fc-scope", state="hidden")
+    assert page.evaluate(f"{EDITOR}.graph.hasNode({json.dumps(outer)})")
+    page.click(".fc-cmd-validate")
+    page.wait_for_function(f"{EDITOR}.statusLine.textContent.startsWith('Valid')")
+
+    page.click(".fc-cmd-run")
+    state = wait_for_run(page, "succeeded", "failed")
+    assert state["status"] == "succeeded", state.get("error")
+    assert state["nodes"][f"{outer}/schedule"]["state"] == "done"
+    page.locator(f'.fc-node[data-node="{outer}"] .fc-header').click()
+    page.keyboard.press("Tab")
+    page.wait_for_selector('.fc-node[data-node="schedule"].fc-state-done')
+    page.keyboard.press("Shift+Tab")
+    page.wait_for_selector(".fc-scope", state="hidden")

@@ -143,12 +143,27 @@ def test_a_subgraph_node_is_done_only_when_all_its_inner_nodes_are():
     state = RunState("r", url_of)
     state.apply(RunEvent("run_queued", "r", data={"nodes": ["a", "group/x", "group/y"]}))
     state.apply(RunEvent("run_started", "r"))
-    assert state.to_json()["nodes"] == {"a": {"state": "queued"}, "group": {"state": "queued"}}
+    assert state.to_json()["nodes"] == {"a": {"state": "queued"}, "group": {"state": "queued"},
+                                        "group/x": {"state": "queued"}, "group/y": {"state": "queued"}}
     state.apply(RunEvent("node_started", "r", "group/x"))
     state.apply(RunEvent("node_finished", "r", "group/x", data={"seconds": 0.25}))
     assert state.nodes["group"]["state"] == "running"
+    assert state.nodes["group/x"] == {"state": "done", "seconds": 0.25}, "an opened subgraph shows its own nodes"
     state.apply(RunEvent("node_cached", "r", "group/y"))
     assert state.nodes["group"] == {"state": "done", "seconds": 0.25}, "one inner node ran: done, with its seconds"
+    assert state.nodes["group/y"] == {"state": "cached"}
+
+
+def test_nested_subgraph_paths_each_follow_their_own_nodes():
+    state = RunState("r", url_of)
+    state.apply(RunEvent("run_queued", "r", data={"nodes": ["outer/inner/x", "outer/y"]}))
+    state.apply(RunEvent("node_finished", "r", "outer/inner/x", data={"seconds": 0.5}))
+    assert state.nodes["outer/inner"] == {"state": "done", "seconds": 0.5}
+    assert state.nodes["outer"]["state"] == "running", "outer/y has not run yet"
+    state.apply(RunEvent("node_started", "r", "outer/y"))
+    state.apply(RunEvent("run_failed", "r", "outer/y", data={"error": {"message": "boom", "node": "outer/y"}}))
+    assert state.nodes["outer/y"]["error"] == "boom" and state.nodes["outer"]["state"] == "failed"
+    assert state.error["canvas_node"] == "outer"
     state.apply(RunEvent("node_progress", "r", "a", data={"step": 2, "total": 4, "preview_png": b"\x89PNG"}))
     assert state.nodes["a"]["preview"].startswith("data:image/png;base64,")
     assert (state.nodes["a"]["step"], state.nodes["a"]["total"]) == (2, 4)

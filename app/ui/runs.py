@@ -5,7 +5,9 @@ stops the relay, not the run. A reopened page asks to follow the run again: the 
 from the start while it still holds the run; after a restart the state is rebuilt from the stored record.
 
 `RunState` is what the editor's `run_state` prop carries (plain JSON, no torch): the run's status, one entry
-per canvas node `{state, step, total, seconds, preview, error}` and the output images as URLs.
+per node `{state, step, total, seconds, preview, error}` and the output images as URLs. Entries are keyed by
+node path at every level: a node inside a Subgraph node `outer` counts for `outer` and for `outer/inner`, so the
+canvas shows the state of whichever scope is open.
 """
 
 from __future__ import annotations
@@ -29,8 +31,14 @@ FileUrl = Callable[[str], str]  # an artifact's stored path → the URL the brow
 
 
 def canvas_node(node_id: str) -> str:
-    """The canvas node an executed node belongs to (flattened subgraph nodes are outer/inner)."""
+    """The top-level canvas node an executed node belongs to (flattened subgraph nodes are outer/inner)."""
     return node_id.split(ID_SEPARATOR, 1)[0]
+
+
+def node_paths(node_id: str) -> list[str]:
+    """The node and every Subgraph node it lies inside, outermost first: a/b/c → a, a/b, a/b/c."""
+    parts = node_id.split(ID_SEPARATOR)
+    return [ID_SEPARATOR.join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def png_data_url(data: bytes) -> str:
@@ -48,7 +56,7 @@ class RunState:
         self.outputs: list[dict[str, Any]] = []
         self.error: dict[str, Any] | None = None
         self.seconds: float | None = None
-        # Per canvas node, its executed nodes still to finish: a Subgraph node is done when all its inner nodes are.
+        # Per node path, its executed nodes still to finish: a Subgraph node is done when all its inner nodes are.
         self._pending: dict[str, set[str]] = {}
 
     @property
@@ -59,39 +67,44 @@ class RunState:
         return {"run_id": self.run_id, "status": self.status, "nodes": {k: dict(v) for k, v in self.nodes.items()},
                 "outputs": list(self.outputs), "error": self.error, "seconds": self.seconds}
 
-    def _node(self, node_id: str) -> dict[str, Any]:
-        return self.nodes.setdefault(canvas_node(node_id), {"state": "queued"})
+    def _entries(self, node_id: str) -> list[dict[str, Any]]:
+        """The entries of an executed node and of each Subgraph node it lies inside."""
+        return [self.nodes.setdefault(path, {"state": "queued"}) for path in node_paths(node_id)]
+
+    def _update(self, node_id: str, **values: Any) -> None:
+        for entry in self._entries(node_id):
+            entry.update(values)
 
     def _settle(self, node_id: str, seconds: float | None = None) -> None:
-        """One executed node is done (ran, with its seconds, or cached). Its canvas node is once all of its
-        executed nodes are: "done" if any of them ran, else "cached"."""
-        entry = self._node(node_id)
-        if seconds is not None:
-            entry["seconds"] = round(entry.get("seconds", 0.0) + seconds, 4)
-        pending = self._pending.get(canvas_node(node_id), set())
-        pending.discard(node_id)
-        if pending:
-            entry["state"] = "running"
-            return
-        entry["state"] = "done" if "seconds" in entry else "cached"
-        entry.pop("step", None)
-        entry.pop("total", None)
+        """One executed node is done (ran, with its seconds, or cached). Each node path holding it is once all of
+        its executed nodes are: "done" if any of them ran, else "cached"."""
+        for path, entry in zip(node_paths(node_id), self._entries(node_id)):
+            if seconds is not None:
+                entry["seconds"] = round(entry.get("seconds", 0.0) + seconds, 4)
+            pending = self._pending.get(path, set())
+            pending.discard(node_id)
+            if pending:
+                entry["state"] = "running"
+                continue
+            entry["state"] = "done" if "seconds" in entry else "cached"
+            entry.pop("step", None)
+            entry.pop("total", None)
 
     def apply(self, event: RunEvent) -> None:
         kind, node = event.kind, event.node
         if kind == "run_queued":
             for node_id in event.data.get("nodes", []):
-                self._pending.setdefault(canvas_node(node_id), set()).add(node_id)
-                self._node(node_id)
+                for path in node_paths(node_id):
+                    self._pending.setdefault(path, set()).add(node_id)
+                self._entries(node_id)
         elif kind == "run_started":
             self.status = "running"
         elif kind == "node_started" and node:
-            self._node(node)["state"] = "running"
+            self._update(node, state="running")
         elif kind == "node_progress" and node:
-            entry = self._node(node)
-            entry.update(state="running", step=event.data.get("step"), total=event.data.get("total"))
+            self._update(node, state="running", step=event.data.get("step"), total=event.data.get("total"))
             if "preview_png" in event.data:
-                entry["preview"] = png_data_url(event.data["preview_png"])
+                self._update(node, preview=png_data_url(event.data["preview_png"]))
         elif kind == "node_cached" and node:
             self._settle(node)
         elif kind == "node_finished" and node:
@@ -106,7 +119,7 @@ class RunState:
             self.status = "failed"
             self.error = dict(event.data.get("error") or {})
             if node:
-                self._node(node).update(state="failed", error=self.error.get("message", "failed"))
+                self._update(node, state="failed", error=self.error.get("message", "failed"))
                 self.error["canvas_node"] = canvas_node(node)
             self._drop_queued()
         elif kind == "run_cancelled":
@@ -114,11 +127,13 @@ class RunState:
             self._drop_queued()
 
     def _output(self, node_id: str, path: str) -> dict[str, Any]:
-        return {"node": canvas_node(node_id), "url": self.file_url(path)}
+        """An output image as the panel lists it (by top-level canvas node) and the node path that made it."""
+        return {"node": canvas_node(node_id), "path": node_id, "url": self.file_url(path)}
 
     def _attach_outputs(self) -> None:
         for output in self.outputs:
-            self.nodes.setdefault(output["node"], {"state": "done"}).setdefault("images", []).append(output["url"])
+            for path in node_paths(output.pop("path")):
+                self.nodes.setdefault(path, {"state": "done"}).setdefault("images", []).append(output["url"])
 
     def _drop_queued(self) -> None:
         """Nodes that never ran show no state once the run has ended; a running one stopped where it was."""
@@ -142,10 +157,10 @@ class RunState:
             pass  # the node types changed since: show what the record itself says
         if record.status == RunStatus.SUCCEEDED:
             for node_id in planned:
-                state._node(node_id)["state"] = "cached"  # the record keeps timings of executed nodes only
+                state._update(node_id, state="cached")  # the record keeps timings of executed nodes only
         for node_id, seconds in record.node_timings.items():
-            entry = state._node(node_id)
-            entry.update(state="done", seconds=round(entry.get("seconds", 0.0) + seconds, 4))
+            for entry in state._entries(node_id):
+                entry.update(state="done", seconds=round(entry.get("seconds", 0.0) + seconds, 4))
         if record.status == RunStatus.SUCCEEDED:
             state.seconds = round(sum(record.node_timings.values()), 4)
             state.outputs = [state._output(a.node_id, a.path) for a in artifacts if a.kind == "image"]
@@ -154,7 +169,7 @@ class RunState:
             state.error = dict(record.error)
             failed = record.error.get("node")
             if failed:
-                state._node(failed).update(state="failed", error=record.error.get("message", "failed"))
+                state._update(failed, state="failed", error=record.error.get("message", "failed"))
                 state.error["canvas_node"] = canvas_node(failed)
         elif record.status == RunStatus.INTERRUPTED:
             state.error = {"message": "the server stopped while this run was going; run it again"}

@@ -5,8 +5,9 @@ import { readFileSync, readdirSync } from "node:fs";
 import { describe, test } from "node:test";
 
 import {
-  Graph, GraphError, SUBGRAPH_TYPE, canConnect, checkParamValue, checkWorkflow, emptyWorkflow, freshId, idStemForType, sameJson,
+  Graph, GraphError, SUBGRAPH_TYPE, canConnect, checkParamValue, checkWorkflow, emptyWorkflow, freshId, idStemForType, sameJson, splitFlatId,
 } from "../../app/ui/editor/static/graph.mjs";
+import { History } from "../../app/ui/editor/static/history.mjs";
 
 const catalogue = JSON.parse(readFileSync(new URL("./catalogue.json", import.meta.url), "utf-8"));
 const templatesDir = new URL("../../pipelines/templates/", import.meta.url);
@@ -755,5 +756,255 @@ describe("subgraphs", () => {
     };
     const graph = new Graph(document, catalogue);
     assert.deepEqual(graph.specOf("top").inputs, [{ name: "x", type: "INT", optional: true, multi: false }]);
+  });
+});
+
+describe("opening subgraphs", () => {
+  const sampling = ["latent", "noise", "schedule", "solver", "sampler"];
+
+  /** txt2img-sd3 with its sampling nodes grouped into the Subgraph node "sampling". */
+  function grouped() {
+    const graph = new Graph(template("txt2img-sd3.json"), catalogue);
+    graph.groupIntoSubgraph(sampling, { name: "Sampling" });
+    return graph;
+  }
+
+  /** Assert that the whole document still has the server's shape and loads back as it is. */
+  function assertWholeDocument(graph) {
+    const saved = graph.toWorkflow();
+    checkWorkflow(saved);
+    assert.deepEqual(new Graph(saved, catalogue).toWorkflow(), saved);
+    return saved;
+  }
+
+  test("splitFlatId finds the scope's node a flattened id is or is inside", () => {
+    assert.deepEqual(splitFlatId("sampler", ""), { node: "sampler", inside: [] });
+    assert.deepEqual(splitFlatId("a/b/c", "a/"), { node: "b", inside: ["c"] });
+    assert.equal(splitFlatId("a", "a/"), null);
+    assert.equal(splitFlatId("other/b", "a/"), null);
+    assert.equal(splitFlatId(null, ""), null);
+  });
+
+  test("entering shows the definition's nodes; leaving goes back up", () => {
+    const graph = grouped();
+    const top = graph.nodeIds();
+    assert.deepEqual([graph.scope, graph.scopePrefix, graph.scopePorts()], [[], "", null]);
+    graph.enterSubgraph("sampling");
+    assert.deepEqual(graph.scope, ["sampling"]);
+    assert.equal(graph.scopePrefix, "sampling/");
+    assert.deepEqual(graph.nodeIds().sort(), [...sampling].sort());
+    assert.deepEqual(graph.node("sampler").inputs.latent, { node: "latent", output: "latent" });
+    assert.ok(graph.links().every((wire) => sampling.includes(wire.from) && sampling.includes(wire.to)));
+    assert.ok(!graph.hasNode("decode"), "top-level nodes are not in this scope");
+    assert.deepEqual(graph.scopeLevels(), [{ node: "sampling", title: "Sampling", subgraph: "sampling", name: "Sampling", uses: 1 }]);
+    const ports = graph.scopePorts();
+    assert.deepEqual(ports.outputs, [{ name: "latent", type: "LATENT", source: { node: "sampler", output: "latent" } }]);
+    assert.ok(ports.inputs.some((port) => port.type === "FLOW_MODEL" && port.targets.some((t) => t.node === "sampler" && t.input === "model")));
+    const copy = graph.scope;
+    copy.push("changed");
+    assert.deepEqual(graph.scope, ["sampling"], "scope is a copy");
+    assert.equal(graph.leaveSubgraph(), "sampling");
+    assert.equal(graph.leaveSubgraph(), null, "nothing to leave at the top level");
+    assert.deepEqual(graph.nodeIds(), top);
+  });
+
+  test("only a Subgraph node with a definition can be opened", () => {
+    const graph = new Graph({ ...emptyWorkflow(), nodes: { n: { type: "Noise" }, s: { type: SUBGRAPH_TYPE, subgraph: "gone" } } }, catalogue);
+    assertRefusedUnchanged(graph, () => graph.enterSubgraph("n"), "not_subgraph", "n is a Noise, not a Subgraph node");
+    assertRefusedUnchanged(graph, () => graph.enterSubgraph("s"), "unknown_subgraph", "s: subgraph \"gone\" is not defined");
+    assertRefusedUnchanged(graph, () => graph.enterSubgraph("ghost"), "missing_node", "ghost");
+    assert.deepEqual(graph.scope, []);
+  });
+
+  test("a definition that contains itself cannot be opened a second time", () => {
+    const document = {
+      ...emptyWorkflow(),
+      nodes: { top: { type: SUBGRAPH_TYPE, subgraph: "loop" } },
+      subgraphs: { loop: { nodes: { again: { type: SUBGRAPH_TYPE, subgraph: "loop" } } } },
+    };
+    const graph = new Graph(document, catalogue);
+    graph.enterSubgraph("top");
+    assertRefused(() => graph.enterSubgraph("again"), "subgraph_cycle", "loop → loop");
+    assert.deepEqual(graph.scope, ["top"]);
+  });
+
+  test("edits inside land in the definition, and the whole document stays valid", () => {
+    const graph = grouped();
+    const before = graph.toWorkflow();
+    graph.enterSubgraph("sampling");
+    graph.setParam("sampler", "guidance", 4.5);
+    graph.setTitle("noise", "Seed source");
+    graph.moveNodes({ solver: [10, 20] });
+    graph.setBypass(["solver"], true);
+    graph.setBypass(["solver"], false);
+    const added = graph.addNode("Noise", { position: [5, 5] });
+    assert.equal(added, "noise_2", "ids are fresh within the scope");
+    graph.connect(added, "noise", "sampler", "noise");
+    const saved = assertWholeDocument(graph);
+    const inner = saved.subgraphs.sampling.nodes;
+    assert.equal(inner.sampler.params.guidance, 4.5);
+    assert.equal(inner.noise.title, "Seed source");
+    assert.deepEqual(inner.solver.position, [10, 20]);
+    assert.deepEqual(inner.sampler.inputs.noise, { node: "noise_2", output: "noise" });
+    assert.deepEqual(saved.nodes, before.nodes, "the top level is untouched");
+    assert.deepEqual(graph.compatibleSources("sampler", "noise").map((s) => s.node).sort(), ["noise", "noise_2"], "sources come from the scope");
+    assert.ok(graph.compatibleTargets("latent", "latent").every((t) => sampling.includes(t.node)));
+    graph.connect("noise", "noise", "sampler", "noise");
+    graph.removeNodes([added]);
+    graph.setTitle("noise", before.subgraphs.sampling.nodes.noise.title);
+    graph.setParam("sampler", "guidance", 7);
+    graph.moveNodes({ solver: before.subgraphs.sampling.nodes.solver.position });
+    assert.deepEqual(graph.toWorkflow(), before);
+  });
+
+  test("removing an inner node drops it from the input ports and prunes its exposed fields for every use", () => {
+    const graph = grouped();
+    graph.addNode(SUBGRAPH_TYPE, { subgraph: "sampling", id: "again" });
+    const document = graph.toWorkflow();
+    document.exposed.push({ node: "again/schedule", param: "steps", label: "Steps again" }, { node: "again/noise", param: "seed", label: "Seed again" });
+    graph.replaceWorkflow(document);
+    graph.enterSubgraph("sampling");
+    assert.equal(graph.scopeLevels()[0].uses, 2);
+    graph.removeNodes(["schedule"]);
+    const saved = assertWholeDocument(graph);
+    const targets = saved.subgraphs.sampling.inputs.flatMap((port) => port.targets);
+    assert.ok(targets.length > 0 && targets.every((t) => t.node !== "schedule"));
+    assert.ok(!("sigmas" in saved.subgraphs.sampling.nodes.sampler.inputs), "links from it go too");
+    assert.deepEqual(saved.exposed.map((field) => field.node).filter((node) => node.includes("schedule")), []);
+    assert.ok(saved.exposed.some((field) => field.node === "again/noise") && saved.exposed.some((field) => field.node === "sampling/noise"));
+    assert.deepEqual(saved.groups, document.groups);
+  });
+
+  test("removing inside leaves top-level groups alone, even for a top-level node of the same id", () => {
+    const graph = new Graph(template("txt2img-sd3.json"), catalogue);
+    graph.groupIntoSubgraph(["noise", "sampler"], { name: "Sampling" });
+    graph.insertNodes({ noise: { type: "Noise", position: [0, 0] } });
+    const document = graph.toWorkflow();
+    document.groups[0].nodes.push("noise");
+    graph.replaceWorkflow(document);
+    graph.enterSubgraph("sampling");
+    graph.removeNodes(["noise"]);
+    assert.deepEqual(graph.toWorkflow().groups, document.groups);
+    assert.ok(graph.toWorkflow().nodes.noise, "the top-level noise stays");
+  });
+
+  test("the node an output port comes from cannot be removed", () => {
+    const graph = grouped();
+    graph.enterSubgraph("sampling");
+    assertRefusedUnchanged(graph, () => graph.removeNodes(["noise", "sampler"]), "subgraph_port",
+      "cannot delete sampler", "output \"latent\"", "subgraph \"sampling\"", "ungroup");
+  });
+
+  test("a new inner link into a port target takes that target out of the port", () => {
+    const graph = grouped();
+    graph.enterSubgraph("sampling");
+    const modelPort = () => graph.scopePorts().inputs.find((port) => port.type === "FLOW_MODEL");
+    assert.ok(modelPort().targets.some((t) => t.node === "sampler" && t.input === "model"));
+    const model = graph.addNode("LoadFlowModel");
+    graph.connect(model, "model", "sampler", "model");
+    assert.deepEqual(modelPort().targets.filter((t) => t.node === "sampler"), []);
+    assert.ok(modelPort().targets.some((t) => t.node === "latent"), "the port's other targets stay");
+    graph.connect(model, "model", "latent", "model");
+    assert.deepEqual(modelPort().targets, [{ node: "schedule", input: "model" }]);
+    assertWholeDocument(graph);
+  });
+
+  test("undo and redo keep the scope while it is valid, and trim it when it is not", () => {
+    const graph = new Graph(template("txt2img-sd3.json"), catalogue);
+    const history = new History();
+    history.edit(graph, (g) => g.groupIntoSubgraph(sampling, { name: "Sampling" }));
+    graph.enterSubgraph("sampling");
+    history.edit(graph, (g) => g.setParam("sampler", "guidance", 3));
+    const edited = graph.toWorkflow();
+    assert.equal(history.undo(graph), true);
+    assert.deepEqual(graph.scope, ["sampling"]);
+    assert.equal(graph.node("sampler").params.guidance, 7);
+    assert.equal(history.redo(graph), true);
+    assert.deepEqual(graph.toWorkflow(), edited);
+    assert.equal(graph.node("sampler").params.guidance, 3);
+    // A refused edit restores the document as it was and stays in the scope.
+    assert.throws(() => history.edit(graph, (g) => g.setParam("sampler", "guidance", "much")), GraphError);
+    assert.deepEqual(graph.scope, ["sampling"]);
+    history.undo(graph);
+    history.undo(graph); // before the grouping: there is no Subgraph node to be inside
+    assert.deepEqual(graph.scope, []);
+    assert.ok(graph.hasNode("decode") && graph.hasNode("sampler"));
+    history.redo(graph);
+    assert.deepEqual(graph.scope, [], "a trimmed scope does not come back");
+  });
+
+  test("replacing the document trims the scope to the part that still leads to definitions", () => {
+    const graph = grouped();
+    graph.enterSubgraph("sampling");
+    const { node } = graph.groupIntoSubgraph(["noise", "solver"], { name: "Inner" });
+    graph.enterSubgraph(node);
+    assert.deepEqual(graph.scope, ["sampling", "inner"]);
+    const document = graph.toWorkflow();
+    graph.replaceWorkflow(document);
+    assert.deepEqual(graph.scope, ["sampling", "inner"]);
+    delete document.subgraphs.inner;
+    graph.replaceWorkflow(document);
+    assert.deepEqual(graph.scope, ["sampling"]);
+    graph.replaceWorkflow(emptyWorkflow());
+    assert.deepEqual(graph.scope, []);
+  });
+
+  test("subgraphs open inside subgraphs; grouping and ungrouping inside works and exposed fields follow", () => {
+    const graph = grouped();
+    const before = graph.toWorkflow();
+    graph.enterSubgraph("sampling");
+    const { node, subgraph } = graph.groupIntoSubgraph(["noise", "solver"], { name: "Inner" });
+    let saved = assertWholeDocument(graph);
+    assert.equal(saved.subgraphs.sampling.nodes[node].subgraph, subgraph);
+    assert.deepEqual(Object.keys(saved.subgraphs[subgraph].nodes).sort(), ["noise", "solver"]);
+    assert.ok(saved.exposed.some((field) => field.node === "sampling/inner/noise" && field.param === "seed"));
+    assert.deepEqual(saved.groups, before.groups, "visual groups are top-level only");
+    assert.deepEqual(saved.nodes, before.nodes);
+
+    graph.enterSubgraph(node);
+    assert.equal(graph.scopePrefix, "sampling/inner/");
+    assert.deepEqual(graph.scopeLevels().map((level) => level.node), ["sampling", "inner"]);
+    graph.setParam("noise", "seed", 42);
+    assert.equal(graph.toWorkflow().subgraphs.inner.nodes.noise.params.seed, 42);
+    graph.leaveToTop();
+    assert.deepEqual(graph.scope, []);
+
+    graph.enterSubgraph("sampling");
+    graph.ungroup(node);
+    saved = assertWholeDocument(graph);
+    assert.ok(!saved.subgraphs.inner, "the unused inner definition goes");
+    assert.equal(saved.subgraphs.sampling.nodes.noise.params.seed, 42);
+    graph.setParam("noise", "seed", 0);
+    assertSameWorkflow(graph.toWorkflow(), before);
+  });
+
+  test("grouping or ungrouping a port endpoint inside is refused with the port", () => {
+    const graph = grouped();
+    graph.enterSubgraph("sampling");
+    assertRefusedUnchanged(graph, () => graph.groupIntoSubgraph(["latent", "noise"]), "cannot_group", "cannot group latent", "input", "ungroup");
+    assertRefusedUnchanged(graph, () => graph.groupIntoSubgraph(["sampler", "noise", "solver", "latent", "schedule"]), "cannot_group");
+    graph.leaveSubgraph();
+    // A Subgraph node the outer definition's ports feed: ungrouping it inside is refused.
+    graph.ungroup("sampling");
+    graph.groupIntoSubgraph(["sampler", "noise"], { name: "Inner" });
+    graph.groupIntoSubgraph(["inner", "latent", "schedule", "solver"], { name: "Outer" });
+    graph.enterSubgraph("outer");
+    assertRefusedUnchanged(graph, () => graph.ungroup("inner"), "cannot_ungroup", "cannot ungroup inner", "input \"model\"");
+  });
+
+  test("a Subgraph node cannot be added or pasted inside its own definition", () => {
+    const graph = grouped();
+    graph.enterSubgraph("sampling");
+    assertRefusedUnchanged(graph, () => graph.addNode(SUBGRAPH_TYPE, { subgraph: "sampling" }), "subgraph_cycle", "cannot go inside subgraph \"sampling\"");
+    const holder = { type: SUBGRAPH_TYPE, subgraph: "holder" };
+    const definitions = { holder: { nodes: { deep: { type: SUBGRAPH_TYPE, subgraph: "sampling" } } } };
+    assertRefusedUnchanged(graph, () => graph.insertNodes({ holder }, definitions), "subgraph_cycle", "through \"sampling\"");
+    graph.leaveSubgraph();
+    graph.insertNodes({ holder }, definitions);
+    assert.equal(graph.scopeLevels().length, 0);
+    graph.enterSubgraph("holder");
+    graph.enterSubgraph("deep");
+    assert.equal(graph.scopePrefix, "holder/deep/");
+    assert.equal(graph.scopeLevels().at(-1).uses, 2);
   });
 });

@@ -45,6 +45,7 @@ SKELETON = """
     </aside>
     <div class="fc-canvas">
       <div class="fc-world"><svg class="fc-wires"></svg></div>
+      <nav class="fc-scope" aria-label="Open subgraphs" hidden></nav>
       <div class="fc-empty" hidden>Drag nodes here from the palette, or double-click to search.</div>
       <div class="fc-marquee" hidden></div>
       <div class="fc-quickadd" hidden>

@@ -7,8 +7,12 @@
 // (validate_graph, run_graph, cancel_run, follow_run). The browser only follows a run: it executes in the
 // server's job worker, so closing the tab does not stop it; the page keeps the last run's id and the draft in
 // localStorage and, reopened, shows the draft and follows (or replays) that run.
+//
+// The canvas shows one scope of the document: the top level, or the inside of an opened Subgraph node (the
+// graph's scope; a breadcrumb bar leads back). Python names nodes by flattened ids (outer/inner), so issues and
+// run entries are mapped onto the open scope's nodes with the graph's scope prefix.
 
-import { Graph, GraphError, emptyWorkflow, sameJson } from "./graph.mjs";
+import { Graph, GraphError, emptyWorkflow, sameJson, splitFlatId } from "./graph.mjs";
 import { History } from "./history.mjs";
 import { copySelection, pasteClipboard } from "./clipboard.mjs";
 import { Viewport } from "./viewport.mjs";
@@ -18,6 +22,7 @@ import { installInteraction } from "./interaction.mjs";
 import { installPalette } from "./palette.mjs";
 import { RunView, serverUrl } from "./run_view.mjs";
 import { installOverlays } from "./overlays.mjs";
+import { el } from "./nodes_view.mjs";
 
 const DRAFT_KEY = "flowcanvas:draft";
 const LAST_RUN_KEY = "flowcanvas:last-run";
@@ -44,8 +49,12 @@ const store = {
 export class Editor {
   /** @type {Set<string>} */
   selection = new Set();
-  /** @type {import("./nodes_view.mjs").Issue[]} */
+  /** @type {import("./nodes_view.mjs").Issue[]} the last validation's issues, by flattened node ids */
   issues = [];
+  /** The scope prefix the canvas shows, to notice a change of scope (an open, a leave, an undo that trims it). */
+  #shownScope = "";
+  /** What the breadcrumb bar shows, to rebuild it only when that changes. */
+  #shownLevels = "[]";
 
   /**
    * @param {HTMLElement} root the skeleton's `.fc-root`
@@ -71,9 +80,15 @@ export class Editor {
       onUpload: (file) => this.uploadImage(file),
       thumbnail: (path) => backend?.server.image_thumbnail(path).catch(() => null) ?? Promise.resolve(null),
       fileUrl: serverUrl,
+      onOpen: (id) => this.openSubgraph(id),
     });
     this.wiresView = new WiresView(root.querySelector(".fc-wires"), catalogue.socket_colours);
     this.statusLine = root.querySelector(".fc-status");
+    this.scopeBar = root.querySelector(".fc-scope");
+    this.scopeBar.addEventListener("click", (event) => {
+      const crumb = event.target.closest("button[data-depth]");
+      if (crumb) this.leaveTo(Number(crumb.dataset.depth));
+    });
     this.runView = new RunView(this);
   }
 
@@ -107,11 +122,92 @@ export class Editor {
   }
 
   render() {
+    const scopeChanged = this.graph.scopePrefix !== this.#shownScope;
+    if (scopeChanged) {
+      this.#shownScope = this.graph.scopePrefix;
+      this.selection.clear();
+    }
     const ids = new Set(this.graph.nodeIds());
     for (const id of this.selection) if (!ids.has(id)) this.selection.delete(id);
-    this.nodesView.render(this.graph, { selected: this.selection, issues: this.issues, run: this.runView?.nodes });
+    this.nodesView.render(this.graph, {
+      selected: this.selection, issues: this.#scopedIssues().marked, run: this.runView?.nodesIn(this.#shownScope), ports: this.graph.scopePorts(),
+    });
     this.wiresView.render(this.graph, this.nodesView);
     this.root.querySelector(".fc-empty").hidden = ids.size > 0;
+    this.#renderScopeBar();
+    if (scopeChanged) this.fitView();
+  }
+
+  /** Open a Subgraph node of the scope shown: the canvas shows and edits its definition's nodes. @param {string} id */
+  openSubgraph(id) {
+    try {
+      this.graph.enterSubgraph(id);
+    } catch (error) {
+      if (!(error instanceof GraphError)) throw error;
+      this.notify(error.message, "error");
+      return;
+    }
+    this.render();
+  }
+
+  /** Go up to the scope `depth` levels down from the top (0: the workflow itself). @param {number} depth */
+  leaveTo(depth) {
+    while (this.graph.scope.length > depth) this.graph.leaveSubgraph();
+    this.render();
+  }
+
+  /** Go one level up; false at the top level. */
+  leaveSubgraph() {
+    if (this.graph.scope.length === 0) return false;
+    this.leaveTo(this.graph.scope.length - 1);
+    return true;
+  }
+
+  /** The breadcrumb bar: Workflow › each opened Subgraph node, the outer ones clickable; hidden at the top level. */
+  #renderScopeBar() {
+    const levels = this.graph.scopeLevels();
+    const key = JSON.stringify(levels);
+    if (key === this.#shownLevels) return;
+    this.#shownLevels = key;
+    this.viewport.canvas.classList.toggle("fc-inside", levels.length > 0);
+    this.scopeBar.hidden = levels.length === 0;
+    const crumb = (label, depth) => {
+      const button = el("button", "fc-crumb", label);
+      button.type = "button";
+      button.dataset.depth = String(depth);
+      button.title = depth === 0 ? "Back to the workflow (Shift+Tab goes up one level)" : `Back to ${label}`;
+      return button;
+    };
+    const parts = [crumb("Workflow", 0)];
+    levels.forEach((level, i) => {
+      const label = level.title || level.name || level.node;
+      parts.push(el("span", "fc-crumb-sep", "›"), i === levels.length - 1 ? el("span", "fc-crumb fc-current", label) : crumb(label, i + 1));
+    });
+    const open = levels.at(-1);
+    if (open !== undefined) {
+      const uses = el("span", "fc-scope-uses", `subgraph ${open.subgraph} · used by ${open.uses} node${open.uses === 1 ? "" : "s"}`);
+      uses.classList.toggle("fc-shared", open.uses > 1);
+      uses.title = open.uses > 1 ? "Edits here change every Subgraph node that uses this definition" : "Only this Subgraph node uses this definition";
+      parts.push(uses);
+    }
+    this.scopeBar.replaceChildren(...parts);
+  }
+
+  /**
+   * The issues marked on the scope's nodes and the others. An issue inside a Subgraph node of the scope is marked
+   * on it, its message saying where inside.
+   * @returns {{marked: import("./nodes_view.mjs").Issue[], general: import("./nodes_view.mjs").Issue[]}}
+   */
+  #scopedIssues() {
+    const marked = [];
+    const general = [];
+    for (const issue of this.issues) {
+      const at = issue.node ? splitFlatId(issue.node, this.graph.scopePrefix) : null;
+      if (at === null || !this.graph.hasNode(at.node)) general.push(issue);
+      else if (at.inside.length === 0) marked.push(issue);
+      else marked.push({ ...issue, node: at.node, field: null, message: `${[...at.inside, ...(issue.field ? [issue.field] : [])].join(".")}: ${issue.message}` });
+    }
+    return { marked, general };
   }
 
   /** @param {string} message @param {"info"|"error"} [kind] */
@@ -128,6 +224,7 @@ export class Editor {
       if (!(error instanceof GraphError)) throw error;
       this.notify(`cannot open this workflow: ${error.message}`, "error");
     }
+    this.graph.leaveToTop(); // a different document: its subgraphs are not the ones that were open
     this.history.clear();
     this.selection.clear();
     this.issues = [];
@@ -153,12 +250,12 @@ export class Editor {
   /**
    * Run the workflow (or only what `target` needs: "run up to here"). Python validates first; issues come back
    * marked on the nodes, a valid run streams its state into `run_state`.
-   * @param {string | null} [target]
+   * @param {string | null} [target] a node of the scope shown
    */
   run(target = null) {
     if (this.backend === null || this.runView.active) return;
     this.runView.show({ run_id: null, status: "submitting" });
-    this.backend.trigger("run_graph", { workflow: this.graph.toWorkflow(), target });
+    this.backend.trigger("run_graph", { workflow: this.graph.toWorkflow(), target: target === null ? null : this.graph.scopePrefix + target });
   }
 
   cancelRun() {
@@ -258,13 +355,14 @@ export class Editor {
   showIssues(issues) {
     this.issues = Array.isArray(issues) ? issues : [];
     this.render();
-    const general = this.issues.filter((issue) => !issue.node || !this.graph.hasNode(issue.node));
+    const { general } = this.#scopedIssues();
     if (this.issues.length === 0) this.notify("Valid: ready to run.");
     else {
       const where = this.issues.length - general.length;
       const parts = [`${this.issues.length} problem${this.issues.length === 1 ? "" : "s"}`];
       if (where > 0) parts.push(`${where} marked on nodes`);
-      this.notify([parts.join(", "), ...general.map((issue) => issue.message + (issue.hint ? ` (${issue.hint})` : ""))].join(" · "), "error");
+      const described = general.map((issue) => (issue.node ? `${issue.node}: ` : "") + issue.message + (issue.hint ? ` (${issue.hint})` : ""));
+      this.notify([parts.join(", "), ...described].join(" · "), "error");
     }
   }
 

@@ -64,6 +64,18 @@ export function freshId(base, taken) {
 }
 
 /**
+ * Where a flattened id (outer/inner/…, as the server names nodes) lies under a scope's `prefix` ("" for the top
+ * level, else "outer/…/"): the node of that scope it is or is inside, and the path below that node; null when the
+ * id lies outside the scope.
+ * @param {string} flatId @param {string} prefix @returns {{node: string, inside: string[]} | null}
+ */
+export function splitFlatId(flatId, prefix) {
+  if (typeof flatId !== "string" || !flatId.startsWith(prefix) || flatId.length === prefix.length) return null;
+  const [node, ...inside] = flatId.slice(prefix.length).split(ID_SEPARATOR);
+  return { node, inside };
+}
+
+/**
  * A readable id stem for a node type: `LoadFlowModel` → `load_flow_model`, `VAEDecode` → `vae_decode`.
  * @param {string} type @returns {string}
  */
@@ -374,10 +386,18 @@ function uniqueName(base, used) {
   return name;
 }
 
-/** A workflow being edited, with the catalogue (`run.py nodes --json`) that gives its node types' sockets and params. */
+/**
+ * A workflow being edited, with the catalogue (`run.py nodes --json`) that gives its node types' sockets and params.
+ *
+ * Edits apply to the nodes of the open scope: the top level, or the definition of the Subgraph node entered last
+ * (`enterSubgraph`). Inside a definition, its ports are kept consistent with its nodes; a definition used by
+ * several Subgraph nodes changes for all of them.
+ */
 export class Graph {
   #workflow;
   #types;
+  /** The Subgraph node ids entered, outermost first; each is a node of the previous one's definition. */
+  #scope = [];
 
   /**
    * @param {object} workflow a workflow document (it is copied; see `checkWorkflow`)
@@ -388,10 +408,72 @@ export class Graph {
     this.replaceWorkflow(workflow);
   }
 
-  /** Replace the whole document (a load, an undo). @param {object} workflow */
+  /**
+   * Replace the whole document (a load, an undo). The open scope stays as far down as it still leads to a
+   * Subgraph node with a definition.
+   * @param {object} workflow
+   */
   replaceWorkflow(workflow) {
     checkWorkflow(workflow);
     this.#workflow = structuredClone(workflow);
+    this.#scope = this.#levels().map((level) => level.node);
+  }
+
+  // ---------------------------------------------------------------- scope
+
+  /** The Subgraph node ids entered, outermost first (a copy); empty at the top level. @returns {string[]} */
+  get scope() {
+    return [...this.#scope];
+  }
+
+  /** What the server's flattened ids of the open scope's nodes start with: "" at the top level, else `outer/…/`. */
+  get scopePrefix() {
+    return this.#scope.map((id) => id + ID_SEPARATOR).join("");
+  }
+
+  /**
+   * Open a Subgraph node of the current scope: from now on edits apply to its definition's nodes.
+   * @param {string} id
+   */
+  enterSubgraph(id) {
+    const { entry } = this.#definitionOf(id);
+    const open = this.#levels().map((level) => level.subgraph);
+    if (open.includes(entry.subgraph)) {
+      throw new GraphError(`${id}: subgraph ${describe(entry.subgraph)} contains itself (${[...open, entry.subgraph].join(" → ")}); it cannot be opened`,
+        { node: id, field: "subgraph", code: "subgraph_cycle" });
+    }
+    this.#scope.push(id);
+  }
+
+  /** Go one level up. @returns {string | null} the Subgraph node left, or null at the top level */
+  leaveSubgraph() {
+    return this.#scope.pop() ?? null;
+  }
+
+  /** Go back to the top level. */
+  leaveToTop() {
+    this.#scope = [];
+  }
+
+  /**
+   * Each level of the open scope, outermost first: the Subgraph node entered, its title, its definition's id and
+   * name, and how many Subgraph nodes in the whole document use that definition (editing inside changes them all).
+   * @returns {{node: string, title: string|null, subgraph: string, name: string, uses: number}[]}
+   */
+  scopeLevels() {
+    return this.#levels().map(({ node, entry, subgraph, definition }) => ({
+      node, title: entry.title ?? null, subgraph, name: definition.name ?? "", uses: this.#usesOf(subgraph, this.#workflow),
+    }));
+  }
+
+  /**
+   * The ports of the open definition (a copy): where values come in (`targets`) and go out (`source`); null at the top level.
+   * @returns {{inputs: {name: string, type: string, targets: {node: string, input: string}[]}[],
+   *   outputs: {name: string, type: string, source: Link}[]} | null}
+   */
+  scopePorts() {
+    const definition = this.#levels().at(-1)?.definition;
+    return definition === undefined ? null : structuredClone({ inputs: definition.inputs ?? [], outputs: definition.outputs ?? [] });
   }
 
   /** The workflow document, a copy: exactly what the server accepts. @returns {object} */
@@ -467,6 +549,7 @@ export class Graph {
     entry.position = checkedPosition(nodeId, position);
     if (title) entry.title = title;
     for (const [name, value] of Object.entries(params)) entry.params[name] = this.#checkedParam(nodeId, entry, name, value);
+    this.#checkNotInsideItself({ [nodeId]: entry });
     this.#mutableNodes()[nodeId] = entry;
     return nodeId;
   }
@@ -486,18 +569,27 @@ export class Graph {
       }
     }
     for (const id of Object.keys(nodes)) this.#checkNewId(id);
+    this.#checkNotInsideItself(nodes, subgraphs);
     if (Object.keys(subgraphs).length > 0) this.#workflow.subgraphs = { ...this.#workflow.subgraphs, ...structuredClone(subgraphs) };
     Object.assign(this.#mutableNodes(), structuredClone(nodes));
     return Object.keys(nodes);
   }
 
   /**
-   * Remove nodes, every link from them, and the exposed fields and group memberships that name them.
+   * Remove nodes, every link from them, and the exposed fields and group memberships that name them. Inside a
+   * subgraph, they leave its input ports' targets too; a node an output port comes from cannot be removed.
    * @param {string[]} ids
    */
   removeNodes(ids) {
     ids.forEach((id) => this.#entry(id));
     const removed = new Set(ids);
+    const open = this.#levels().at(-1);
+    const source = (open?.definition.outputs ?? []).find((port) => removed.has(port.source?.node));
+    if (source !== undefined) {
+      throw new GraphError(`cannot delete ${source.source.node}: the output ${describe(source.name)} of subgraph ${describe(open.subgraph)} `
+        + `comes from its ${describe(source.source.output)}; ungroup the Subgraph node to delete it`,
+      { node: source.source.node, field: source.source.output, code: "subgraph_port" });
+    }
     const nodes = this.#mutableNodes();
     for (const id of removed) delete nodes[id];
     for (const entry of Object.values(nodes)) {
@@ -507,8 +599,13 @@ export class Graph {
         else if (Array.isArray(value)) entry.inputs[input] = kept;
       }
     }
-    const names = (node) => removed.has(node.split(ID_SEPARATOR)[0]);
+    for (const port of open?.definition.inputs ?? []) {
+      if (port.targets) port.targets = port.targets.filter((target) => !removed.has(target.node));
+    }
+    const prefixes = this.#prefixesOf(this.#workflow);
+    const names = (node) => prefixes.some((prefix) => removed.has(splitFlatId(node, prefix)?.node));
     if (this.#workflow.exposed) this.#workflow.exposed = this.#workflow.exposed.filter((field) => !names(field.node));
+    if (open !== undefined) return; // visual groups hold top-level nodes only
     for (const group of this.#workflow.groups ?? []) {
       if (group.nodes) group.nodes = group.nodes.filter((id) => !removed.has(id));
     }
@@ -562,7 +659,8 @@ export class Graph {
   /**
    * Wire `from.output` into `to.input`, where the input is an input socket or a wireable param. A non-multi
    * input holds one link, so an existing link is replaced (and returned); a multi input appends in order (the
-   * same output may come twice: a grid may show one image twice).
+   * same output may come twice: a grid may show one image twice). Inside a subgraph, an input an input port fed
+   * is fed by the new link instead (a port's value would replace it).
    * @param {string} from @param {string} output @param {string} to @param {string} input
    * @returns {{replaced: Link | null, index: number | null}} the link replaced, and the new link's place in a multi input
    */
@@ -573,6 +671,11 @@ export class Graph {
     const link = { node: from, output };
     const inputs = (entry.inputs ??= {});
     const previous = inputs[input];
+    for (const port of this.#levels().at(-1)?.definition.inputs ?? []) {
+      if (port.targets?.some((target) => target.node === to && target.input === input)) {
+        port.targets = port.targets.filter((target) => target.node !== to || target.input !== input);
+      }
+    }
     if (this.#socketOf(entry, input).multi) {
       const list = previous === undefined ? [] : linksOf(previous);
       inputs[input] = [...list, link];
@@ -682,7 +785,8 @@ export class Graph {
   /**
    * Move the selected nodes into a new subgraph definition and put one Subgraph node in their place. Links
    * among them move inside; a link from outside becomes an input port (one port per outside output, shared
-   * by the inputs it fed); a link to outside becomes an output port. Exposed fields and groups follow.
+   * by the inputs it fed); a link to outside becomes an output port. Exposed fields and groups follow. Inside a
+   * subgraph, nodes its own ports feed or come from stay out (ungroup it first).
    * @param {string[]} ids @param {{name?: string}} [options]
    * @returns {{node: string, subgraph: string}} the new Subgraph node's id and its definition's id
    */
@@ -694,9 +798,11 @@ export class Graph {
         throw new GraphError(`cannot group ${id}: its type ${describe(this.#nodes[id].type)} is unknown`, { node: id, code: "cannot_group" });
       }
     }
+    this.#checkNotPortEndpoint(selected, "group");
     this.#checkClosed(selected);
+    const prefixes = this.#prefixesOf();
     const workflow = structuredClone(this.#workflow);
-    const nodes = workflow.nodes;
+    const nodes = this.#scopeNodes(workflow);
     const order = Object.keys(nodes).filter((id) => selected.has(id));
     const nodeId = freshId(slug(name) || "subgraph", new Set(Object.keys(nodes)));
     const subgraphId = freshId(slug(name) || "subgraph", new Set(Object.keys(workflow.subgraphs ?? {})));
@@ -767,9 +873,10 @@ export class Graph {
     };
     workflow.subgraphs = { ...workflow.subgraphs, [subgraphId]: { name, description: "", nodes: inner, inputs: inputPorts, outputs: outputPorts } };
     for (const field of workflow.exposed ?? []) {
-      if (selected.has(field.node.split(ID_SEPARATOR)[0])) field.node = nodeId + ID_SEPARATOR + field.node;
+      const prefix = prefixes.find((p) => selected.has(splitFlatId(field.node, p)?.node));
+      if (prefix !== undefined) field.node = prefix + nodeId + ID_SEPARATOR + field.node.slice(prefix.length);
     }
-    for (const group of workflow.groups ?? []) {
+    for (const group of this.#scope.length === 0 ? workflow.groups ?? [] : []) {
       if (group.nodes?.some((id) => selected.has(id))) {
         const kept = group.nodes.filter((id) => !selected.has(id));
         kept.splice(group.nodes.findIndex((id) => selected.has(id)), 0, nodeId);
@@ -782,21 +889,17 @@ export class Graph {
 
   /**
    * Replace a Subgraph node by its definition's nodes (keeping their ids where free), rewiring its ports.
-   * The definition is removed when nothing else uses it.
+   * The definition is removed when nothing else uses it. Inside a subgraph, a Subgraph node that its ports feed
+   * or come from stays (ungroup the outer one first).
    * @param {string} id
    * @returns {Record<string, string>} each inner node's id → its id in the graph now
    */
   ungroup(id) {
-    const instance = this.#entry(id);
-    if (instance.type !== SUBGRAPH_TYPE) {
-      throw new GraphError(`${id} is a ${instance.type}, not a Subgraph node`, { node: id, code: "not_subgraph" });
-    }
-    const definition = this.#workflow.subgraphs?.[instance.subgraph];
-    if (definition === undefined) {
-      throw new GraphError(`${id}: subgraph ${describe(instance.subgraph ?? null)} is not defined`, { node: id, field: "subgraph", code: "unknown_subgraph" });
-    }
+    const { entry: instance, definition } = this.#definitionOf(id);
+    this.#checkNotPortEndpoint([id], "ungroup");
+    const prefixes = this.#prefixesOf();
     const workflow = structuredClone(this.#workflow);
-    const nodes = workflow.nodes;
+    const nodes = this.#scopeNodes(workflow);
     const innerNodes = structuredClone(definition.nodes ?? {});
     const taken = new Set(Object.keys(nodes).filter((other) => other !== id));
     const renamed = {};
@@ -844,19 +947,20 @@ export class Graph {
     }
     for (const [innerId, entry] of Object.entries(innerNodes)) nodes[renamed[innerId]] = entry;
     if (workflow.exposed) {
-      const prefix = id + ID_SEPARATOR;
       workflow.exposed = workflow.exposed.flatMap((field) => {
-        if (!field.node.startsWith(prefix)) return [field];
-        const [innerId, ...rest] = field.node.slice(prefix.length).split(ID_SEPARATOR);
-        return Object.hasOwn(renamed, innerId) ? [{ ...field, node: [renamed[innerId], ...rest].join(ID_SEPARATOR) }] : [];
+        for (const prefix of prefixes) {
+          const at = splitFlatId(field.node, prefix);
+          if (at?.node !== id || at.inside.length === 0) continue;
+          const [innerId, ...rest] = at.inside;
+          return Object.hasOwn(renamed, innerId) ? [{ ...field, node: prefix + [renamed[innerId], ...rest].join(ID_SEPARATOR) }] : [];
+        }
+        return [field];
       });
     }
-    for (const group of workflow.groups ?? []) {
+    for (const group of this.#scope.length === 0 ? workflow.groups ?? [] : []) {
       if (group.nodes?.includes(id)) group.nodes = group.nodes.flatMap((member) => (member === id ? Object.values(renamed) : [member]));
     }
-    const stillUsed = [workflow.nodes, ...Object.values(workflow.subgraphs).map((d) => d.nodes ?? {})]
-      .some((scope) => Object.values(scope).some((entry) => entry.type === SUBGRAPH_TYPE && entry.subgraph === instance.subgraph));
-    if (!stillUsed) delete workflow.subgraphs[instance.subgraph];
+    if (this.#usesOf(instance.subgraph, workflow) === 0) delete workflow.subgraphs[instance.subgraph];
     this.#workflow = workflow;
     return renamed;
   }
@@ -864,11 +968,119 @@ export class Graph {
   // ---------------------------------------------------------------- internals
 
   get #nodes() {
-    return this.#workflow.nodes ?? {};
+    const open = this.#levels().at(-1);
+    return (open === undefined ? this.#workflow.nodes : open.definition.nodes) ?? {};
   }
 
   #mutableNodes() {
-    return (this.#workflow.nodes ??= {});
+    return this.#scopeNodes(this.#workflow);
+  }
+
+  /** The open scope's nodes in `workflow` (this document, or a copy of it being rebuilt), created if absent. */
+  #scopeNodes(workflow) {
+    const open = this.#levels(workflow).at(-1);
+    return open === undefined ? (workflow.nodes ??= {}) : (open.definition.nodes ??= {});
+  }
+
+  /**
+   * The levels of the scope in `workflow`, outermost first, as far as each leads to a Subgraph node with a
+   * definition (and no definition twice: one containing itself cannot be opened).
+   * @returns {{node: string, entry: object, subgraph: string, definition: object}[]}
+   */
+  #levels(workflow = this.#workflow) {
+    const levels = [];
+    let nodes = workflow.nodes ?? {};
+    for (const node of this.#scope) {
+      const entry = Object.hasOwn(nodes, node) ? nodes[node] : null;
+      const subgraph = entry?.type === SUBGRAPH_TYPE ? entry.subgraph : null;
+      if (typeof subgraph !== "string" || !Object.hasOwn(workflow.subgraphs ?? {}, subgraph) || levels.some((l) => l.subgraph === subgraph)) break;
+      const definition = workflow.subgraphs[subgraph];
+      levels.push({ node, entry, subgraph, definition });
+      nodes = definition.nodes ?? {};
+    }
+    return levels;
+  }
+
+  /** A Subgraph node of the open scope and its definition; refuses other nodes and missing definitions. */
+  #definitionOf(id) {
+    const entry = this.#entry(id);
+    if (entry.type !== SUBGRAPH_TYPE) {
+      throw new GraphError(`${id} is a ${entry.type}, not a Subgraph node`, { node: id, code: "not_subgraph" });
+    }
+    if (typeof entry.subgraph !== "string" || !Object.hasOwn(this.#workflow.subgraphs ?? {}, entry.subgraph)) {
+      throw new GraphError(`${id}: subgraph ${describe(entry.subgraph ?? null)} is not defined`, { node: id, field: "subgraph", code: "unknown_subgraph" });
+    }
+    return { entry, definition: this.#workflow.subgraphs[entry.subgraph] };
+  }
+
+  /** How many Subgraph nodes of `workflow`, at the top level or inside definitions, use definition `subgraph`. */
+  #usesOf(subgraph, workflow) {
+    const scopes = [workflow.nodes ?? {}, ...Object.values(workflow.subgraphs ?? {}).map((definition) => definition.nodes ?? {})];
+    return scopes.reduce((count, nodes) => count + Object.values(nodes).filter((entry) => entry.type === SUBGRAPH_TYPE && entry.subgraph === subgraph).length, 0);
+  }
+
+  /**
+   * Every prefix the open scope's nodes have in flattened ids (what exposed fields name): [""] at the top level;
+   * a definition has one per path of Subgraph nodes down to a use of it.
+   */
+  #prefixesOf(workflow = this.#workflow) {
+    const open = this.#levels(workflow).at(-1)?.subgraph;
+    if (open === undefined) return [""];
+    const prefixes = [];
+    const walk = (nodes, prefix, visiting) => {
+      for (const [id, entry] of Object.entries(nodes ?? {})) {
+        const subgraph = entry.type === SUBGRAPH_TYPE ? entry.subgraph : null;
+        if (typeof subgraph !== "string" || !Object.hasOwn(workflow.subgraphs ?? {}, subgraph) || visiting.has(subgraph)) continue;
+        const inner = prefix + id + ID_SEPARATOR;
+        if (subgraph === open) prefixes.push(inner);
+        else walk(workflow.subgraphs[subgraph].nodes, inner, new Set(visiting).add(subgraph));
+      }
+    };
+    walk(workflow.nodes, "", new Set());
+    return prefixes;
+  }
+
+  /**
+   * Refuse Subgraph nodes (being added to the open scope) whose definition is, or contains, one the scope is
+   * inside: the definition would contain itself. `added` are definitions being added with them.
+   */
+  #checkNotInsideItself(entries, added = {}) {
+    const open = new Set(this.#levels().map((level) => level.subgraph));
+    if (open.size === 0) return;
+    const definitions = { ...this.#workflow.subgraphs, ...added };
+    for (const [id, entry] of Object.entries(entries)) {
+      if (entry.type !== SUBGRAPH_TYPE || typeof entry.subgraph !== "string") continue;
+      const seen = new Set();
+      const pending = [entry.subgraph];
+      while (pending.length > 0) {
+        const subgraph = pending.pop();
+        if (open.has(subgraph)) {
+          throw new GraphError(`${id}: subgraph ${describe(entry.subgraph)} cannot go inside subgraph ${describe(this.#levels().at(-1).subgraph)}: `
+            + `it would contain itself (through ${describe(subgraph)})`, { node: id, field: "subgraph", code: "subgraph_cycle" });
+        }
+        if (seen.has(subgraph) || !Object.hasOwn(definitions, subgraph)) continue;
+        seen.add(subgraph);
+        for (const inner of Object.values(definitions[subgraph].nodes ?? {})) {
+          if (inner.type === SUBGRAPH_TYPE && typeof inner.subgraph === "string") pending.push(inner.subgraph);
+        }
+      }
+    }
+  }
+
+  /** Refuse grouping or ungrouping nodes that the open definition's ports feed or come from. */
+  #checkNotPortEndpoint(ids, action) {
+    const open = this.#levels().at(-1);
+    if (open === undefined) return;
+    const selected = new Set(ids);
+    const fed = (open.definition.inputs ?? []).map((port) => [port, port.targets?.find((t) => selected.has(t.node))]).find(([, t]) => t !== undefined);
+    const source = (open.definition.outputs ?? []).find((port) => selected.has(port.source?.node));
+    if (fed === undefined && source === undefined) return;
+    const [node, why] = fed !== undefined
+      ? [fed[1].node, `the subgraph's input ${describe(fed[0].name)} feeds its ${describe(fed[1].input)}`]
+      : [source.source.node, `the subgraph's output ${describe(source.name)} comes from its ${describe(source.source.output)}`];
+    const code = action === "group" ? "cannot_group" : "cannot_ungroup";
+    throw new GraphError(`cannot ${action} ${node} inside subgraph ${describe(open.subgraph)}: ${why}; `
+      + `${action === "group" ? "leave it out of the selection, or " : ""}ungroup the outer Subgraph node first`, { node, code });
   }
 
   #entry(id) {

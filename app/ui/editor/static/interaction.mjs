@@ -3,10 +3,13 @@
 // Gestures: drag nodes (the selection), drag a wire from a socket, pan (background drag, space-drag, middle
 // button), marquee (Ctrl/Shift + background drag). Graph edits made during a gesture are coalesced into one
 // undo step and committed at pointerup. Copy and paste use the document's clipboard events, so the text goes
-// through the system clipboard (and so between tabs) without asking for clipboard permissions.
+// through the system clipboard (and so between tabs) without asking for clipboard permissions. A Subgraph node
+// opens on double-click (or Tab with it selected); Shift+Tab goes back up.
 
-// Targets where the pointer belongs to a form control, not to the canvas.
-const CONTROLS = "input, textarea, select, button, .fc-quickadd";
+import { SUBGRAPH_TYPE } from "./graph.mjs";
+
+// Targets where the pointer belongs to a form control (or the breadcrumb bar), not to the canvas.
+const CONTROLS = "input, textarea, select, button, .fc-quickadd, .fc-scope";
 const DRAG_THRESHOLD = 3;
 
 function isTyping(target) {
@@ -70,6 +73,13 @@ export function installInteraction(editor, overlays) {
   };
   canvas.addEventListener("pointerup", (event) => finish(event, false));
   canvas.addEventListener("pointercancel", (event) => finish(event, true));
+
+  // A title's double-click renames (nodes_view stops it); anywhere else on a Subgraph node opens it.
+  canvas.addEventListener("dblclick", (event) => {
+    const node = event.target.closest(".fc-node");
+    if (node === null || event.target.closest(CONTROLS)) return;
+    if (editor.graph.node(node.dataset.node).type === SUBGRAPH_TYPE) editor.openSubgraph(node.dataset.node);
+  });
 
   // ---------------------------------------------------------------- gestures
 
@@ -246,6 +256,16 @@ export function installInteraction(editor, overlays) {
     } else if (key === "escape") {
       overlays.closeMenu();
       editor.select([]);
+    } else if (key === "tab" && !mod && !event.altKey) {
+      // Tab opens the one selected Subgraph node, Shift+Tab goes up; otherwise Tab moves the focus as usual.
+      const [only] = editor.selection;
+      if (event.shiftKey) {
+        if (!editor.leaveSubgraph()) return;
+      } else if (editor.selection.size === 1 && editor.graph.node(only).type === SUBGRAPH_TYPE) {
+        editor.openSubgraph(only);
+      } else {
+        return;
+      }
     } else {
       return; // not ours: let the browser have it (Ctrl+C/V arrive as copy/paste events below)
     }

@@ -2,7 +2,10 @@
 //
 // Every string from a workflow or the catalogue goes in as text (textContent, attributes), never as markup.
 // A node's element is rebuilt only when its structure changes (type, title, which inputs are wired); param
-// values are written into the existing widgets, so a widget being typed in keeps its focus.
+// values are written into the existing widgets, so a widget being typed in keeps its focus. Inside an opened
+// subgraph, the definition's ports are shown as read-only pills beside the inputs they feed and outputs they give.
+
+import { SUBGRAPH_TYPE } from "./graph.mjs";
 
 // Params of these types have an input socket too (graph.mjs WIREABLE_PARAM_TYPES, the server's param_socket_type).
 const WIREABLE = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "PROMPTS"]);
@@ -16,7 +19,9 @@ const SEED_LIMIT = Number.MAX_SAFE_INTEGER;
  * @typedef {{state: string, step?: number, total?: number, seconds?: number, preview?: string, images?: string[], error?: string}} NodeRun
  * @typedef {{onParam(node: string, name: string, value: unknown): void, onTitle(node: string, title: string): void,
  *   onUpload(file: File): Promise<{path?: string, thumbnail?: string|null, error?: string}>,
- *   thumbnail(path: string): Promise<string|null>, fileUrl(url: string): string}} NodeCallbacks
+ *   thumbnail(path: string): Promise<string|null>, fileUrl(url: string): string, onOpen(node: string): void}} NodeCallbacks
+ * @typedef {{inputs: {name: string, targets?: {node: string, input: string}[]}[], outputs: {name: string, source?: {node: string, output: string}}[]}} ScopePorts
+ * @typedef {{inputs: Record<string, string[]>, outputs: Record<string, string[]>}} NodePorts the port names at each socket of one node
  */
 
 const STATE_LABELS = { queued: "queued", running: "running", cached: "cached", done: "done", failed: "failed", stopped: "stopped" };
@@ -35,6 +40,27 @@ function socketDot(node, name, side, type, colours) {
   dot.style.setProperty("--socket", colours[type] ?? "#9e9e9e");
   dot.title = type;
   return dot;
+}
+
+/** The ports at one node's sockets. @param {ScopePorts | null} ports @param {string} id @returns {NodePorts} */
+function portsAt(ports, id) {
+  const at = { inputs: {}, outputs: {} };
+  for (const port of ports?.inputs ?? []) {
+    for (const target of port.targets ?? []) if (target.node === id) (at.inputs[target.input] ??= []).push(port.name);
+  }
+  for (const port of ports?.outputs ?? []) {
+    if (port.source?.node === id) (at.outputs[port.source.output] ??= []).push(port.name);
+  }
+  return at;
+}
+
+/** A read-only pill naming the subgraph ports at a socket. @param {string[]} names @param {"in"|"out"} side */
+function portPill(names, side) {
+  const pill = el("span", `fc-port fc-port-${side}`, side === "in" ? `${names.join(", ")} ▸` : `▸ ${names.join(", ")}`);
+  pill.title = side === "in"
+    ? `Subgraph input ${names.join(", ")}: the value wired into the Subgraph node's socket comes in here`
+    : `Subgraph output ${names.join(", ")}: the Subgraph node's socket gives this value`;
+  return pill;
 }
 
 function toText(param, value) {
@@ -197,9 +223,10 @@ export class NodesView {
   /**
    * Bring the DOM in line with the graph.
    * @param {import("./graph.mjs").Graph} graph
-   * @param {{selected: Set<string>, issues: Issue[], run?: Record<string, NodeRun>}} state
+   * @param {{selected: Set<string>, issues: Issue[], run?: Record<string, NodeRun>, ports?: ScopePorts | null}} state
+   *   `issues` and `run` by the ids of the graph's open scope; `ports` those of the open subgraph (null at the top level)
    */
-  render(graph, { selected, issues, run = {} }) {
+  render(graph, { selected, issues, run = {}, ports = null }) {
     const ids = new Set(graph.nodeIds());
     for (const [id, view] of this.#nodes) {
       if (!ids.has(id)) {
@@ -210,10 +237,11 @@ export class NodesView {
     for (const id of ids) {
       const entry = graph.node(id);
       const spec = graph.specOf(id);
-      const signature = JSON.stringify([entry.type, entry.title ?? null, entry.subgraph ?? null, Object.keys(entry.inputs ?? {}).sort(), spec !== null]);
+      const at = portsAt(ports, id);
+      const signature = JSON.stringify([entry.type, entry.title ?? null, entry.subgraph ?? null, Object.keys(entry.inputs ?? {}).sort(), spec !== null, at]);
       let view = this.#nodes.get(id);
       if (view === undefined || view.signature !== signature) {
-        const built = this.#build(id, entry, spec);
+        const built = this.#build(id, entry, spec, at);
         if (view === undefined) this.layer.append(built.element);
         else view.element.replaceWith(built.element);
         view = { ...built, signature };
@@ -266,7 +294,8 @@ export class NodesView {
     return boxes;
   }
 
-  #build(id, entry, spec) {
+  /** @param {string} id @param {object} entry @param {import("./graph.mjs").NodeSpec | null} spec @param {NodePorts} ports */
+  #build(id, entry, spec, ports) {
     const node = el("div", "fc-node");
     node.dataset.node = id;
     const header = el("div", "fc-header");
@@ -286,29 +315,39 @@ export class NodesView {
       return { element: node, widgets };
     }
     if (spec.description) node.title = spec.description;
-    const ports = el("div", "fc-ports");
+    const columns = el("div", "fc-ports");
     const inputs = el("div", "fc-inputs");
     const outputs = el("div", "fc-outputs");
     for (const input of spec.inputs) {
       const row = el("div", "fc-row fc-field");
       row.dataset.name = input.name;
       row.append(socketDot(id, input.name, "in", input.type, this.colours), el("span", "fc-label", input.name + (input.optional ? "" : " *")));
+      if (ports.inputs[input.name]) row.append(portPill(ports.inputs[input.name], "in"));
       if (input.description) row.title = input.description;
       inputs.append(row);
     }
     for (const output of spec.outputs) {
       const row = el("div", "fc-row");
       row.append(el("span", "fc-label", output.name), socketDot(id, output.name, "out", output.type, this.colours));
+      if (ports.outputs[output.name]) row.append(portPill(ports.outputs[output.name], "out"));
       if (output.description) row.title = output.description;
       outputs.append(row);
     }
-    ports.append(inputs, outputs);
-    node.append(ports);
+    columns.append(inputs, outputs);
+    node.append(columns);
+    if (entry.type === SUBGRAPH_TYPE) {
+      const open = el("button", "fc-open", "Open ›");
+      open.type = "button";
+      open.title = "Edit the nodes inside (double-click the node, or Tab)";
+      open.addEventListener("click", () => this.callbacks.onOpen(id));
+      node.append(open);
+    }
     for (const param of spec.params) {
       const row = el("div", "fc-param fc-field");
       row.dataset.name = param.name;
       if (param.description) row.title = param.description;
       if (WIREABLE.has(param.type)) row.append(socketDot(id, param.name, "in", param.type, this.colours));
+      if (ports.inputs[param.name]) row.append(portPill(ports.inputs[param.name], "in"));
       row.append(el("span", "fc-label", param.name));
       if (Object.hasOwn(entry.inputs ?? {}, param.name)) {
         row.append(el("span", "fc-linked", "← wired"));

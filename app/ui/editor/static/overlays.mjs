@@ -7,10 +7,12 @@ import { SUBGRAPH_TYPE } from "./graph.mjs";
 export const SHORTCUTS = [
   ["Ctrl+Enter", "Run the workflow"],
   ["Ctrl+Alt+Enter", "Cancel the run"],
-  ["Right-click a node", "Node menu: run up to here, rename, bypass, group, ungroup, delete"],
+  ["Right-click a node", "Node menu: run up to here, open, rename, bypass, group, ungroup, delete"],
   ["Ctrl+B", "Bypass the selection, or stop bypassing it"],
   ["Double-click the canvas", "Search and add a node"],
   ["Double-click a title", "Rename the node"],
+  ["Double-click a Subgraph node, Tab", "Open it to edit the nodes inside (the bar at the top leads back)"],
+  ["Shift+Tab", "Leave the open subgraph, one level up"],
   ["Drag from a socket", "Wire it (compatible sockets light up); drag a wired input away to unwire"],
   ["Ctrl/Shift + drag", "Marquee select (Shift adds)"],
   ["Shift+click", "Add a node to the selection or take it out"],
@@ -50,6 +52,7 @@ export function installOverlays(editor, actions) {
     // [action, label, what it does, shown, enabled]
     const items = [
       ["run-to", "Run up to here", () => actions.run(id), true, !editor.runView.active],
+      ["open", "Open", () => editor.openSubgraph(id), entry.type === SUBGRAPH_TYPE, true],
       ["rename", "Rename", () => actions.rename(id), true, true],
       ["bypass", entry.bypass ? "Stop bypassing" : "Bypass", () => editor.toggleBypass(), entry.type !== SUBGRAPH_TYPE, true],
       ["group", `Group ${selected.length} nodes into a subgraph`, () => editor.groupSelection(), selected.length >= 2, true],

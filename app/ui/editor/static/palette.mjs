@@ -126,7 +126,7 @@ function installQuickAdd(editor, specs) {
   };
 
   canvas.addEventListener("dblclick", (event) => {
-    if (event.target.closest(".fc-node, .fc-quickadd")) return;
+    if (event.target.closest(".fc-node, .fc-quickadd, .fc-scope")) return;
     at = viewport.toWorld(event.clientX, event.clientY);
     const frame = canvas.getBoundingClientRect();
     box.style.left = `${event.clientX - frame.left}px`;

@@ -3,7 +3,9 @@
 // The state comes from Python (app/ui/runs.py RunState): {run_id, status, nodes: {id: NodeRun}, outputs:
 // [{node, url}], error, seconds}. Node decorations are drawn by NodesView from `nodes`; this module keeps the
 // last state, the run buttons and the outputs panel. Images are built with src attributes only, captions as text.
+// Run entries are keyed by the server's node ids (flattened: outer/inner); the canvas shows those of its open scope.
 
+import { splitFlatId } from "./graph.mjs";
 import { el } from "./nodes_view.mjs";
 
 const ACTIVE = new Set(["submitting", "queued", "running"]);
@@ -33,9 +35,22 @@ export class RunView {
     return ACTIVE.has(this.state.status);
   }
 
-  /** Per-node run entries, for NodesView. */
+  /** Per-node run entries, by the server's node ids. */
   get nodes() {
     return this.state.nodes ?? {};
+  }
+
+  /**
+   * The run entries of the nodes of a scope, by their ids there, for NodesView.
+   * @param {string} prefix the graph's scope prefix ("" for the top level)
+   */
+  nodesIn(prefix) {
+    const entries = {};
+    for (const [id, entry] of Object.entries(this.nodes)) {
+      const at = splitFlatId(id, prefix);
+      if (at !== null && at.inside.length === 0) entries[at.node] = entry;
+    }
+    return entries;
   }
 
   /** @param {RunStateValue | null | undefined} state */
@@ -87,11 +102,12 @@ export class RunView {
     }
   }
 
+  /** A node's title where the canvas shows it (its scope is open), else its server id. @param {string} id */
   #title(id) {
     const graph = this.editor.graph;
-    if (!graph.hasNode(id)) return id;
-    const entry = graph.node(id);
-    return entry.title || id;
+    const at = splitFlatId(id, graph.scopePrefix);
+    if (at === null || at.inside.length > 0 || !graph.hasNode(at.node)) return id;
+    return graph.node(at.node).title || id;
   }
 
   #panel() {
