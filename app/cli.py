@@ -27,6 +27,20 @@ class _Ordered(argparse.Action):
         setattr(namespace, self.dest, items)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python run.py", description="FlowCanvas: node workflows for flow image models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -45,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grid", action="store_true", help="with a sweep, also write a captioned grid of all outputs")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--json", action="store_true", help="print one machine-readable summary")
+    run.add_argument("--executor", default="local", choices=("local", "ray"),
+                     help="local: this process's job worker (default); ray: one model-holding actor per GPU "
+                          "on a Ray cluster (pip install -r requirements-ray.txt)")
+    run.add_argument("--ray-address", metavar="auto|HOST:PORT",
+                     help="join a running Ray cluster (default: start a Ray instance on this machine)")
+    run.add_argument("--ray-workers", type=_positive_int, metavar="N",
+                     help="number of Ray actors (default: one per GPU, or per CPUs-worth of threads without GPUs)")
+    run.add_argument("--gpus-per-worker", type=_non_negative_float, metavar="N",
+                     help="GPUs per Ray actor, fractions allowed (default: 1 when the cluster has GPUs; 0: CPU actors)")
+    run.add_argument("--threads-per-worker", type=_positive_int, metavar="N",
+                     help="torch threads per Ray actor (default: as many as a local run uses, for the same bits)")
 
     validate = sub.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow")

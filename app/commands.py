@@ -11,11 +11,22 @@ from typing import Any
 from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, copy_outputs, print_json, table
 from app.ui.uploads import MAX_UPLOAD_BYTES
 from nodes.registry import all_node_classes, catalogue
-from pipelines.batch import BatchSpecError, build_groups, expand, parse_assignment, submit_batch, sweep_grid
+from pipelines.batch import (
+    BatchSpecError,
+    ExecutorUnavailable,
+    RayOptions,
+    build_groups,
+    expand,
+    open_executor,
+    parse_assignment,
+    prepare_batch,
+    queue_batch,
+    sweep_grid,
+)
 from pipelines.executor import RunEvent
 from pipelines.graph import validate_workflow
 from pipelines.issues import Issue, WorkflowInvalid
-from pipelines.jobs import RunHandle, RunOutcome, RunRequest, WorkerPool
+from pipelines.jobs import TERMINAL_EVENTS, RunHandle, RunOutcome, RunRequest
 from pipelines.workflow import Workflow, canonical_json, load_workflow
 from storage import NotFound, RunStatus, Storage, StorageError, open_storage
 
@@ -86,31 +97,34 @@ def nodes(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """One bar over the batch's runs, with the running node and its step as the postfix (terminals only)."""
+    """One bar over the batch's runs, fed every run's events as they happen (runs on several Ray actors at once
+    included), with the latest running node and its step as the postfix (terminals only)."""
 
     def __init__(self, total: int, enabled: bool) -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, unit="run", file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+        self._index: dict[str, int] = {}  # run id -> its place in the batch (runs are queued in batch order)
 
-    def __call__(self, index: int, event: RunEvent) -> None:
+    def __call__(self, event: RunEvent) -> None:
+        if event.kind == "run_queued":
+            self._index.setdefault(event.run_id, len(self._index))
+        number = self._index.get(event.run_id, -1) + 1
         if event.kind == "node_started":
-            self.bar.set_postfix_str(f"run {index + 1}: {event.node}", refresh=True)
+            self.bar.set_postfix_str(f"run {number}: {event.node}", refresh=True)
         elif event.kind == "node_progress":
-            self.bar.set_postfix_str(f"run {index + 1}: {event.node} {event.data['step']}/{event.data['total']}")
-        elif event.kind in ("run_finished", "run_failed", "run_cancelled"):
+            self.bar.set_postfix_str(f"run {number}: {event.node} {event.data['step']}/{event.data['total']}")
+        elif event.kind in TERMINAL_EVENTS:
             self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
 
 
-def _follow(handles: list[RunHandle], progress: _Progress) -> list[RunOutcome]:
+def _wait(handles: list[RunHandle]) -> list[RunOutcome]:
     outcomes = []
     try:
-        for index, handle in enumerate(handles):
-            for event in handle.events():
-                progress(index, event)
+        for handle in handles:
             outcomes.append(handle.wait())
     except KeyboardInterrupt:
         for handle in handles:
@@ -136,19 +150,34 @@ def run(args: argparse.Namespace) -> int:
     except (BatchSpecError, StorageError) as error:
         return _error(str(error), args.json)
 
-    pool = WorkerPool(storage)
+    ray_flags = [flag for flag, value in (("--ray-address", args.ray_address), ("--ray-workers", args.ray_workers),
+                                          ("--gpus-per-worker", args.gpus_per_worker),
+                                          ("--threads-per-worker", args.threads_per_worker)) if value is not None]
+    if ray_flags and args.executor != "ray":
+        return _error(f"{', '.join(ray_flags)} only apply with --executor ray", args.json)
+    ray_options = RayOptions(address=args.ray_address, workers=args.ray_workers, gpus_per_worker=args.gpus_per_worker,
+                             threads_per_worker=args.threads_per_worker)
     request = RunRequest(workflow=workflow, device=args.device, target=args.target,
                          workflow_id=workflow_id, workflow_version=version)
     try:
-        submission = submit_batch(pool, request, jobs)
+        jobs = prepare_batch(request, jobs)
     except WorkflowInvalid as invalid:
         return _report_issues(invalid.issues, args.json)
-    except ValueError as error:  # the device
+    try:
+        executor = open_executor(storage, args.executor, device=args.device, ray=ray_options)
+    except (ValueError, ExecutorUnavailable) as error:  # the device, or Ray not installed
         return _error(str(error), args.json)
-    progress = _Progress(len(submission.handles), enabled=sys.stderr.isatty() and not args.json)
-    outcomes = _follow(submission.handles, progress)
+    try:
+        executor.start()
+    except ValueError as error:  # a Ray cluster that cannot hold the workers asked for
+        executor.shutdown()
+        return _error(str(error), args.json)
+    progress = _Progress(len(jobs), enabled=sys.stderr.isatty() and not args.json)
+    executor.add_listener(progress)
+    submission = queue_batch(executor, request, jobs)
+    outcomes = _wait(submission.handles)
     progress.close()
-    pool.shutdown()
+    executor.shutdown()
 
     summaries = [_summarise(storage, outcome, values, args.out) for outcome, values in zip(outcomes, submission.jobs)]
     grid = _write_grid(summaries, args.out) if args.grid and args.out and len(jobs) > 1 else None

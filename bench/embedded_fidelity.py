@@ -1,6 +1,6 @@
 """Embedded-model fidelity: does the image show what the caption says? Scored by the shapes analyzer.
 
-    python bench/embedded_fidelity.py [--model embedded:shapes] [--count 256] [--steps 28] [--guidance 4.0]
+    python bench/embedded_fidelity.py [--model embedded:shapes] [--count 256] [--steps 28] [--guidance 7.0]
                                       [--batch 32] [--grid out/embedded-samples.png]
 
 For `--count` captions of seen colour × shape × background combinations and as many held-out ones, the
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--model", default="embedded:shapes")
     parser.add_argument("--count", type=int, default=256, help="captions per group (seen, held-out)")
     parser.add_argument("--steps", type=int, default=28)
-    parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument("--guidance", type=float, default=7.0, help="the starter workflow's default")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--grid", type=Path, default=None, help="write a captioned sample grid here")
     args = parser.parse_args()

@@ -19,12 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.executor import EventSink
 from pipelines.graph import build_plan, coerce_overrides
 from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.jobs import RunHandle, RunRequest, WorkerPool
 from pipelines.workflow import Workflow
+from storage import Storage
 
 MAX_JOBS = 100_000
 _NUMBER = r"-?\d+(?:\.\d+)?"
@@ -196,6 +200,87 @@ def validate_jobs(workflow: Workflow, jobs: list[dict[str, Any]], target: str | 
         raise WorkflowInvalid(issues)
 
 
+class RunSubmitter(Protocol):
+    """What submit_batch queues runs on: the WorkerPool, or a batch executor."""
+
+    storage: Storage
+
+    def submit(self, request: RunRequest) -> RunHandle: ...
+
+
+class BatchExecutor(RunSubmitter, Protocol):
+    """Where a headless batch runs: `--executor local` (this process's job worker) or `ray` (a Ray cluster)."""
+
+    def start(self) -> None:
+        """Get ready to run (Ray: join or start the cluster and its workers); ValueError when it cannot."""
+
+    def add_listener(self, sink: EventSink) -> None:
+        """Call `sink` with every event of every run submitted here, as they happen (for one progress bar)."""
+
+    def shutdown(self) -> None: ...
+
+
+ExecutorKind = Literal["local", "ray"]
+EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("local", "ray")
+
+
+class RayOptions(BaseModel):
+    """How `--executor ray` lays out its workers (one model-holding actor per GPU, or per CPU without GPUs)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str | None = None  # None: start a Ray instance on this machine; "auto" or HOST:PORT: join a cluster
+    workers: int | None = Field(None, ge=1)  # None: as many as the cluster's GPUs (or CPUs) allow
+    gpus_per_worker: float | None = Field(None, ge=0)  # None: 1 when the cluster has GPUs, else 0 (CPU actors)
+    # Torch threads per actor. None: as many as a local run here uses, since CPU results depend on the thread
+    # count (same bits as the local executor); fewer threads per actor pack more actors onto a node's cores.
+    threads_per_worker: int | None = Field(None, ge=1)
+    max_attempts: int = Field(3, ge=1)  # tries per job whose worker dies, and restarts per dead worker
+    start_timeout_s: float = Field(300.0, gt=0)  # for a worker to start (Ray may be waiting for a free CPU/GPU)
+
+
+class ExecutorUnavailable(RuntimeError):
+    """The chosen executor cannot be used here (its optional dependency is not installed)."""
+
+
+class LocalExecutor:
+    """The local executor: this process's job worker for the device, runs one at a time in submission order."""
+
+    def __init__(self, storage: Storage, device: str = "auto") -> None:
+        self.storage = storage
+        self.pool = WorkerPool(storage)
+        self._worker = self.pool.worker(device)  # resolves the device now: ValueError before anything is queued
+
+    def start(self) -> None:
+        """Nothing to start: the job worker runs from construction."""
+
+    def submit(self, request: RunRequest) -> RunHandle:
+        return self._worker.submit(request)
+
+    def add_listener(self, sink: EventSink) -> None:
+        self._worker.listeners.append(sink)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()
+
+
+def open_executor(storage: Storage, kind: ExecutorKind = "local", *, device: str = "auto",
+                  ray: RayOptions | None = None) -> BatchExecutor:
+    """The batch executor of that kind; Ray is imported only here, only for `ray`."""
+    if kind == "local":
+        return LocalExecutor(storage, device)
+    if kind == "ray":
+        try:
+            from pipelines.ray_executor import RayExecutor
+        except ModuleNotFoundError as missing:
+            if missing.name != "ray":
+                raise
+            raise ExecutorUnavailable(
+                "--executor ray needs Ray, an optional dependency: pip install -r requirements-ray.txt") from None
+        return RayExecutor(storage, ray, device=device)
+    raise ValueError(f"unknown executor {kind!r}: expected one of {', '.join(EXECUTOR_KINDS)}")
+
+
 @dataclass
 class BatchSubmission:
     batch_id: str | None
@@ -203,10 +288,20 @@ class BatchSubmission:
     handles: list[RunHandle]
 
 
-def submit_batch(pool: WorkerPool, base: RunRequest, jobs: list[dict[str, Any]]) -> BatchSubmission:
+def submit_batch(pool: RunSubmitter, base: RunRequest, jobs: list[dict[str, Any]]) -> BatchSubmission:
     """Validate all jobs, then queue them as one batch (a batch row groups them when there are several)."""
+    return queue_batch(pool, base, prepare_batch(base, jobs))
+
+
+def prepare_batch(base: RunRequest, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every job's values converted to their params' types, all validated (raises WorkflowInvalid)."""
     jobs = [coerce_overrides(base.workflow, values) for values in jobs]
     validate_jobs(base.workflow, jobs, base.target)
+    return jobs
+
+
+def queue_batch(pool: RunSubmitter, base: RunRequest, jobs: list[dict[str, Any]]) -> BatchSubmission:
+    """Queue jobs that prepare_batch returned, as one batch."""
     batch_id = pool.storage.create_batch({"jobs": jobs}, len(jobs)) if len(jobs) > 1 else None
     handles = [pool.submit(base.model_copy(update={"overrides": values, "batch_id": batch_id, "batch_index": index}))
                for index, values in enumerate(jobs)]

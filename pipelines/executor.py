@@ -119,6 +119,23 @@ class OutputCache:
             self._entries.clear()
             self.nbytes = 0
 
+    def entries(self) -> list[tuple[str, CacheEntry]]:
+        """A snapshot of (key, entry), least recently used first: what views of loaded models read."""
+        with self._lock:
+            return list(self._entries.items())
+
+    def drop(self, keys: Iterable[str]) -> int:
+        """Remove these entries, and every entry whose outputs include one of their output values (a value passed
+        on unchanged, say), so the cache no longer keeps those values alive. Returns how many entries went."""
+        with self._lock:
+            chosen = [self._entries[key] for key in keys if key in self._entries]
+            held = {id(value) for entry in chosen for value in entry.outputs.values()}
+            doomed = [key for key, entry in self._entries.items()
+                      if any(entry is c for c in chosen) or any(id(value) in held for value in entry.outputs.values())]
+            for key in doomed:
+                self.nbytes -= self._entries.pop(key).nbytes
+            return len(doomed)
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -4,16 +4,19 @@ Callers never execute a run themselves: `submit` validates, records a queued run
 handle; the worker thread executes runs one at a time, stores their artifacts and finishes the row in
 one transaction; callers follow the run's events (replayed from the start, so a late follower misses
 nothing) or wait for its outcome.
+
+The queue can be paused (the running run goes on; no queued run starts until it is resumed), a queued run
+can be moved to another place in it, and a queued run that is cancelled leaves the queue at once (recorded
+as cancelled), paused or not. The queue lives in this process: after a restart, its rows read `interrupted`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nodes.registry import RunCancelled
 from nodes.runtime import environment, resolve_device
-from pipelines.executor import CancelToken, Executor, EventSink, NodeFailed, OutputCache, RunEvent
+from pipelines.executor import CancelToken, EventSink, Executor, NodeFailed, OutputCache, RunEvent
 from pipelines.graph import Plan, build_plan, substitute_overrides
 from pipelines.workflow import PNG_RUN_KEY, PNG_WORKFLOW_KEY, Workflow, canonical_json
 from storage import ArtifactRecord, NewArtifact, RunStatus, Storage
@@ -98,10 +101,11 @@ class EventLog:
 
 
 class RunHandle:
-    def __init__(self, run_id: str, events: EventLog) -> None:
+    def __init__(self, run_id: str, events: EventLog, withdraw: Callable[[], None] | None = None) -> None:
         self.run_id = run_id
         self._events = events
         self.cancel_token = CancelToken()
+        self._withdraw = withdraw  # takes the run out of its worker's queue if it is still waiting there
         self._done = threading.Event()
         self._outcome: RunOutcome | None = None
 
@@ -115,7 +119,10 @@ class RunHandle:
         return self._events.since(index, timeout)
 
     def cancel(self) -> None:
+        # The token first: a worker taking the run off the queue meanwhile sees it before the run starts.
         self.cancel_token.cancel()
+        if self._withdraw is not None:
+            self._withdraw()
 
     def wait(self, timeout: float | None = None) -> RunOutcome:
         if not self._done.wait(timeout):
@@ -132,6 +139,16 @@ class RunHandle:
         self._done.set()
 
 
+@dataclass(frozen=True)
+class QueueEntry:
+    """One run in a device's queue: the running one, or a waiting one at `position` (0: next to start)."""
+
+    run_id: str
+    device: str
+    running: bool
+    position: int
+
+
 @dataclass
 class _Job:
     request: RunRequest
@@ -141,14 +158,21 @@ class _Job:
 
 
 class JobWorker:
-    """Executes the runs of one device in submission order, on its own thread, with a persistent cache."""
+    """Executes the runs of one device in queue order (submission order unless moved), on its own thread, with
+    a persistent cache."""
 
-    def __init__(self, storage: Storage, device: str, *, cache_budget_bytes: int = 2 * 1024**3) -> None:
+    def __init__(self, storage: Storage, device: str, *, cache_budget_bytes: int = 2 * 1024**3,
+                 paused: bool = False) -> None:
         self.storage = storage
         self.device = device
         self.executor = Executor(device=device, cache=OutputCache(cache_budget_bytes))
         self.listeners: list[EventSink] = []
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        # The waiting runs, the one running and the paused/stopping flags change together under one condition.
+        self._queue_changed = threading.Condition()
+        self._waiting: deque[_Job] = deque()
+        self._running: _Job | None = None
+        self._paused = paused
+        self._stopping = False
         self._handles: OrderedDict[str, RunHandle] = OrderedDict()
         self._handles_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name=f"flowcanvas-worker-{device}", daemon=True)
@@ -162,14 +186,73 @@ class JobWorker:
             workflow_id=request.workflow_id, workflow_version=request.workflow_version,
             target_node=request.target, batch_id=request.batch_id, batch_index=request.batch_index)
         log_ = EventLog()
-        handle = RunHandle(record.id, log_)
+        handle = RunHandle(record.id, log_, withdraw=lambda: self._withdraw(record.id))
         job = _Job(request, plan, handle, log_)
         with self._handles_lock:
             self._handles[record.id] = handle
         # The plan's node ids (subgraph nodes flattened to outer/inner): what a follower shows as queued.
         self._emit(job, RunEvent("run_queued", record.id, data={"nodes": [node.id for node in plan.nodes]}))
-        self._queue.put(job)
+        with self._queue_changed:
+            self._waiting.append(job)
+            self._queue_changed.notify_all()
         return handle
+
+    # ---------------------------------------------------------------- the queue
+
+    @property
+    def paused(self) -> bool:
+        with self._queue_changed:
+            return self._paused
+
+    def pause(self) -> None:
+        """Start no more queued runs (the running one goes on) until `resume`."""
+        with self._queue_changed:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._queue_changed:
+            self._paused = False
+            self._queue_changed.notify_all()
+
+    def queue(self) -> list[QueueEntry]:
+        """The running run (if any), then the waiting runs in the order they will start."""
+        with self._queue_changed:
+            running = [QueueEntry(self._running.handle.run_id, self.device, running=True, position=0)
+                       ] if self._running is not None else []
+            return running + [QueueEntry(job.handle.run_id, self.device, running=False, position=index)
+                              for index, job in enumerate(self._waiting)]
+
+    def move(self, run_id: str, position: int) -> bool:
+        """Put a waiting run at `position` of the queue (0: next to start; clamped to the queue's ends). False
+        when it is not waiting here (running, ended, or another worker's)."""
+        with self._queue_changed:
+            job = next((j for j in self._waiting if j.handle.run_id == run_id), None)
+            if job is None:
+                return False
+            self._waiting.remove(job)
+            self._waiting.insert(max(0, min(position, len(self._waiting))), job)
+            return True
+
+    def _withdraw(self, run_id: str) -> None:
+        """A cancelled run that is still waiting leaves the queue now, recorded as cancelled (a paused queue would
+        otherwise hold it as queued). A running one stops at its next cancellation point instead."""
+        with self._queue_changed:
+            job = next((j for j in self._waiting if j.handle.run_id == run_id), None)
+            if job is None:
+                return
+            self._waiting.remove(job)
+        job.handle._finish(self._cancelled(job))
+        self._forget_finished()
+
+    def _next_job(self) -> _Job | None:
+        """Block until a run may start (None: shutting down with nothing left to run)."""
+        with self._queue_changed:
+            self._running = None
+            self._queue_changed.wait_for(lambda: (self._waiting and not self._paused) or self._stopping)
+            if not self._waiting or self._paused:
+                return None
+            self._running = self._waiting.popleft()
+            return self._running
 
     def handle(self, run_id: str) -> RunHandle | None:
         """The handle of a run submitted here that is queued, running or among the last finished; else None."""
@@ -183,7 +266,13 @@ class JobWorker:
                 del self._handles[run_id]
 
     def shutdown(self, timeout: float | None = None) -> None:
-        self._queue.put(None)
+        """Stop once the queue is empty; a paused queue's waiting runs are cancelled instead of run."""
+        with self._queue_changed:
+            self._stopping = True
+            held = list(self._waiting) if self._paused else []
+            self._queue_changed.notify_all()
+        for job in held:
+            job.handle.cancel()
         self._thread.join(timeout)
 
     def _emit(self, job: _Job, event: RunEvent) -> None:
@@ -195,7 +284,7 @@ class JobWorker:
                 log.exception("run listener failed")
 
     def _loop(self) -> None:
-        while (job := self._queue.get()) is not None:
+        while (job := self._next_job()) is not None:
             try:
                 outcome = self._run(job)
             except Exception as error:  # storage trouble: report it on the run rather than kill the worker
@@ -209,9 +298,7 @@ class JobWorker:
         run_id = job.handle.run_id
         request = job.request
         if job.handle.cancel_token.cancelled:
-            self.storage.finish_run(run_id, RunStatus.CANCELLED, node_timings={})
-            self._emit(job, RunEvent("run_cancelled", run_id))
-            return RunOutcome(run_id, RunStatus.CANCELLED)
+            return self._cancelled(job)
         env = environment(self.device)
         self.storage.mark_run_started(run_id, env)
         self._emit(job, RunEvent("run_started", run_id, data={"device": self.device}))
@@ -227,9 +314,7 @@ class JobWorker:
                 job.plan, run_id=run_id, sinks=[lambda e: self._emit(job, e)], cancel=job.handle.cancel_token,
                 png_text=png_text, file_roots=request.file_roots)
         except RunCancelled:
-            self.storage.finish_run(run_id, RunStatus.CANCELLED, node_timings={})
-            self._emit(job, RunEvent("run_cancelled", run_id))
-            return RunOutcome(run_id, RunStatus.CANCELLED)
+            return self._cancelled(job)
         except NodeFailed as failure:
             if failure.details:
                 log.info("node %s failed:\n%s", failure.node_id, failure.details)
@@ -250,6 +335,12 @@ class JobWorker:
             "artifacts": [{"id": a.id, "node": a.node_id, "kind": a.kind, "path": a.path} for a in records]}))
         return RunOutcome(run_id, RunStatus.SUCCEEDED, None, records, result.timings, result.executed, result.cached)
 
+    def _cancelled(self, job: _Job) -> RunOutcome:
+        run_id = job.handle.run_id
+        self.storage.finish_run(run_id, RunStatus.CANCELLED, node_timings={})
+        self._emit(job, RunEvent("run_cancelled", run_id))
+        return RunOutcome(run_id, RunStatus.CANCELLED)
+
 
 class WorkerPool:
     """One JobWorker per device, created on first use; the process-wide entry point for running workflows."""
@@ -258,17 +349,24 @@ class WorkerPool:
         self.storage = storage
         self.cache_budget_bytes = cache_budget_bytes
         self._workers: dict[str, JobWorker] = {}
+        self._paused = False  # the whole queue: workers started while paused start paused
         self._lock = threading.Lock()
 
     def worker(self, device: str = "auto") -> JobWorker:
         resolved = resolve_device(device)
         with self._lock:
             if resolved not in self._workers:
-                self._workers[resolved] = JobWorker(self.storage, resolved, cache_budget_bytes=self.cache_budget_bytes)
+                self._workers[resolved] = JobWorker(self.storage, resolved, cache_budget_bytes=self.cache_budget_bytes,
+                                                    paused=self._paused)
             return self._workers[resolved]
 
     def submit(self, request: RunRequest) -> RunHandle:
         return self.worker(request.device).submit(request)
+
+    def workers(self) -> list[JobWorker]:
+        """The workers started so far, one per device."""
+        with self._lock:
+            return list(self._workers.values())
 
     def handle(self, run_id: str) -> RunHandle | None:
         """A run's handle, from whichever worker it was submitted to (None: not in this process's memory)."""
@@ -283,6 +381,32 @@ class WorkerPool:
             return False
         handle.cancel()
         return True
+
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            return self._paused
+
+    def pause(self) -> None:
+        """Pause every device's queue: running runs go on, queued ones wait (also on workers started later)."""
+        with self._lock:  # held throughout, so a concurrent resume cannot interleave worker by worker
+            self._paused = True
+            for worker in self._workers.values():
+                worker.pause()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            for worker in self._workers.values():
+                worker.resume()
+
+    def queue(self) -> list[QueueEntry]:
+        """Every device's running run, then its waiting runs in the order they will start."""
+        return [entry for worker in self.workers() for entry in worker.queue()]
+
+    def move(self, run_id: str, position: int) -> bool:
+        """Put a queued run at `position` of its device's queue (0: next); False when it is not waiting."""
+        return any(worker.move(run_id, position) for worker in self.workers())
 
     def shutdown(self) -> None:
         with self._lock:

@@ -9,6 +9,12 @@ def data_home() -> Path:
     return Path(os.environ.get("FLOWCANVAS_HOME", "data")).expanduser().resolve()
 
 
+def artifact_root(home: Path) -> Path:
+    """`FLOWCANVAS_ARTIFACTS` (a shared filesystem, for a cluster), or `artifacts/` inside `home`."""
+    configured = os.environ.get("FLOWCANVAS_ARTIFACTS")
+    return Path(configured).expanduser().resolve() if configured else home / "artifacts"
+
+
 def database_url(home: Path) -> str:
     """`FLOWCANVAS_DATABASE_URL`, or a SQLite file inside `home`."""
     configured = os.environ.get("FLOWCANVAS_DATABASE_URL")

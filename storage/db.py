@@ -18,14 +18,17 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 # Connections carrying this execution option open SQLite transactions with BEGIN IMMEDIATE.
 WRITE_OPTION = "flowcanvas_write"
+# Key of the PostgreSQL advisory lock that serialises migrations of app processes, CLIs and Ray workers starting together.
+MIGRATION_LOCK_KEY = 0x466C6F7743616E76  # "FlowCanv"
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; for SQLite, with WAL, foreign keys, a busy timeout and real transactions."""
+    """An engine for `url`; for SQLite, with WAL, foreign keys, a busy timeout and real transactions; for a
+    server database, with connections checked before use (a restarted server leaves stale ones in the pool)."""
     parsed = make_url(url)
-    engine = create_engine(parsed)
     if parsed.get_backend_name() != "sqlite":
-        return engine
+        return create_engine(parsed, pool_pre_ping=True)
+    engine = create_engine(parsed)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
 
@@ -88,15 +91,19 @@ def _sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
 
 
 def _run_alembic(engine: Engine, action: Callable[[Config, str], None], revision: str) -> None:
-    with engine.connect() as connection:
+    # As a writer: of processes starting together on one SQLite file, the second waits for the first's migration
+    # (BEGIN IMMEDIATE), then finds the schema at head, instead of failing halfway through its own.
+    with engine.execution_options(**{WRITE_OPTION: True}).connect() as connection:
         is_sqlite = connection.dialect.name == "sqlite"
-        with _sqlite_foreign_keys_off(connection) if is_sqlite else nullcontext():
-            with connection.begin():
-                action(_alembic_config(connection), revision)
-                if is_sqlite:
-                    violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                    if violations:
-                        raise RuntimeError(f"migration to {revision} broke foreign keys: {violations}")
+        with _sqlite_foreign_keys_off(connection) if is_sqlite else nullcontext(), connection.begin():
+            if connection.dialect.name == "postgresql":
+                # Held until this transaction ends: a second process waits, then finds the schema at head.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+            action(_alembic_config(connection), revision)
+            if is_sqlite:
+                violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if violations:
+                    raise RuntimeError(f"migration to {revision} broke foreign keys: {violations}")
 
 
 def upgrade(engine: Engine, revision: str) -> None:

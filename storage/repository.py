@@ -8,11 +8,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, or_, select, update
+from sqlalchemy import Engine, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.artifacts import ArtifactStore
-from storage.config import data_home, database_url
+from storage.config import artifact_root, data_home, database_url
 from storage.db import WRITE_OPTION, make_engine, migrate
 from storage.errors import Ambiguous, NotFound, StorageError, VersionConflict
 from storage.models import Artifact, Batch, Run, Workflow, WorkflowVersion, new_id, utc_now
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 MIN_PREFIX = 4
 INTERRUPTED_MESSAGE = "the process running it stopped before it finished"
+IMAGE_KINDS = ("image", "preview")  # artifact kinds that are pictures (SaveImage, PreviewImage)
 
 
 def _sha256(text: str) -> str:
@@ -229,6 +230,34 @@ class Storage:
             )
             return WorkflowRecord.model_validate(copy)
 
+    def latest_images(self, workflow_ids: Iterable[str]) -> dict[str, ArtifactRecord]:
+        """Per workflow (of those given): the newest image a run of it produced, for a thumbnail. A run counts when
+        it names the workflow or ran one of its versions' documents unchanged (the canvas runs what it shows,
+        without a library id)."""
+        wanted = list(workflow_ids)
+        if not wanted:
+            return {}
+        statement = (
+            select(WorkflowVersion.workflow_id, Artifact)
+            .join(Run, Artifact.run_id == Run.id)
+            .join(
+                WorkflowVersion,
+                or_(Run.workflow_id == WorkflowVersion.workflow_id, Run.workflow == WorkflowVersion.document),
+            )
+            .where(WorkflowVersion.workflow_id.in_(wanted), Artifact.kind.in_(IMAGE_KINDS))
+            .order_by(Artifact.created_at.desc(), Artifact.id.desc())
+        )
+        latest: dict[str, ArtifactRecord] = {}
+        with self._reading() as session:
+            for workflow_id, artifact in session.execute(statement):
+                latest.setdefault(workflow_id, ArtifactRecord.model_validate(artifact))
+        return latest
+
+    def count_runs(self, workflow_id: str) -> int:
+        """How many runs name this workflow (what its deletion leaves behind, with workflow_id set to NULL)."""
+        with self._reading() as session:
+            return session.scalar(select(func.count()).select_from(Run).where(Run.workflow_id == workflow_id)) or 0
+
     # Runs
 
     def create_run(
@@ -281,6 +310,20 @@ class Storage:
                 if status is None:
                     raise NotFound(f"no run with id {run_id!r}")
                 raise StorageError(f"run {run_id} is {status}, so it cannot start")
+
+    def requeue_run(self, run_id: str) -> RunRecord:
+        """Put a run whose worker died back to queued, for another worker to start afresh. A finished run is
+        left as it is (it completed before its worker died): the caller reads its outcome from the record."""
+        with self._writing.begin() as session:
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status == RunStatus.RUNNING)
+                .values(status=RunStatus.QUEUED, started_at=None)
+            )
+            run = session.get(Run, run_id)
+            if run is None:
+                raise NotFound(f"no run with id {run_id!r}")
+            return RunRecord.model_validate(run)
 
     def finish_run(
         self,
@@ -488,7 +531,7 @@ def open_storage(home: Path | None = None, url: str | None = None) -> Storage:
     home = (home if home is not None else data_home()).resolve()
     engine = make_engine(url if url is not None else database_url(home))
     migrate(engine, home / "backups")
-    storage = Storage(engine, ArtifactStore(home / "artifacts"), home)
+    storage = Storage(engine, ArtifactStore(artifact_root(home)), home)
     interrupted = storage.mark_interrupted_runs()
     if interrupted:
         logger.warning("marked runs left unfinished by a stopped process as interrupted: %s", ", ".join(interrupted))

@@ -71,3 +71,43 @@ def running_app(home: Path, **launch: Any) -> Iterator[tuple[str, Storage]]:
         demo.close()
         pool.shutdown()
         storage.close()
+
+
+POSTGRES_SERVER_ENV = "FLOWCANVAS_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database on the test server (tests/run.sh starts one and sets
+    FLOWCANVAS_TEST_POSTGRES_URL), dropped afterwards. Skipped without a server, except in CI."""
+    import os
+    import secrets
+
+    from sqlalchemy import create_engine, make_url
+    from sqlalchemy.pool import NullPool
+
+    server = os.environ.get(POSTGRES_SERVER_ENV)
+    if not server:
+        if os.environ.get("CI"):
+            pytest.fail(f"{POSTGRES_SERVER_ENV} is not set: in CI, tests/run.sh starts PostgreSQL and sets it")
+        pytest.skip(f"no PostgreSQL server: run through tests/run.sh, or set {POSTGRES_SERVER_ENV} to a server URL")
+    name = f"flowcanvas_test_{secrets.token_hex(6)}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_backend_url(request: pytest.FixtureRequest, home: Path) -> str:
+    """The database URL of one backend: the SQLite file in `home`, or a fresh PostgreSQL database."""
+    from storage.config import database_url
+
+    if request.param == "sqlite":
+        return database_url(home)
+    return str(request.getfixturevalue("postgres_url"))

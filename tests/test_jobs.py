@@ -154,3 +154,94 @@ def test_round_trip_file_database_file_png_file_keeps_canonical_json(pool: Worke
     from_png = canonical_json(load_workflow(storage.artifacts.absolute(image.path)))
     assert from_png == from_file
     assert from_file == canonical_json(load_workflow(json.loads(from_file)))  # idempotent
+
+
+def started_order(storage: Storage, handles: list) -> list[str]:
+    """Run ids in the order they started (storage's started_at)."""
+    records = [storage.get_run(h.run_id) for h in handles]
+    return [r.id for r in sorted(records, key=lambda r: r.started_at)]
+
+
+def test_a_paused_queue_starts_nothing_until_resumed(pool: WorkerPool, storage: Storage):
+    pool.pause()
+    first = pool.submit(request(image_workflow("#000001")))
+    second = pool.submit(request(image_workflow("#000002")))
+    worker = pool.worker("cpu")
+    assert worker.paused and pool.paused
+    assert [(e.run_id, e.running, e.position) for e in pool.queue()] == [
+        (first.run_id, False, 0), (second.run_id, False, 1)]
+    assert {storage.get_run(h.run_id).status for h in (first, second)} == {RunStatus.QUEUED}
+    pool.resume()
+    assert first.wait(30).status == RunStatus.SUCCEEDED and second.wait(30).status == RunStatus.SUCCEEDED
+    assert started_order(storage, [first, second]) == [first.run_id, second.run_id]
+    assert pool.queue() == []
+
+
+def test_pausing_lets_the_running_run_finish_and_holds_the_next(pool: WorkerPool, storage: Storage):
+    STEP_REACHED.clear()
+    running = pool.submit(request(slow_workflow(steps=50, delay=0.002)))
+    assert STEP_REACHED.wait(30)
+    pool.pause()
+    held = pool.submit(request(image_workflow()))
+    assert [(e.run_id, e.running) for e in pool.queue()] == [(running.run_id, True), (held.run_id, False)]
+    assert running.wait(30).status == RunStatus.SUCCEEDED
+    assert storage.get_run(held.run_id).status == RunStatus.QUEUED
+    assert not held.done and "seed_sink" not in EXECUTIONS
+    pool.resume()
+    assert held.wait(30).status == RunStatus.SUCCEEDED
+
+
+def test_a_worker_started_while_the_pool_is_paused_starts_paused(pool: WorkerPool, storage: Storage):
+    pool.pause()
+    handle = pool.submit(request(image_workflow()))  # the first submission starts the cpu worker
+    assert pool.worker("cpu").paused
+    assert storage.get_run(handle.run_id).status == RunStatus.QUEUED
+    pool.resume()
+    assert handle.wait(30).status == RunStatus.SUCCEEDED
+
+
+def test_moving_a_queued_run_changes_the_order_runs_start_in(pool: WorkerPool, storage: Storage):
+    pool.pause()
+    handles = [pool.submit(request(image_workflow(f"#00000{i}"))) for i in range(1, 5)]
+    a, b, c, d = (h.run_id for h in handles)
+    assert pool.move(d, 0)  # to the front
+    assert pool.move(a, 99)  # past the end: clamped to the last place
+    assert pool.move(c, 1)
+    assert [e.run_id for e in pool.queue()] == [d, c, b, a]
+    assert not pool.move("not-a-run", 0)
+    pool.resume()
+    assert all(h.wait(30).status == RunStatus.SUCCEEDED for h in handles)
+    assert started_order(storage, handles) == [d, c, b, a]
+    assert not pool.move(d, 0)  # ended: no longer waiting
+
+
+def test_the_running_run_cannot_be_moved(pool: WorkerPool):
+    STEP_REACHED.clear()
+    running = pool.submit(request(slow_workflow(steps=50, delay=0.002)))
+    assert STEP_REACHED.wait(30)
+    assert not pool.move(running.run_id, 1)
+    assert running.wait(30).status == RunStatus.SUCCEEDED
+
+
+def test_cancelling_a_run_in_a_paused_queue_records_it_cancelled_at_once(pool: WorkerPool, storage: Storage):
+    pool.pause()
+    kept = pool.submit(request(image_workflow("#000001")))
+    dropped = pool.submit(request(image_workflow("#000002")))
+    assert pool.cancel(dropped.run_id)
+    assert dropped.done and dropped.wait(0).status == RunStatus.CANCELLED  # while the queue is still paused
+    record = storage.get_run(dropped.run_id)
+    assert record.status == RunStatus.CANCELLED and record.started_at is None
+    assert [e.run_id for e in pool.queue()] == [kept.run_id]
+    assert [e.kind for e in dropped.events(1)] == ["run_queued", "run_cancelled"]
+    assert not pool.cancel(dropped.run_id)  # already ended
+    pool.resume()
+    assert kept.wait(30).status == RunStatus.SUCCEEDED
+
+
+def test_shutting_down_a_paused_pool_cancels_its_queued_runs(storage: Storage):
+    workers = WorkerPool(storage)
+    workers.pause()
+    handle = workers.submit(request(image_workflow()))
+    workers.shutdown()
+    assert handle.wait(0).status == RunStatus.CANCELLED
+    assert storage.get_run(handle.run_id).status == RunStatus.CANCELLED

@@ -1,4 +1,7 @@
-"""Specification of the storage layer: migrations, workflows and versions, runs, artifacts, batches."""
+"""Specification of the storage layer: migrations, workflows and versions, runs, artifacts, batches.
+
+Tests taking `engine` or `storage` run against SQLite and PostgreSQL alike (`database_backend_url`);
+those about SQLite's own set-up (WAL, write locks, file backups) take `sqlite_engine` or `sqlite_storage`."""
 
 import os
 import sqlite3
@@ -26,7 +29,7 @@ from storage import (
     VersionConflict,
     open_storage,
 )
-from storage.config import data_home, database_url
+from storage.config import artifact_root, data_home, database_url
 from storage.db import current_revision, downgrade, head_revision, make_engine, migrate, upgrade
 from storage.models import Base
 
@@ -35,10 +38,35 @@ DOCUMENT_V2 = '{"nodes": {"1": {"type": "Seed", "inputs": {"seed": 2}}}}'
 
 
 @pytest.fixture
-def engine(home: Path) -> Iterator[Engine]:
+def engine(database_backend_url: str) -> Iterator[Engine]:
+    made = make_engine(database_backend_url)
+    yield made
+    made.dispose()
+
+
+@pytest.fixture
+def storage(home: Path, database_backend_url: str) -> Iterator[Storage]:
+    opened = open_storage(home, database_backend_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sqlite_engine(home: Path) -> Iterator[Engine]:
     made = make_engine(database_url(home))
     yield made
     made.dispose()
+
+
+@pytest.fixture
+def sqlite_storage(home: Path) -> Iterator[Storage]:
+    opened = open_storage(home)
+    yield opened
+    opened.close()
+
+
+def url_of(storage: Storage) -> str:
+    return storage.engine.url.render_as_string(hide_password=False)
 
 
 def insert_version_0001_rows(engine: Engine) -> None:
@@ -101,6 +129,19 @@ def test_environment_sets_home_and_database_url(tmp_path: Path, monkeypatch: pyt
     assert database_url(data_home()) == "postgresql+psycopg://db/flowcanvas"
 
 
+def test_the_artifact_store_defaults_to_the_home_and_can_be_moved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLOWCANVAS_ARTIFACTS", raising=False)
+    assert artifact_root(tmp_path / "home") == tmp_path / "home" / "artifacts"
+    monkeypatch.setenv("FLOWCANVAS_ARTIFACTS", str(tmp_path / "shared" / "artifacts"))
+    assert artifact_root(tmp_path / "home") == (tmp_path / "shared" / "artifacts").resolve()
+    opened = open_storage(tmp_path / "home")
+    try:
+        stored = opened.artifacts.put_bytes(b"image", "png")
+        assert (tmp_path / "shared" / "artifacts" / stored.path).read_bytes() == b"image"
+    finally:
+        opened.close()
+
+
 def test_storage_imports_no_tensor_library_nor_the_rest_of_flowcanvas() -> None:
     forbidden = ["torch", "numpy", "nodes", "pipelines", "app"]
     check = f"import sys, storage; print(sorted(set({forbidden!r}) & set(sys.modules)))"
@@ -155,11 +196,11 @@ def test_downgrading_to_0001_removes_batches_and_keeps_runs(engine: Engine, home
         assert connection.scalar(text("SELECT status FROM runs")) == "succeeded"
 
 
-def test_migrating_an_old_database_backs_it_up_first(engine: Engine, home: Path) -> None:
-    upgrade(engine, "0001")
-    insert_version_0001_rows(engine)
+def test_migrating_an_old_database_backs_it_up_first(sqlite_engine: Engine, home: Path) -> None:
+    upgrade(sqlite_engine, "0001")
+    insert_version_0001_rows(sqlite_engine)
 
-    backup = migrate(engine, home / "backups")
+    backup = migrate(sqlite_engine, home / "backups")
 
     assert backup is not None and backups(home) == [backup]
     assert backup.name.startswith("flowcanvas-0001-")
@@ -174,7 +215,8 @@ def test_migrating_a_database_already_at_head_writes_no_backup(engine: Engine, h
     assert backups(home) == []
 
 
-def test_sqlite_connections_use_wal_and_enforce_foreign_keys(storage: Storage) -> None:
+def test_sqlite_connections_use_wal_and_enforce_foreign_keys(sqlite_storage: Storage) -> None:
+    storage = sqlite_storage
     with storage.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -188,7 +230,8 @@ def test_sqlite_connections_use_wal_and_enforce_foreign_keys(storage: Storage) -
         )
 
 
-def test_writes_take_the_sqlite_write_lock_up_front_and_reads_do_not(storage: Storage) -> None:
+def test_writes_take_the_sqlite_write_lock_up_front_and_reads_do_not(sqlite_storage: Storage) -> None:
+    storage = sqlite_storage
     begins: list[str] = []
 
     def record_begin(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
@@ -257,6 +300,60 @@ def test_of_concurrent_saves_expecting_the_same_version_exactly_one_wins(storage
         thread.join()
     assert sorted(outcomes) == ["conflict"] * 5 + ["saved"]
     assert [v.version for v in storage.list_versions(workflow.id)] == [1, 2]
+
+
+SAVE_IN_ANOTHER_PROCESS = """
+import sys
+from pathlib import Path
+from storage import VersionConflict, open_storage
+storage = open_storage(Path(sys.argv[1]), sys.argv[2])
+try:
+    storage.save_workflow_version(sys.argv[3], sys.argv[4], expected_version=1)
+    print("saved")
+except VersionConflict as conflict:
+    print(f"conflict: {conflict}")
+"""
+
+
+def test_of_two_processes_saving_over_the_same_version_the_second_gets_a_conflict(
+    storage: Storage, home: Path
+) -> None:
+    workflow = storage.create_workflow("shared", DOCUMENT_V1)
+    outputs = []
+    for document in (DOCUMENT_V2, '{"writer": "second"}'):
+        result = subprocess.run(
+            [sys.executable, "-c", SAVE_IN_ANOTHER_PROCESS, str(home), url_of(storage), workflow.id, document],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
+        )
+        outputs.append(result.stdout.strip())
+    assert outputs[0] == "saved"
+    assert outputs[1].startswith(f"conflict: workflow {workflow.id} is at version 2, not the expected 1")
+    assert storage.get_workflow_version(workflow.id).document == DOCUMENT_V2  # not overwritten
+
+
+OPEN_IN_ANOTHER_PROCESS = (
+    "import sys; from pathlib import Path; from storage import open_storage; "
+    "open_storage(Path(sys.argv[1]), sys.argv[2]).close()"
+)
+
+
+def test_processes_starting_together_on_a_new_database_migrate_it_once(
+    database_backend_url: str, home: Path
+) -> None:
+    opening = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_IN_ANOTHER_PROCESS, str(home), database_backend_url],
+            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+        )
+        for _ in range(3)
+    ]
+    errors = [process.communicate()[1] for process in opening]
+    assert [process.returncode for process in opening] == [0, 0, 0], errors
+    engine = make_engine(database_backend_url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
 
 
 def test_restoring_appends_the_old_document_as_a_new_version(storage: Storage) -> None:
@@ -386,6 +483,19 @@ def test_a_failed_run_keeps_its_error(storage: Storage) -> None:
         storage.finish_run(run.id, RunStatus.RUNNING, node_timings={})
 
 
+def test_a_run_whose_worker_died_is_requeued_unless_it_had_finished(storage: Storage) -> None:
+    run = storage.create_run(workflow="{}", overrides={}, device="cpu")
+    assert storage.requeue_run(run.id).status == RunStatus.QUEUED
+    storage.mark_run_started(run.id, {"python": "3.11"})
+    requeued = storage.requeue_run(run.id)
+    assert (requeued.status, requeued.started_at) == (RunStatus.QUEUED, None)
+    storage.mark_run_started(run.id, {})  # another worker starts it afresh
+    storage.finish_run(run.id, RunStatus.SUCCEEDED, node_timings={"1": 0.1})
+    assert storage.requeue_run(run.id).status == RunStatus.SUCCEEDED
+    with pytest.raises(NotFound):
+        storage.requeue_run("000000000000")
+
+
 def test_runs_are_found_by_id_prefix_and_listed_newest_first(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = iter(["beef00000001", "beef00000002", "cafe00000003"])
     monkeypatch.setattr("storage.repository.new_id", lambda: next(ids))
@@ -439,7 +549,7 @@ def test_runs_of_a_stopped_process_are_marked_interrupted(storage: Storage) -> N
 def test_opening_storage_marks_runs_left_by_a_stopped_process(storage: Storage, home: Path) -> None:
     orphan = storage.create_run(workflow="{}", overrides={}, device="cpu")
     set_owner(storage, orphan.id, dead_pid())
-    reopened = open_storage(home)
+    reopened = open_storage(home, url_of(storage))
     try:
         assert reopened.get_run(orphan.id).status == RunStatus.INTERRUPTED
     finally:

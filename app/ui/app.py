@@ -18,9 +18,12 @@ from gradio.utils import get_upload_folder
 from PIL import Image, UnidentifiedImageError
 
 from app.api import Api
+from app.ui import batch_view, library_view, models_view, runs_view
 from app.ui.editor import flow_editor
 from app.ui.runs import CanvasRuns
+from app.ui.studio import CANVAS_TAB, Studio
 from app.ui.uploads import UploadRefused, store_upload
+from nodes.files import confined_path
 from nodes.registry import catalogue
 from pipelines.graph import validate_workflow
 from pipelines.issues import WorkflowInvalid
@@ -32,6 +35,8 @@ REPO = Path(__file__).resolve().parents[2]
 STARTER = REPO / "pipelines" / "templates" / "txt2img-embedded.json"
 TEMPLATE_IMAGES = REPO / "pipelines" / "templates" / "images"
 THUMBNAIL_SIZE = 96
+# The studio views, in tab order after the canvas: each module has build(studio).
+STUDIO_VIEWS = (library_view, runs_view, batch_view, models_view)
 
 
 def workflow_issues(workflow: Any, file_roots: tuple[Path, ...]) -> list[dict[str, Any]]:
@@ -76,7 +81,11 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
     uploads = storage.home / "uploads"
     # Output images and uploads are served from where storage keeps them (content-addressed, never rewritten).
     gr.set_static_paths([storage.artifacts.root, uploads])
-    runs = CanvasRuns(storage, pool, lambda path: f"/gradio_api/file={storage.artifacts.absolute(path)}")
+
+    def file_url(path: str) -> str:
+        return f"/gradio_api/file={storage.artifacts.absolute(path)}"
+
+    runs = CanvasRuns(storage, pool, file_url)
     # What a workflow from the browser or the API may read: the data folder and the starter templates' images.
     readable_roots = (storage.home, TEMPLATE_IMAGES)
     api = Api(storage, pool, readable_roots)
@@ -90,15 +99,10 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
         return {"path": str(stored), "thumbnail": thumbnail_data_url(stored)}
 
     def image_thumbnail(raw: str) -> str | None:
-        """Server function: a small preview of an image the canvas names, for paths in the data folder or
-        among the starter templates' images (nothing else is read)."""
-        path = Path(str(raw)).expanduser()
-        candidates = [path] if path.is_absolute() else [REPO / path, storage.home / path]
-        for candidate in candidates:
-            resolved = candidate.resolve()
-            if any(resolved.is_relative_to(root.resolve()) for root in readable_roots):
-                return thumbnail_data_url(resolved)
-        return None
+        """Server function: a small preview of an image the canvas names, read only where a run of it may read
+        (nothing else is opened)."""
+        path = confined_path(str(raw), readable_roots)
+        return None if path is None else thumbnail_data_url(path)
 
     def canvas_validate(evt: gr.EventData) -> Any:
         return gr.update(validation=_validation(workflow_issues(_payload(evt).get("workflow"), readable_roots)))
@@ -129,8 +133,13 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
         runs.cancel(str(_payload(evt).get("run_id") or ""))
 
     with gr.Blocks(title="FlowCanvas") as demo:
-        editor = flow_editor(workflow, catalogue(), elem_id="flow-editor",
-                             server_functions=[keep_upload, image_thumbnail])
+        with gr.Tabs(selected=CANVAS_TAB) as tabs:
+            with gr.Tab("Canvas", id=CANVAS_TAB):
+                editor = flow_editor(workflow, catalogue(), elem_id="flow-editor",
+                                     server_functions=[keep_upload, image_thumbnail])
+            studio = Studio(storage, pool, readable_roots, file_url, editor, tabs, demo)
+            for view in STUDIO_VIEWS:
+                view.build(studio)
         # UI-only events (private: the HTTP API has its own endpoints). Relays wait on the worker, not on
         # each other, so they run outside the default one-at-a-time queue slot.
         quiet = dict(outputs=editor, show_progress="hidden", api_visibility="private")

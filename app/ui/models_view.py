@@ -1,0 +1,192 @@
+"""The Models view: the model sources this server offers, what is loaded (where, how much memory), and freeing.
+
+Sources are the embedded models (models/*) and those an administrator configured in FLOWCANVAS_MODEL_SOURCES
+(folders, single .safetensors files, hub ids), each with its family and, on request, its content hash (hashing
+reads every weight file once; the loader caches the result). A loaded model is held in two places: the model
+manager (nodes.models.loader, an LRU under a memory budget) and, as a cached LoadFlowModel output, each device
+worker's output cache (pipelines.executor.OutputCache). Freeing drops it from both, so nothing keeps it alive.
+
+No torch here: the loader and the caches describe their values as plain dicts.
+"""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from pydantic import BaseModel
+
+from app.ui.studio import Studio
+from nodes.files import EMBEDDED_PREFIX, configured_model_sources
+from nodes.models import loader
+from pipelines.jobs import WorkerPool
+
+MODELS_TAB = "models"
+SOURCE_HEADERS = ["source", "kind", "family", "location", "sha256"]
+LOADED_HEADERS = ["source", "family", "dtype", "device", "memory", "held by"]
+PRIVATE: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+MODEL_HASHES = "model_hashes"  # the record a model-loading node leaves in its cache entry: {source: sha256}
+
+
+class SourceInfo(BaseModel):
+    source: str
+    kind: str  # embedded, folder, file or hub
+    family: str  # sd3 or flux, or why it cannot be told
+    location: str
+    sha256: str | None = None
+
+
+class LoadedModelInfo(BaseModel):
+    source: str
+    family: str
+    dtype: str
+    device: str
+    nbytes: int
+    sha256: str
+    held_by: list[str]  # "model manager", "cpu run cache", …
+
+
+def offered_sources() -> list[str]:
+    """The embedded models, then the configured sources, each once."""
+    embedded = sorted(f"{EMBEDDED_PREFIX}{folder.name}" for folder in loader.REPO_MODELS.glob("*")
+                      if (folder / "model_index.json").is_file())
+    return list(dict.fromkeys([*embedded, *sorted(configured_model_sources())]))
+
+
+def describe_source(source: str, *, with_hash: bool = False) -> SourceInfo:
+    """Kind, family and location of a source (a problem with it shows in `family`); its hash when asked."""
+    kind = "embedded" if source.startswith(EMBEDDED_PREFIX) else "?"
+    try:
+        resolved = loader.resolve_source(source)
+        kind = "embedded" if kind == "embedded" else resolved.kind
+        # The loader's own readers: model_index.json for folders, the safetensors header for files, the name for
+        # hub ids (it offers no public "family of this source" yet).
+        if resolved.kind == "folder":
+            family = loader._folder_family(Path(resolved.location))[0]
+        elif resolved.kind == "file":
+            family = loader._file_family(Path(resolved.location))
+        else:
+            family = loader._hub_family(resolved.location)
+        sha256 = loader.content_hash(resolved) if with_hash else None
+    except loader.ModelLoadError as problem:
+        return SourceInfo(source=source, kind=kind, family=f"unusable: {problem}", location="")
+    return SourceInfo(source=source, kind=kind, family=family, location=resolved.location, sha256=sha256)
+
+
+def _cached_models(pool: WorkerPool) -> list[tuple[Any, str, str, str, Any]]:
+    """(worker, cache key, source, sha256, entry) for every model-loading output the workers' caches hold."""
+    found = []
+    for worker in pool.workers():
+        for key, entry in worker.executor.cache.entries():
+            for source, sha256 in entry.records.get(MODEL_HASHES, {}).items():
+                found.append((worker, key, source, sha256, entry))
+    return found
+
+
+def loaded_models(pool: WorkerPool) -> list[LoadedModelInfo]:
+    """Every model in memory: those the model manager holds, and those only a run cache still holds."""
+    cached = _cached_models(pool)
+    rows: dict[tuple[str, str], LoadedModelInfo] = {}
+    for described in loader.MANAGER.loaded():
+        rows[(described["source"], described["sha256"])] = LoadedModelInfo(
+            source=described["source"], family=described["family"], dtype=described["dtype"],
+            device=described["device"], nbytes=described["bytes"], sha256=described["sha256"],
+            held_by=["model manager"])
+    for worker, _, source, sha256, entry in cached:
+        holder = f"{worker.device} run cache"
+        row = rows.get((source, sha256))
+        if row is None:
+            model = entry.outputs.get("model")
+            described = model.describe() if callable(getattr(model, "describe", None)) else {}
+            row = rows[(source, sha256)] = LoadedModelInfo(
+                source=source, family=str(described.get("family", "?")), dtype=str(described.get("dtype", "?")),
+                device=str(described.get("device", worker.device)), nbytes=entry.nbytes, sha256=sha256, held_by=[])
+        if holder not in row.held_by:
+            row.held_by.append(holder)
+    return list(rows.values())
+
+
+def free_models(pool: WorkerPool, source: str | None = None) -> int:
+    """Free one source's models (all when None) from the model manager and every run cache; returns how many
+    models (manager entries and cache-only ones) went."""
+    before = {(row.source, row.sha256) for row in loaded_models(pool) if source is None or row.source == source}
+    loader.MANAGER.free(source)
+    for worker in pool.workers():
+        keys = [key for key, entry in worker.executor.cache.entries()
+                if entry.records.get(MODEL_HASHES) and (source is None or source in entry.records[MODEL_HASHES])]
+        worker.executor.cache.drop(keys)
+    gc.collect()  # pipelines hold reference cycles (hooks, modules): collect now, not at some later allocation
+    return len(before)
+
+
+def _memory(nbytes: int) -> str:
+    return f"{nbytes / 1024**2:,.1f} MiB"
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+    return {"headers": headers, "data": rows}
+
+
+class ModelsView:
+    def __init__(self, studio: Studio) -> None:
+        self.pool = studio.pool
+        self.hashes: dict[str, str] = {}  # computed on request in this process (the loader caches them on disk)
+
+    def build(self) -> None:
+        with gr.Tab("Models", id=MODELS_TAB) as tab:
+            gr.Markdown("Model sources this server offers: the embedded models and those configured in "
+                        "`FLOWCANVAS_MODEL_SOURCES`. Computing hashes reads every weight file once.")
+            self.sources = gr.Dataframe(headers=SOURCE_HEADERS, interactive=False, wrap=True, label="Sources",
+                                        elem_id="models-sources")
+            with gr.Row():
+                refresh_sources = gr.Button("Refresh sources")
+                compute_hashes = gr.Button("Compute hashes", elem_id="models-hash")
+            self.loaded = gr.Dataframe(headers=LOADED_HEADERS, interactive=False, wrap=True, label="Loaded now",
+                                       elem_id="models-loaded")
+            with gr.Row(equal_height=True):
+                self.choice = gr.Dropdown(label="Model", choices=[], value=None, elem_id="models-choice", scale=3)
+                free_one = gr.Button("Free", elem_id="models-free", scale=0)
+                free_all = gr.Button("Free all", variant="stop", elem_id="models-free-all", scale=0)
+                refresh_loaded = gr.Button("Refresh", elem_id="models-refresh", scale=0)
+            self.status = gr.Textbox(label="Status", interactive=False, elem_id="models-status")
+        everything = [self.sources, self.loaded, self.choice, self.status]
+        tab.select(lambda: {**self._sources(False), **self._loaded()}, outputs=everything, **PRIVATE)
+        refresh_sources.click(lambda: self._sources(False), outputs=everything, **PRIVATE)
+        compute_hashes.click(lambda: self._sources(True), outputs=everything, **PRIVATE)
+        refresh_loaded.click(self._loaded, outputs=everything, **PRIVATE)
+        free_one.click(self._free_one, inputs=self.choice, outputs=everything, **PRIVATE)
+        free_all.click(lambda: self._free(None), outputs=everything, **PRIVATE)
+
+    def _sources(self, with_hash: bool) -> dict[Any, Any]:
+        loaded = {row.source: row.sha256 for row in loaded_models(self.pool)}
+        rows = []
+        for source in offered_sources():
+            info = describe_source(source, with_hash=with_hash)
+            if info.sha256 is not None:
+                self.hashes[source] = info.sha256
+            sha256 = info.sha256 or self.hashes.get(source) or loaded.get(source) or "(not computed)"
+            rows.append([info.source, info.kind, info.family, info.location, sha256])
+        return {self.sources: _table(SOURCE_HEADERS, rows)}
+
+    def _loaded(self) -> dict[Any, Any]:
+        rows = loaded_models(self.pool)
+        sources = list(dict.fromkeys(row.source for row in rows))
+        return {self.loaded: _table(LOADED_HEADERS, [[row.source, row.family, row.dtype, row.device,
+                                                       _memory(row.nbytes), ", ".join(row.held_by)] for row in rows]),
+                self.choice: gr.update(choices=sources, value=sources[0] if sources else None)}
+
+    def _free_one(self, source: str | None) -> dict[Any, Any]:
+        if not source:
+            return {self.status: "Pick a loaded model to free first."}
+        return self._free(source)
+
+    def _free(self, source: str | None) -> dict[Any, Any]:
+        freed = free_models(self.pool, source)
+        what = "every loaded model" if source is None else repr(source)
+        return {**self._loaded(), self.status: f"Freed {what}: {freed} model(s) released."}
+
+
+def build(studio: Studio) -> None:
+    ModelsView(studio).build()

@@ -1,0 +1,40 @@
+"""What every studio view (library, runs, batch, models) shares: storage, the worker pool, the canvas.
+
+Each view is one module with a `build(studio)` that lays out its own `gr.Tab` inside the app's `gr.Tabs`
+and wires its events. Views open workflows in the canvas through `open_in_canvas`, which returns the updates
+for `studio.canvas_outputs` (the editor's value and the selected tab).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from pipelines.jobs import WorkerPool
+from storage import Storage
+
+CANVAS_TAB = "canvas"
+
+
+@dataclass
+class Studio:
+    storage: Storage
+    pool: WorkerPool
+    readable_roots: tuple[Path, ...]  # what a workflow from the browser or the API may read
+    file_url: Callable[[str], str]  # an artifact's stored path → the URL the browser loads it from
+    editor: gr.HTML  # the canvas; its value is the workflow document shown
+    tabs: gr.Tabs
+    blocks: gr.Blocks  # the whole page, for page-level events (load with the URL's query, say)
+
+    @property
+    def canvas_outputs(self) -> list[Any]:
+        return [self.editor, self.tabs]
+
+    @staticmethod
+    def open_in_canvas(document: dict[str, Any]) -> tuple[Any, Any]:
+        """Updates for `canvas_outputs`: show `document` on the canvas and switch to it."""
+        return gr.update(value=document), gr.Tabs(selected=CANVAS_TAB)

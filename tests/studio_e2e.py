@@ -1,0 +1,74 @@
+"""Helpers for the studio views' browser tests (Runs, Batch): a Chromium page on the app, Gradio widgets by id.
+
+The views give their components `elem_id`s (runs-…, batch-…); Gradio's Dataframe names each body cell
+`[data-testid="cell-ROW-COL"]` and edits it in a textarea after a double-click.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+CHROMIUM = Path("/usr/bin/chromium")
+STARTER = json.loads((Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json")
+                     .read_text(encoding="utf-8"))
+RUN_TIMEOUT_MS = 180_000  # the first run loads the embedded model
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium under Playwright (one per test module: Playwright's sync API runs one at a time)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_app(browser: Any, url: str) -> Any:
+    """A new page on the app, loaded up to the canvas's starter workflow."""
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(url)
+    page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas?.graph.nodeIds().length > 0")
+    return page
+
+
+def open_tab(page: Any, label: str) -> None:
+    page.get_by_role("tab", name=label).click()
+
+
+def set_cell(page: Any, table: str, row: int, column: int, text: str) -> None:
+    """Type `text` into one cell of the editable Dataframe `#table` (Enter commits the edit)."""
+    page.locator(f'#{table} [data-testid="cell-{row}-{column}"]').dblclick()
+    editor = page.locator(f'#{table} [data-testid="cell-{row}-{column}"] textarea')
+    editor.fill(text)
+    editor.press("Enter")
+
+
+def cell_texts(page: Any, table: str, column: int) -> list[str]:
+    """The texts of one column of a Dataframe's body, top to bottom."""
+    return page.locator(f'#{table} [role="gridcell"][data-col="{column}"]').all_inner_texts()
+
+
+def markdown(page: Any, element_id: str) -> str:
+    """The rendered text of the gr.Markdown `#element_id` (without its progress overlay)."""
+    return page.inner_text(f'#{element_id} [data-testid="markdown"]').strip()
+
+
+def wait_for_text(page: Any, selector: str, text: str, timeout: float = RUN_TIMEOUT_MS) -> None:
+    page.wait_for_function("([selector, text]) => document.querySelector(selector)?.innerText.includes(text)",
+                           arg=[selector, text], timeout=timeout)
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))

@@ -1,0 +1,328 @@
+"""The Library view and sharing in a real browser (Playwright driving Debian's Chromium against the Gradio app),
+plus the version change summary it shows.
+
+One app and one browser context for the module (as one user's browser). Documents go onto the canvas through the
+editor's debug hook (`document.querySelector('.fc-root').flowcanvas`, see tests/test_canvas_e2e.py) and come back
+from it the same way; the library's records are read from the app's storage.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, PngImagePlugin
+
+from app.ui.library_view import change_summary
+from pipelines.workflow import PNG_WORKFLOW_KEY, canonical_json, load_workflow, parse_workflow
+from storage import NotFound, RunStatus
+from storage.records import NewArtifact
+from tests.conftest import running_app
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # the browser tests skip (see `context`); the summary test still runs
+    expect = sync_playwright = None
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "pipelines" / "templates"
+SWATCH = TEMPLATES / "swatch.json"
+CHROMIUM = Path("/usr/bin/chromium")
+EDITOR = "document.querySelector('.fc-root').flowcanvas"
+HOSTILE = "<img src=x onerror=alert(1)>"
+DIALOGS: list[str] = []
+
+
+def swatch(name: str, color: str = "#3b82f6") -> dict[str, Any]:
+    document = json.loads(SWATCH.read_text(encoding="utf-8"))
+    document["name"] = name
+    document["nodes"]["swatch"]["params"]["color"] = color
+    return document
+
+
+def canonical(document: dict[str, Any]) -> str:
+    return canonical_json(parse_workflow(document))
+
+
+# ---------------------------------------------------------------- the change summary (no browser)
+
+
+def test_change_summary_names_what_changed() -> None:
+    before = load_workflow(SWATCH)
+    assert change_summary(None, before) == "first version: 2 nodes"
+    assert change_summary(before, before) == "no changes"
+    edited = swatch("Renamed", color="#000000")
+    edited["nodes"]["swatch"]["position"] = [999, 999]
+    edited["nodes"]["extra"] = {"type": "EmptyImage", "params": {}}
+    del edited["nodes"]["save"]
+    summary = change_summary(before, parse_workflow(edited))
+    assert summary == ("renamed 'Colour swatch' to 'Renamed'; added extra; removed save; params swatch.color; "
+                       "moved 1 node")
+
+
+# ---------------------------------------------------------------- the browser
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    with running_app(tmp_path_factory.mktemp("library-data")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def context(server):
+    if sync_playwright is None:
+        pytest.skip("playwright is in requirements-test.txt")
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (tests/run.sh installs it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        context = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)
+        yield context
+        browser.close()
+
+
+def open_page(context, url: str):
+    page = context.new_page()
+    page.on("dialog", lambda dialog: (DIALOGS.append(dialog.message), dialog.dismiss()))
+    page.goto(url)
+    page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas !== undefined")
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(context, server):
+    return open_page(context, server[0])
+
+
+def field(page, elem_id: str):
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+
+
+def status(page):
+    return field(page, "library-status")
+
+
+def show_tab(page, label: str) -> None:
+    page.locator("button[role=tab]", has_text=label).click()
+
+
+def put_on_canvas(page, document: dict[str, Any]) -> None:
+    page.evaluate(f"(w) => {{ {EDITOR}.load(w); {EDITOR}.commit(); }}", document)
+    page.wait_for_function(f"{EDITOR}.graph.nodeIds().length === {len(document['nodes'])}")
+
+
+def canvas_document(page) -> str:
+    return canonical(page.evaluate(f"{EDITOR}.graph.toWorkflow()"))
+
+
+def wait_for_canvas(page, document: str) -> None:
+    """Wait until the canvas shows `document` (canonical text) and the Canvas tab is open."""
+    expected = json.loads(document)
+    page.wait_for_function(f"{EDITOR}.graph.toWorkflow().name === {json.dumps(expected['name'])} && "
+                           f"{EDITOR}.graph.nodeIds().length === {len(expected['nodes'])}")
+    expect(page.locator("button[role=tab][aria-selected=true]")).to_have_text("Canvas")
+    assert canvas_document(page) == document
+
+
+def pick(page, name: str, search: str | None = None) -> None:
+    """Find a workflow by searching (its name by default), select it in the gallery, wait for its details."""
+    show_tab(page, "Library")
+    field(page, "library-search").fill(search or name)
+    field(page, "library-search").press("Enter")
+    items = page.locator("#library-list .thumbnail-item")
+    expect(items).to_have_count(1)
+    expect(items.first).to_contain_text(name)
+    items.first.click()
+    expect(field(page, "library-name")).to_have_value(name)
+
+
+def version_row(page, version: int):
+    """The versions table's row of `version` (as the accessibility tree has it: the table also keeps hidden rows
+    for measuring)."""
+    return page.locator("#library-versions").get_by_role("row").filter(
+        has=page.get_by_role("gridcell", name=str(version), exact=True))
+
+
+def drop_file(page, selector: str, name: str, data: bytes, mime: str) -> None:
+    transfer = page.evaluate_handle(
+        """([name, encoded, mime]) => {
+             const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
+             const transfer = new DataTransfer();
+             transfer.items.add(new File([bytes], name, { type: mime }));
+             return transfer;
+           }""", [name, base64.b64encode(data).decode("ascii"), mime])
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def png_bytes(text: dict[str, str] | None = None, size: tuple[int, int] = (8, 8)) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    Image.new("RGB", size, "#22c55e").save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def test_save_reload_find_and_reopen(page, server) -> None:
+    _, storage = server
+    document = swatch("Lighthouse study", color="#ef4444")
+    put_on_canvas(page, document)
+    show_tab(page, "Library")
+    page.click("#library-save")
+    expect(status(page)).to_have_value("Saved as a new workflow 'Lighthouse study' (version 1).")
+    [record] = [r for r in storage.list_workflows() if r.name == "Lighthouse study"]
+    assert storage.get_workflow_version(record.id).document == canonical(document)
+
+    page.reload()
+    page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas !== undefined")
+    page.click(".fc-cmd-new")  # the canvas shows something else before the workflow is reopened
+    pick(page, "Lighthouse study", search="lighthouse")
+    page.click("#library-open")
+    wait_for_canvas(page, storage.get_workflow_version(record.id).document)
+    expect(field(page, "library-status")).to_have_value("Opened 'Lighthouse study' version 1 in the canvas.")
+
+    # Linked now: Save appends a version instead of making another workflow.
+    page.evaluate(f"{EDITOR}.edit((g) => g.setParam('swatch', 'width', 96))")
+    show_tab(page, "Library")
+    page.click("#library-save")
+    expect(status(page)).to_have_value("Saved 'Lighthouse study' as version 2.")
+    assert [r.current_version for r in storage.list_workflows() if r.name == "Lighthouse study"] == [2]
+
+
+def test_restore_an_older_version(page, server) -> None:
+    _, storage = server
+    first = swatch("Swatch draft", color="#111111")
+    put_on_canvas(page, first)
+    show_tab(page, "Library")
+    field(page, "library-save-as-name").fill("Restore me")
+    page.click("#library-save-as")  # the canvas is still linked to the last test's workflow: Save would add to it
+    expect(status(page)).to_have_value("Saved as a new workflow 'Restore me' (version 1).")
+    page.evaluate(f"{EDITOR}.edit((g) => g.setParam('swatch', 'color', '#222222'))")
+    show_tab(page, "Library")
+    page.click("#library-save")
+    expect(status(page)).to_have_value("Saved 'Restore me' as version 2.")
+    expect(version_row(page, 2)).to_contain_text("params swatch.color")
+
+    version_row(page, 1).get_by_role("gridcell").first.click()
+    expect(field(page, "library-version")).to_have_value("1")
+    page.click("#library-restore")
+    expect(status(page)).to_have_value("Restored version 1 of 'Restore me' as version 3; open it to edit.")
+    [record] = [r for r in storage.list_workflows() if r.name == "Restore me"]
+    assert record.current_version == 3
+    assert storage.get_workflow_version(record.id, 3).document == canonical(first)
+    expect(version_row(page, 3)).to_contain_text("restored from version 1")
+    expect(version_row(page, 3)).to_contain_text("params swatch.color")
+
+
+def test_export_a_png_and_drop_it_back(page, server) -> None:
+    _, storage = server
+    record = storage.create_workflow("Round trip", canonical(swatch("Round trip", "#0ea5e9")), tags=["share"])
+    pick(page, "Round trip")
+    with page.expect_download() as download:
+        page.click("#library-export-png")
+    exported = Path(download.value.path()).read_bytes()
+    with Image.open(io.BytesIO(exported)) as image:
+        assert image.text[PNG_WORKFLOW_KEY] == storage.get_workflow_version(record.id).document
+    with page.expect_download() as download:
+        page.click("#library-export-json")
+    assert Path(download.value.path()).read_text(encoding="utf-8") == storage.get_workflow_version(record.id).document
+
+    show_tab(page, "Canvas")
+    page.click(".fc-cmd-new")
+    drop_file(page, ".fc-canvas", "round-trip-v1.png", exported, "image/png")
+    wait_for_canvas(page, storage.get_workflow_version(record.id).document)
+    expect(status(page)).to_have_value("Opened on the canvas: round-trip-v1.png: an image carrying the FlowCanvas "
+                                       "workflow 'Round trip' with 2 nodes. Save keeps it in the library.")
+
+    # Foreign and bad files are described, and the canvas stays as it is.
+    shown = canvas_document(page)
+    comfy = png_bytes({"prompt": json.dumps({"3": {"class_type": "KSampler", "inputs": {}}})})
+    for name, data, mime, said in [
+        ("ComfyUI_0001.png", comfy, "image/png", ("ComfyUI_0001.png: a ComfyUI image carrying a ComfyUI API prompt "
+                                                  "with 1 node (KSampler); FlowCanvas cannot run it. Nothing was imported.")),
+        ("photo.png", png_bytes(), "image/png", "photo.png: a PNG with no workflow in it. Nothing was imported."),
+        ("cut.json", b'{"format": ', "application/json", ("cut.json: not valid JSON (Expecting value at line 1, "
+                                                          "column 12). Nothing was imported.")),
+    ]:
+        drop_file(page, "body", name, data, mime)
+        expect(status(page)).to_have_value(said)
+        assert canvas_document(page) == shown
+    expect(page.locator(".toast-body").last).to_contain_text("Nothing was imported")
+
+
+def test_the_gallery_shows_the_latest_output_as_thumbnail(page, server) -> None:
+    _, storage = server
+    document = canonical(swatch("With output", "#a855f7"))
+    record = storage.create_workflow("With output", document)
+    # A canvas run names no library workflow: it counts because it ran this version's document unchanged.
+    run = storage.create_run(workflow=document, overrides={}, device="cpu")
+    stored = storage.artifacts.put_bytes(png_bytes(size=(40, 24)), "png")
+    storage.mark_run_started(run.id, {})
+    storage.finish_run(run.id, RunStatus.SUCCEEDED, node_timings={}, artifacts=[
+        NewArtifact(node_id="save", kind="image", path=stored.path, sha256=stored.sha256, size=stored.size)])
+    assert storage.latest_images([record.id])[record.id].path == stored.path
+    pick(page, "With output")
+    size = page.locator("#library-list .thumbnail-item img").first.evaluate("(img) => [img.naturalWidth, img.naturalHeight]")
+    assert size == [40, 24]  # the run's image, not the 256×256 "no output yet" card
+
+
+def test_open_a_share_link_and_copy_it_to_my_library(context, server) -> None:
+    url, storage = server
+    record = storage.create_workflow(HOSTILE, canonical(swatch(HOSTILE, "#f97316")), description="<b>shared</b>")
+    storage.save_workflow_version(record.id, canonical(swatch(HOSTILE, "#000000")))
+    shared = open_page(context, f"{url}?workflow={record.id}&version=1")
+    # The Library tab renders its children ahead (render_children, for the importer), so Gradio may hold two copies.
+    expect(shared.locator("#library-shared:visible").first).to_be_visible()
+    expect(field(shared, "library-shared-title")).to_have_value(f"{HOSTILE} · version 1 of 2")
+    expect(shared.locator("#library-shared-nodes")).to_contain_text("EmptyImage")
+    shared.click("#library-copy-shared")
+    expect(field(shared, "library-status")).to_have_value(
+        f"Copied '{HOSTILE}' (version 1) to your library as '{HOSTILE} (copy)'.")
+    [copy] = [r for r in storage.list_workflows() if r.name == f"{HOSTILE} (copy)"]
+    assert storage.get_workflow_version(copy.id).document == storage.get_workflow_version(record.id, 1).document
+    expect(shared.locator("#library-shared:visible")).to_have_count(0)
+    # The names went everywhere as text: no element came of the markup, no script ran.
+    assert shared.locator("img[src=x]").count() == 0
+    assert shared.locator("#library-list b, #library-details b").count() == 0
+    assert DIALOGS == []
+
+    missing = open_page(context, f"{url}?workflow=000000000000")
+    expect(field(missing, "library-shared-title")).to_have_value(re.compile("not in this library"))
+    missing.close()
+    shared.close()
+
+
+def test_delete_asks_first_and_runs_keep_their_records(page, server) -> None:
+    _, storage = server
+    document = canonical(swatch("Delete me"))
+    record = storage.create_workflow("Delete me", document)
+    run = storage.create_run(workflow=document, overrides={}, device="cpu", workflow_id=record.id)
+    storage.finish_run(run.id, RunStatus.CANCELLED, node_timings={})
+    pick(page, "Delete me")
+    page.click("#library-delete")
+    expect(field(page, "library-confirm-delete")).to_have_value(
+        "Delete 'Delete me' and its 1 version(s)? Its 1 run(s) keep their records and images.")
+    assert storage.get_workflow(record.id).name == "Delete me"  # asked, not done
+    page.click("#library-confirm")
+    expect(status(page)).to_have_value("Deleted 'Delete me'; its runs keep their records.")
+    with pytest.raises(NotFound):
+        storage.get_workflow(record.id)
+    assert storage.get_run(run.id).workflow_id is None
+
+
+def test_add_a_starter_template_to_the_library(page, server) -> None:
+    _, storage = server
+    show_tab(page, "Library")
+    page.locator("#library-templates:visible").get_by_text("Starter templates").first.click()
+    page.locator("#library-template-table:visible").get_by_role("gridcell", name="Colour swatch", exact=True).first.click()
+    expect(status(page)).to_have_value("Template 'Colour swatch' selected.")
+    page.get_by_role("button", name="Add template to the library").click()
+    expect(status(page)).to_have_value("Added the template 'Colour swatch' to the library.")
+    added = [r for r in storage.list_workflows() if r.name == "Colour swatch"]
+    assert len(added) == 1
+    assert storage.get_workflow_version(added[0].id).document == canonical_json(load_workflow(SWATCH))
