@@ -28,7 +28,7 @@ from nodes.runtime import environment, resolve_device
 from pipelines.executor import CancelToken, EventSink, Executor, NodeFailed, OutputCache, RunEvent
 from pipelines.graph import Plan, build_plan, substitute_overrides
 from pipelines.workflow import PNG_RUN_KEY, PNG_WORKFLOW_KEY, Workflow, canonical_json
-from storage import ArtifactRecord, NewArtifact, RunStatus, Storage
+from storage import ArtifactRecord, NewArtifact, RunRecord, RunStatus, Storage
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,19 @@ class RunRequest(BaseModel):
     batch_id: str | None = None
     batch_index: int | None = None
     file_roots: tuple[Path, ...] | None = None  # confine file-reading nodes (browser and API submissions)
+
+    def plan(self) -> Plan:
+        """The execution plan (raises WorkflowInvalid)."""
+        return build_plan(self.workflow, self.overrides, target=self.target, file_roots=self.file_roots)
+
+    def record_queued(self, storage: Storage, device: str) -> tuple[Plan, RunRecord]:
+        """Validate (raises WorkflowInvalid, leaving no row behind), then record the run as queued on `device`."""
+        plan = self.plan()
+        record = storage.create_run(
+            workflow=canonical_json(self.workflow), overrides=self.overrides, device=device,
+            workflow_id=self.workflow_id, workflow_version=self.workflow_version,
+            target_node=self.target, batch_id=self.batch_id, batch_index=self.batch_index)
+        return plan, record
 
 
 @dataclass
@@ -180,11 +193,7 @@ class JobWorker:
 
     def submit(self, request: RunRequest) -> RunHandle:
         """Validate (raises WorkflowInvalid, leaving no row behind), record a queued run and enqueue it."""
-        plan = build_plan(request.workflow, request.overrides, target=request.target, file_roots=request.file_roots)
-        record = self.storage.create_run(
-            workflow=canonical_json(request.workflow), overrides=request.overrides, device=self.device,
-            workflow_id=request.workflow_id, workflow_version=request.workflow_version,
-            target_node=request.target, batch_id=request.batch_id, batch_index=request.batch_index)
+        plan, record = request.record_queued(self.storage, self.device)
         log_ = EventLog()
         handle = RunHandle(record.id, log_, withdraw=lambda: self._withdraw(record.id))
         job = _Job(request, plan, handle, log_)

@@ -36,13 +36,11 @@ from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 from nodes.runtime import resolve_device
 from pipelines.batch import RayOptions
 from pipelines.executor import EventSink, RunEvent
-from pipelines.graph import build_plan
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import TERMINAL_EVENTS, EventLog, JobWorker, RunHandle, RunOutcome, RunRequest
 
 # JobWorker has no public entry for executing a run row created elsewhere: its `_run` is the local code path.
 from pipelines.jobs import _Job as WorkerJob
-from pipelines.workflow import canonical_json
 from storage import RunRecord, RunStatus, Storage, StorageError, open_storage
 from storage.records import UNFINISHED_STATUSES
 
@@ -88,8 +86,7 @@ class ModelWorker:
         """Execute the queued run `run_id` through the local job worker's code: its events as they happen (in
         batches), then its outcome."""
         try:
-            plan = build_plan(request.workflow, request.overrides, target=request.target,
-                              file_roots=request.file_roots)
+            plan = request.plan()
         except WorkflowInvalid as invalid:  # valid on the driver; a file or model missing on this node
             problems = "; ".join(str(issue) for issue in invalid.issues)
             error = {"message": f"the workflow is invalid on Ray worker host {self.info.host}: {problems}"}
@@ -349,11 +346,7 @@ class RayExecutor:
         """Validate (raises WorkflowInvalid, leaving no row behind), record a queued run and queue it for an actor."""
         self.start()
         assert self.device is not None
-        plan = build_plan(request.workflow, request.overrides, target=request.target, file_roots=request.file_roots)
-        record = self.storage.create_run(
-            workflow=canonical_json(request.workflow), overrides=request.overrides, device=self.device,
-            workflow_id=request.workflow_id, workflow_version=request.workflow_version,
-            target_node=request.target, batch_id=request.batch_id, batch_index=request.batch_index)
+        plan, record = request.record_queued(self.storage, self.device)
         events = EventLog()
         job = _BatchJob(request, RayRunHandle(record.id, events, self.cancel), events)
         self._emit(job, RunEvent("run_queued", record.id, data={"nodes": [node.id for node in plan.nodes]}))

@@ -1,4 +1,5 @@
-"""Helpers for the studio views' browser tests (Runs, Batch): a Chromium page on the app, Gradio widgets by id.
+"""Helpers for the browser tests (canvas, library, runs, batch): Chromium under Playwright, pages on the app,
+Gradio widgets by id. `EDITOR` is the debug hook bridge.mjs documents: the mounted Editor.
 
 The views give their components `elem_id`s (runs-…, batch-…); Gradio's Dataframe names each body cell
 `[data-testid="cell-ROW-COL"]` and edits it in a textarea after a double-click.
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
+EDITOR = "document.querySelector('.fc-root').flowcanvas"
 STARTER = json.loads((Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json")
                      .read_text(encoding="utf-8"))
 RUN_TIMEOUT_MS = 180_000  # the first run loads the embedded model
@@ -32,6 +34,16 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def open_page(context: Any, url: str, dialogs: list[str]) -> Any:
+    """A new page of `context` on `url`, up to the editor being mounted; alert/confirm/prompt messages are
+    appended to `dialogs` and dismissed."""
+    page = context.new_page()
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(url)
+    page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas !== undefined")
+    return page
 
 
 def open_app(browser: Any, url: str) -> Any:

@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import running_app
+from tests.studio_e2e import CHROMIUM, EDITOR, chromium
+from tests.studio_e2e import open_page as open_editor_page
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-test.txt")
-
-CHROMIUM = Path("/usr/bin/chromium")
+pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-test.txt")
 if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed (tests/run.sh installs it)", allow_module_level=True)
 
-EDITOR = "document.querySelector('.fc-root').flowcanvas"
 HOSTILE_TITLE = "<img src=x onerror=alert(1)>"
 DIALOGS: list[str] = []  # alert/confirm/prompt messages the page opened
 
@@ -48,19 +47,12 @@ def app_url(server) -> str:
 
 @pytest.fixture(scope="module")
 def context(app_url):
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
-        context = browser.new_context(viewport={"width": 1366, "height": 768})
-        yield context
-        browser.close()
+    with chromium() as browser:
+        yield browser.new_context(viewport={"width": 1366, "height": 768})
 
 
 def open_page(context, url: str):
-    page = context.new_page()
-    page.on("dialog", lambda dialog: (DIALOGS.append(dialog.message), dialog.dismiss()))
-    page.goto(url)
-    page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas !== undefined")
-    return page
+    return open_editor_page(context, url, DIALOGS)
 
 
 @pytest.fixture(scope="module")

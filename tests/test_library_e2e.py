@@ -23,16 +23,16 @@ from pipelines.workflow import PNG_WORKFLOW_KEY, canonical_json, load_workflow, 
 from storage import NotFound, RunStatus
 from storage.records import NewArtifact
 from tests.conftest import running_app
+from tests.studio_e2e import CHROMIUM, EDITOR, chromium
+from tests.studio_e2e import open_page as open_editor_page
 
 try:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 except ImportError:  # the browser tests skip (see `context`); the summary test still runs
-    expect = sync_playwright = None
+    expect = None
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "pipelines" / "templates"
 SWATCH = TEMPLATES / "swatch.json"
-CHROMIUM = Path("/usr/bin/chromium")
-EDITOR = "document.querySelector('.fc-root').flowcanvas"
 HOSTILE = "<img src=x onerror=alert(1)>"
 DIALOGS: list[str] = []
 
@@ -75,23 +75,16 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def context(server):
-    if sync_playwright is None:
+    if expect is None:
         pytest.skip("playwright is in requirements-test.txt")
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (tests/run.sh installs it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
-        context = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)
-        yield context
-        browser.close()
+    with chromium() as browser:
+        yield browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)
 
 
 def open_page(context, url: str):
-    page = context.new_page()
-    page.on("dialog", lambda dialog: (DIALOGS.append(dialog.message), dialog.dismiss()))
-    page.goto(url)
-    page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas !== undefined")
-    return page
+    return open_editor_page(context, url, DIALOGS)
 
 
 @pytest.fixture(scope="module")

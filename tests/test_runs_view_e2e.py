@@ -15,6 +15,7 @@ from gradio_client import Client
 from tests.conftest import running_app
 from tests.studio_e2e import (
     CHROMIUM,
+    EDITOR,
     STARTER,
     cell_texts,
     chromium,
@@ -30,7 +31,6 @@ if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed (tests/run.sh installs it)", allow_module_level=True)
 
 FAST = {"Steps": 2, "Prompt": "a large yellow square on a purple background", "Seed": 7}
-EDITOR = "document.querySelector('.fc-root').flowcanvas"
 
 
 @pytest.fixture(scope="module")
