@@ -22,6 +22,7 @@ from pipelines.batch import (
     prepare_batch,
     queue_batch,
     sweep_grid,
+    values_text,
 )
 from pipelines.executor import RunEvent
 from pipelines.graph import validate_workflow
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"ok": ok, "batch_id": submission.batch_id, "grid": grid, "runs": summaries})
     else:
-        rows = [(i + 1, s["run_id"], s["status"], f"{s['seconds']:.2f}", _values_text(s["values"]) or "-",
+        rows = [(i + 1, s["run_id"], s["status"], f"{s['seconds']:.2f}", values_text(s["values"]) or "-",
                  "\n".join(s["outputs"]) or (s["error"] or {}).get("message", "-"))
                 for i, s in enumerate(summaries)]
         print(table(("#", "run", "status", "seconds", "values", "outputs / error"), rows))
@@ -204,10 +205,6 @@ def _zip_positions(batch: list[tuple[str, str]]) -> list[tuple[int, str]]:
     return positions
 
 
-def _values_text(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in values.items())
-
-
 def _summarise(storage: Storage, outcome: RunOutcome, values: dict[str, Any], out: Path | None) -> dict[str, Any]:
     images = [a for a in outcome.artifacts if a.kind == "image"]
     sources = [(storage.artifacts.absolute(a.path),
@@ -220,7 +217,7 @@ def _summarise(storage: Storage, outcome: RunOutcome, values: dict[str, Any], ou
 
 
 def _write_grid(summaries: list[dict[str, Any]], out: Path) -> str | None:
-    cells = [(Path(path), _values_text(s["values"])) for s in summaries for path in s["outputs"]]
+    cells = [(Path(path), values_text(s["values"])) for s in summaries for path in s["outputs"]]
     if not cells:
         return None
     target = out / "grid.png"

@@ -182,13 +182,15 @@ def expand(groups: Sequence[SweepGroup], base: dict[str, Any] | None = None) -> 
     return jobs
 
 
-def validate_jobs(workflow: Workflow, jobs: list[dict[str, Any]], target: str | None = None) -> None:
-    """Validate every job before any is queued; raise WorkflowInvalid naming the failing jobs."""
+def validate_jobs(workflow: Workflow, jobs: list[dict[str, Any]], target: str | None = None,
+                  file_roots: tuple[Path, ...] | None = None) -> None:
+    """Validate every job (file-reading nodes confined to `file_roots` when given) before any is queued; raise
+    WorkflowInvalid naming the failing jobs."""
     issues: list[Issue] = []
     seen: set[str] = set()
     for index, values in enumerate(jobs):
         try:
-            build_plan(workflow, values, target=target)
+            build_plan(workflow, values, target=target, file_roots=file_roots)
         except WorkflowInvalid as invalid:
             for issue in invalid.issues:
                 text = str(issue)
@@ -296,7 +298,7 @@ def submit_batch(pool: RunSubmitter, base: RunRequest, jobs: list[dict[str, Any]
 def prepare_batch(base: RunRequest, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every job's values converted to their params' types, all validated (raises WorkflowInvalid)."""
     jobs = [coerce_overrides(base.workflow, values) for values in jobs]
-    validate_jobs(base.workflow, jobs, base.target)
+    validate_jobs(base.workflow, jobs, base.target, base.file_roots)
     return jobs
 
 
@@ -306,6 +308,11 @@ def queue_batch(pool: RunSubmitter, base: RunRequest, jobs: list[dict[str, Any]]
     handles = [pool.submit(base.model_copy(update={"overrides": values, "batch_id": batch_id, "batch_index": index}))
                for index, values in enumerate(jobs)]
     return BatchSubmission(batch_id, jobs, handles)
+
+
+def values_text(values: dict[str, Any]) -> str:
+    """A run's substituted values as one caption: `Seed=1, Prompt=a red star`."""
+    return ", ".join(f"{name}={value}" for name, value in values.items())
 
 
 def sweep_grid(images: list[Path], captions: list[str]) -> bytes:

@@ -147,7 +147,8 @@ class RunHandle:
     def done(self) -> bool:
         return self._done.is_set()
 
-    def _finish(self, outcome: RunOutcome) -> None:
+    def finish(self, outcome: RunOutcome) -> None:
+        """Record the run's outcome (its worker does this): `wait` returns it from now on."""
         self._outcome = outcome
         self._done.set()
 
@@ -250,7 +251,7 @@ class JobWorker:
             if job is None:
                 return
             self._waiting.remove(job)
-        job.handle._finish(self._cancelled(job))
+        job.handle.finish(self._cancelled(job))
         self._forget_finished()
 
     def _next_job(self) -> _Job | None:
@@ -300,8 +301,15 @@ class JobWorker:
                 log.exception("run %s could not be completed", job.handle.run_id)
                 outcome = RunOutcome(job.handle.run_id, RunStatus.FAILED, {"message": f"internal error: {error}"})
                 self._emit(job, RunEvent("run_failed", job.handle.run_id, data={"error": outcome.error}))
-            job.handle._finish(outcome)
+            job.handle.finish(outcome)
             self._forget_finished()
+
+    def run_recorded(self, request: RunRequest, plan: Plan, handle: RunHandle) -> RunOutcome:
+        """Execute a run recorded as queued elsewhere (the Ray driver's row `handle.run_id`) on the calling thread,
+        outside this worker's queue but through the same code, rows and events; `handle` is finished with it."""
+        outcome = self._run(_Job(request, plan, handle, handle._events))
+        handle.finish(outcome)
+        return outcome
 
     def _run(self, job: _Job) -> RunOutcome:
         run_id = job.handle.run_id

@@ -38,9 +38,6 @@ from pipelines.batch import RayOptions
 from pipelines.executor import EventSink, RunEvent
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import TERMINAL_EVENTS, EventLog, JobWorker, RunHandle, RunOutcome, RunRequest
-
-# JobWorker has no public entry for executing a run row created elsewhere: its `_run` is the local code path.
-from pipelines.jobs import _Job as WorkerJob
 from storage import RunRecord, RunStatus, Storage, StorageError, open_storage
 from storage.records import UNFINISHED_STATUSES
 
@@ -104,7 +101,7 @@ class ModelWorker:
 
         def execute() -> None:
             try:
-                handle._finish(self.worker._run(WorkerJob(request, plan, handle, events)))
+                self.worker.run_recorded(request, plan, handle)
             except Exception as error:  # storage trouble: re-raised below, so the driver records it
                 failure.append(error)
 
@@ -460,7 +457,7 @@ class RayExecutor:
         if outcome is None:
             self._fail(job, f"Ray {slot.name} ended the run without an outcome")
         else:
-            job.handle._finish(outcome)
+            job.handle.finish(outcome)
         return False
 
     def _worker_lost(self, slot: _Slot, job: _BatchJob, error: Exception) -> None:
@@ -504,7 +501,7 @@ class RayExecutor:
             self._finish_from_record(job, self.storage.get_run(job.handle.run_id))
             return
         self._emit(job, RunEvent("run_failed", job.handle.run_id, data={"error": error}))
-        job.handle._finish(RunOutcome(job.handle.run_id, RunStatus.FAILED, error))
+        job.handle.finish(RunOutcome(job.handle.run_id, RunStatus.FAILED, error))
 
     def _end_cancelled(self, job: _BatchJob) -> None:
         try:
@@ -513,7 +510,7 @@ class RayExecutor:
             self._finish_from_record(job, self.storage.get_run(job.handle.run_id))
             return
         self._emit(job, RunEvent("run_cancelled", job.handle.run_id))
-        job.handle._finish(RunOutcome(job.handle.run_id, RunStatus.CANCELLED))
+        job.handle.finish(RunOutcome(job.handle.run_id, RunStatus.CANCELLED))
 
     def _finish_from_record(self, job: _BatchJob, record: RunRecord) -> None:
         artifacts = self.storage.list_artifacts(record.id)
@@ -521,7 +518,7 @@ class RayExecutor:
             kind = {RunStatus.SUCCEEDED: "run_finished", RunStatus.CANCELLED: "run_cancelled"}.get(
                 record.status, "run_failed")
             self._emit(job, RunEvent(kind, record.id, data={"error": record.error} if record.error else {}))
-        job.handle._finish(RunOutcome(record.id, record.status, record.error, artifacts, dict(record.node_timings)))
+        job.handle.finish(RunOutcome(record.id, record.status, record.error, artifacts, dict(record.node_timings)))
 
 
 def _first_line(error: BaseException) -> str:

@@ -14,6 +14,7 @@ from pipelines.batch import (
     expand,
     parse_assignment,
     parse_values,
+    prepare_batch,
     read_jobs_csv,
 )
 
@@ -270,3 +271,22 @@ def test_a_zip_whose_length_differs_from_its_sweep_is_an_error():
 def test_a_sweep_without_equals_sign_is_an_error():
     with pytest.raises(BatchSpecError, match="NAME=VALUE"):
         build_groups(["Colour"])
+
+
+# ---------------------------------------------------------------- validation before queueing
+
+def test_a_confined_batch_refuses_a_swept_path_outside_its_folders_before_queueing_any(tmp_path: Path):
+    from pipelines.issues import WorkflowInvalid
+    from pipelines.jobs import RunRequest
+    from pipelines.workflow import load_workflow
+
+    (tmp_path / "inside.png").write_bytes(b"")
+    workflow = load_workflow(Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "resize-image.json")
+    jobs = expand([group(**{"Source image": ["inside.png", "/etc/passwd"]})])
+    confined = RunRequest(workflow=workflow, file_roots=(tmp_path,))
+    with pytest.raises(WorkflowInvalid) as refused:
+        prepare_batch(confined, jobs)
+    [issue] = refused.value.issues
+    assert (issue.node, issue.field, issue.code) == ("load", "path", "not_allowed")
+    assert issue.message.startswith("job 2: ") and "outside the folders" in issue.message
+    assert len(prepare_batch(RunRequest(workflow=workflow), jobs)) == 2, "unconfined (the CLI), both are valid"

@@ -186,6 +186,15 @@ def test_save_reload_find_and_reopen(page, server) -> None:
     expect(status(page)).to_have_value("Saved 'Lighthouse study' as version 2.")
     assert [r.current_version for r in storage.list_workflows() if r.name == "Lighthouse study"] == [2]
 
+    # An opened workflow becomes this browser's draft: a reload shows it, not what the canvas held before.
+    page.click(".fc-cmd-new")
+    pick(page, "Lighthouse study")
+    page.click("#library-open")
+    wait_for_canvas(page, storage.get_workflow_version(record.id).document)
+    page.reload()
+    page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas !== undefined")
+    wait_for_canvas(page, storage.get_workflow_version(record.id).document)
+
 
 def test_restore_an_older_version(page, server) -> None:
     _, storage = server

@@ -27,11 +27,18 @@ from app.ui.run_records import (
     plain_markdown,
     result_rows,
     results_csv,
-    values_text,
 )
 from app.ui.studio import Studio
-from pipelines.batch import BatchSpecError, SweepGroup, expand, parse_values, read_jobs_csv, submit_batch, sweep_grid
-from pipelines.graph import validate_workflow
+from pipelines.batch import (
+    BatchSpecError,
+    SweepGroup,
+    expand,
+    parse_values,
+    read_jobs_csv,
+    submit_batch,
+    sweep_grid,
+    values_text,
+)
 from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.jobs import RunRequest
 from pipelines.workflow import Workflow, parse_workflow, resolve_field
@@ -216,23 +223,10 @@ class BatchView:
 
     # ---------------------------------------------------------------- queueing and following
 
-    def _confinement_issues(self, workflow: Workflow, jobs: list[dict[str, Any]]) -> list[Issue]:
-        # submit_batch validates every job before queueing any, but not confined to the browser's readable folders
-        # (pipelines.batch does not pass file_roots on): a swept path outside them would be refused only at
-        # submission, after the jobs before it were queued. So the confined check comes first, here.
-        for index, values in enumerate(jobs):
-            issues = validate_workflow(workflow, values, file_roots=self.studio.readable_roots)
-            if issues:
-                return [issue.model_copy(update={"message": f"job {index + 1}: {issue.message}"}) for issue in issues]
-        return []
-
     def queue_batch(self, loaded: Loaded | None, rows: list[list[Any]], csv_path: str | None) -> Iterator[dict[Any, Any]]:
         """Validate every run, queue them all (or none), then follow them to the end."""
         try:
             workflow, jobs, description = self.plan(loaded, rows, csv_path)
-            issues = self._confinement_issues(workflow, jobs)
-            if issues:
-                raise WorkflowInvalid(issues)
             assert loaded is not None
             submission = submit_batch(self.pool, RunRequest(
                 workflow=workflow, workflow_id=loaded.workflow_id, workflow_version=loaded.version,

@@ -12,7 +12,6 @@ No torch here: the loader and the caches describe their values as plain dicts.
 from __future__ import annotations
 
 import gc
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -61,14 +60,7 @@ def describe_source(source: str, *, with_hash: bool = False) -> SourceInfo:
     try:
         resolved = loader.resolve_source(source)
         kind = "embedded" if kind == "embedded" else resolved.kind
-        # The loader's own readers: model_index.json for folders, the safetensors header for files, the name for
-        # hub ids (it offers no public "family of this source" yet).
-        if resolved.kind == "folder":
-            family = loader._folder_family(Path(resolved.location))[0]
-        elif resolved.kind == "file":
-            family = loader._file_family(Path(resolved.location))
-        else:
-            family = loader._hub_family(resolved.location)
+        family = loader.source_family(resolved)
         sha256 = loader.content_hash(resolved) if with_hash else None
     except loader.ModelLoadError as problem:
         return SourceInfo(source=source, kind=kind, family=f"unusable: {problem}", location="")

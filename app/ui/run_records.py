@@ -47,11 +47,6 @@ def duration_seconds(record: RunRecord) -> float | None:
     return round((record.finished_at - record.started_at).total_seconds(), 3)
 
 
-def values_text(values: dict[str, Any]) -> str:
-    """A run's substituted values as one caption: `Seed=1, Prompt=a red star`."""
-    return ", ".join(f"{name}={value}" for name, value in values.items())
-
-
 def history_row(record: RunRecord) -> list[Any]:
     """One row of the history table; see HISTORY_HEADERS."""
     seconds = duration_seconds(record)

@@ -172,6 +172,16 @@ def _dtype(options: LoadOptions) -> torch.dtype:
     return torch.bfloat16 if options.device.startswith("cuda") else torch.float32
 
 
+def source_family(source: Source) -> str:
+    """"sd3" or "flux": read from model_index.json for a folder, the safetensors header for a file, the name
+    for a hub id; ModelLoadError when it cannot be told."""
+    if source.kind == "folder":
+        return _folder_family(Path(source.location))[0]
+    if source.kind == "file":
+        return _file_family(Path(source.location))
+    return _hub_family(source.location)
+
+
 def load_model(source_text: str, options: LoadOptions) -> LoadedModel:
     """Load a model as its three wire values; raises ModelLoadError with a clear message."""
     source = resolve_source(source_text)
@@ -190,10 +200,10 @@ def load_model(source_text: str, options: LoadOptions) -> LoadedModel:
         family, index = _folder_family(Path(source.location))
         saved_without_t5 = (index.get("text_encoder_3") or [None])[0] is None
         metadata = _read_metadata(Path(source.location) / METADATA_FILE)
-    elif source.kind == "file":
-        family = _file_family(Path(source.location))
+    elif source.kind == "hub" and options.family != "auto":
+        family = options.family  # a hub id's name need not say its family
     else:
-        family = options.family if options.family != "auto" else _hub_family(source.location)
+        family = source_family(source)
     if options.family != "auto" and options.family != family:
         raise ModelLoadError(f"{source.label!r} is {FAMILY_NAMES[family]} model, but family {options.family!r} "
                              "was asked for", field="family")

@@ -33,7 +33,7 @@ from PIL import Image
 
 from nodes.shapes.dataset import CANVAS, EXTENT_RANGES, PALETTE, SHAPES, coverage, shape_contains
 
-# Fewer object pixels than this is noise or nothing, not a shape (the smallest drawn diamond has ~98).
+# Fewer object pixels than this is noise or nothing, not a shape (the smallest drawn diamond has ~200).
 MIN_OBJECT_PIXELS = 12
 # Distance from the background (RGB in [0, 1]) beyond which a pixel is surely object, before the object's
 # colour is known: under half the closest palette pair's distance (0.44), far above noise of σ ≈ 0.03.

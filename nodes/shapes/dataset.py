@@ -7,7 +7,8 @@ pixels are reproducible.
 Geometry lives on a 64-pixel canvas (`CANVAS`), with continuous coordinates in which pixel (i, j) spans
 [j, j+1] × [i, i+1] (x right, y down). A shape is defined in unit coordinates, inside [-1, 1]² and
 touching that box on at least one axis; `extent` scales it to pixels and `centre` places it. Shapes are
-never rotated: upright shapes stay recognisable at 7 pixels, and the analyzer can match them exactly.
+never rotated, so the analyzer can match them exactly. Small shapes are 20–26 pixels across: at ×8 down, a
+smaller one spans under three latent cells, too few for an 8×8 latent to keep a star apart from a cross.
 
 Pixels are anti-aliased by supersampling: each pixel's coverage is the fraction of SUPERSAMPLE² sample
 points inside the shape, and its colour blends background and object by that coverage. The drawn region
@@ -50,7 +51,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 COLOURS: tuple[str, ...] = tuple(PALETTE)
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "ring", "star", "heart")
 SIZES: tuple[str, ...] = ("small", "large")
-EXTENT_RANGES: dict[str, tuple[int, int]] = {"small": (7, 11), "large": (15, 24)}  # inclusive, in canvas pixels
+EXTENT_RANGES: dict[str, tuple[int, int]] = {"small": (10, 13), "large": (17, 25)}  # inclusive, in canvas pixels
 
 CAPTION_TEMPLATES: tuple[str, ...] = (
     "a {size} {colour} {shape} on {article} {background} background",
@@ -68,7 +69,7 @@ HELD_OUT_FRACTION = 0.1
 
 RING_INNER = 0.5  # inner radius of the ring, as a fraction of its outer radius
 CROSS_HALF_WIDTH = 1 / 3  # half-width of each arm of the cross
-STAR_INNER = 0.5  # inner vertices' radius as a fraction of the tips'; fat enough to read at 7 pixels
+STAR_INNER = 0.5  # inner vertices' radius as a fraction of the tips'; fat enough to read when small
 
 
 @dataclass(frozen=True)

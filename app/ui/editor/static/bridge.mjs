@@ -232,6 +232,16 @@ export class Editor {
     requestAnimationFrame(() => this.fitView()); // after the canvas has its size
   }
 
+  /**
+   * Show a document set from Python (opened from the Library, imported, a run reopened) and keep it as this
+   * browser's draft, so a reload shows it rather than what was open before.
+   * @param {object|null} workflow
+   */
+  open(workflow) {
+    this.load(workflow);
+    store.set(DRAFT_KEY, JSON.stringify(this.graph.toWorkflow()));
+  }
+
   /** Replace the document with an empty one, as one undoable step (toolbar "New"). */
   clear() {
     const name = this.graph.toWorkflow().name;
@@ -419,7 +429,7 @@ export async function mount({ element, props, watch, trigger, upload, server }) 
     editor.load(restoredDraft(props.catalogue) ?? props.value);
     if (!sameJson(editor.graph.toWorkflow(), props.value)) editor.commit(); // Python should hold what is shown
     // Only values set from Python arrive here: the editor's own commits do not echo back.
-    watch("value", () => editor.load(props.value));
+    watch("value", () => editor.open(props.value));
     watch("validation", () => editor.showIssues(props.validation?.issues));
     watch("run_state", () => editor.showRun(props.run_state));
     root.flowcanvas = editor;
