@@ -187,6 +187,7 @@ def test_save_reload_find_and_reopen(page, server) -> None:
     assert [r.current_version for r in storage.list_workflows() if r.name == "Lighthouse study"] == [2]
 
     # An opened workflow becomes this browser's draft: a reload shows it, not what the canvas held before.
+    show_tab(page, "Canvas")
     page.click(".fc-cmd-new")
     pick(page, "Lighthouse study")
     page.click("#library-open")
