@@ -59,6 +59,16 @@ def _payload(evt: gr.EventData) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _payload_workflow(payload: dict[str, Any]) -> Any:
+    """The workflow document of a canvas event, sent as JSON text (see bridge.mjs workflowText). Anything that
+    does not parse is handed to validation as it is, which says what is wrong with it."""
+    text = payload.get("workflow")
+    try:
+        return json.loads(text) if isinstance(text, str) else text
+    except json.JSONDecodeError:
+        return text
+
+
 def thumbnail_data_url(path: Path) -> str | None:
     try:
         with Image.open(path) as image:
@@ -105,15 +115,16 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
         return None if path is None else thumbnail_data_url(path)
 
     def canvas_validate(evt: gr.EventData) -> Any:
-        return gr.update(validation=_validation(workflow_issues(_payload(evt).get("workflow"), readable_roots)))
+        return gr.update(validation=_validation(workflow_issues(_payload_workflow(_payload(evt)), readable_roots)))
 
     def canvas_run(evt: gr.EventData) -> Any:
         payload = _payload(evt)
-        issues = workflow_issues(payload.get("workflow"), readable_roots)
+        document = _payload_workflow(payload)
+        issues = workflow_issues(document, readable_roots)
         target = payload.get("target") or None
         if not issues:
             try:
-                handle = pool.submit(RunRequest(workflow=parse_workflow(payload["workflow"]), target=target,
+                handle = pool.submit(RunRequest(workflow=parse_workflow(document), target=target,
                                                 file_roots=readable_roots))
             except WorkflowInvalid as invalid:  # "run up to here" on a node the plan cannot reach, say
                 issues = [issue.model_dump() for issue in invalid.issues]

@@ -27,6 +27,16 @@ import { el } from "./nodes_view.mjs";
 const DRAFT_KEY = "flowcanvas:draft";
 const LAST_RUN_KEY = "flowcanvas:last-run";
 
+/**
+ * The workflow as JSON text for an event payload. Gradio checks every object with a string `path` in an event's
+ * data as an uploaded file, and refuses the event when it is not in its cache: a LoadImage's params
+ * (`{path: "…"}`) would be refused, so the document travels as text.
+ * @param {Graph} graph
+ */
+function workflowText(graph) {
+  return JSON.stringify(graph.toWorkflow());
+}
+
 /** localStorage that may be missing or full: the editor works without it. */
 const store = {
   get(key) {
@@ -254,7 +264,7 @@ export class Editor {
 
   /** Check the workflow in Python without running it; the issues come back in the `validation` prop. */
   validate() {
-    this.backend?.trigger("validate_graph", { workflow: this.graph.toWorkflow() });
+    this.backend?.trigger("validate_graph", { workflow: workflowText(this.graph) });
   }
 
   /**
@@ -265,7 +275,7 @@ export class Editor {
   run(target = null) {
     if (this.backend === null || this.runView.active) return;
     this.runView.show({ run_id: null, status: "submitting" });
-    this.backend.trigger("run_graph", { workflow: this.graph.toWorkflow(), target: target === null ? null : this.graph.scopePrefix + target });
+    this.backend.trigger("run_graph", { workflow: workflowText(this.graph), target: target === null ? null : this.graph.scopePrefix + target });
   }
 
   cancelRun() {
