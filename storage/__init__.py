@@ -6,6 +6,7 @@ Everything else imports from here; only dicts, strings and bytes cross this boun
 from storage.artifacts import ArtifactStore, StoredFile
 from storage.errors import Ambiguous, NotFound, StorageError, VersionConflict
 from storage.records import (
+    IMAGE_KINDS,
     ArtifactRecord,
     BatchRecord,
     NewArtifact,
@@ -17,6 +18,7 @@ from storage.records import (
 from storage.repository import Storage, open_storage
 
 __all__ = [
+    "IMAGE_KINDS",
     "Ambiguous",
     "ArtifactRecord",
     "ArtifactStore",

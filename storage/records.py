@@ -65,6 +65,11 @@ class RunRecord(Record):
     batch_index: int | None
 
 
+# Artifact kinds that are pictures: SaveImage's exported images and PreviewImage's previews. Every view that
+# shows a run's images (canvas, run page, library thumbnails) shows these; only "image" is exported as a file.
+IMAGE_KINDS = ("image", "preview")
+
+
 class ArtifactRecord(Record):
     id: int
     run_id: str

@@ -17,6 +17,7 @@ from storage.db import WRITE_OPTION, make_engine, migrate
 from storage.errors import Ambiguous, NotFound, StorageError, VersionConflict
 from storage.models import Artifact, Batch, Run, Workflow, WorkflowVersion, new_id, utc_now
 from storage.records import (
+    IMAGE_KINDS,
     UNFINISHED_STATUSES,
     ArtifactRecord,
     BatchRecord,
@@ -31,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 MIN_PREFIX = 4
 INTERRUPTED_MESSAGE = "the process running it stopped before it finished"
-IMAGE_KINDS = ("image", "preview")  # artifact kinds that are pictures (SaveImage, PreviewImage)
 
 
 def _sha256(text: str) -> str:

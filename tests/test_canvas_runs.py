@@ -51,6 +51,20 @@ def test_a_relayed_run_goes_from_queued_to_done_with_its_output_images(pool: Wor
     assert again["nodes"]["swatch"]["state"] == "cached" and again["nodes"]["save"]["state"] == "done"
 
 
+def test_preview_images_show_on_their_node_and_in_the_outputs_live_and_rebuilt(pool: WorkerPool, storage: Storage):
+    document = swatch()
+    document["nodes"]["preview"] = {"type": "PreviewImage", "inputs": {"images": link("swatch", "image")}}
+    live = run_to_end(pool, document)[-1]
+    assert sorted(output["node"] for output in live["outputs"]) == ["preview", "save"]
+    assert len(live["nodes"]["preview"]["images"]) == 1
+    restarted = WorkerPool(storage)
+    try:
+        [rebuilt] = CanvasRuns(storage, restarted, url_of).follow(live["run_id"])
+    finally:
+        restarted.shutdown()
+    assert rebuilt["nodes"]["preview"]["images"] == live["nodes"]["preview"]["images"]
+
+
 def test_progress_steps_reach_the_node_while_it_runs(pool: WorkerPool):
     document = workflow_dict({
         "a": {"type": "TestConst", "params": {"value": 1}},

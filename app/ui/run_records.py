@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from storage import ArtifactRecord, RunRecord, RunStatus
+from storage import IMAGE_KINDS, ArtifactRecord, RunRecord, RunStatus
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # UTC, as the CLI prints it
 FINISHED = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.INTERRUPTED})
@@ -70,7 +70,7 @@ def error_text(record: RunRecord) -> str:
 
 
 def image_artifacts(artifacts: Sequence[ArtifactRecord]) -> list[ArtifactRecord]:
-    return [artifact for artifact in artifacts if artifact.kind == "image"]
+    return [artifact for artifact in artifacts if artifact.kind in IMAGE_KINDS]
 
 
 RESULT_FIXED_HEADERS = ["index", "run", "status", "seconds", "error", "outputs"]

@@ -22,7 +22,7 @@ from pipelines.graph import build_plan
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import RunHandle, WorkerPool
 from pipelines.workflow import ID_SEPARATOR, load_workflow
-from storage import ArtifactRecord, NotFound, RunRecord, RunStatus, Storage
+from storage import IMAGE_KINDS, ArtifactRecord, NotFound, RunRecord, RunStatus, Storage
 
 RELAY_INTERVAL = 0.05  # seconds between two updates sent to the browser (events in between are coalesced)
 RELAY_WAIT = 1.0  # how long one wait for new events lasts before the relay checks again
@@ -113,7 +113,7 @@ class RunState:
             self.status = "succeeded"
             self.seconds = round(float(event.data.get("seconds", 0.0)), 4)
             self.outputs = [self._output(a["node"], a["path"]) for a in event.data.get("artifacts", [])
-                            if a.get("kind") == "image"]
+                            if a.get("kind") in IMAGE_KINDS]
             self._attach_outputs()
         elif kind == "run_failed":
             self.status = "failed"
@@ -163,7 +163,7 @@ class RunState:
                 entry.update(state="done", seconds=round(entry.get("seconds", 0.0) + seconds, 4))
         if record.status == RunStatus.SUCCEEDED:
             state.seconds = round(sum(record.node_timings.values()), 4)
-            state.outputs = [state._output(a.node_id, a.path) for a in artifacts if a.kind == "image"]
+            state.outputs = [state._output(a.node_id, a.path) for a in artifacts if a.kind in IMAGE_KINDS]
             state._attach_outputs()
         if record.error:
             state.error = dict(record.error)
