@@ -45,11 +45,13 @@ def encode_png(image: Image.Image, text: dict[str, str] | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def preview_png(images: torch.Tensor, max_side: int = 256) -> bytes:
-    """A small PNG of the first image of a batch, for live previews."""
+def preview_png(images: torch.Tensor, side: int = 256) -> bytes:
+    """A PNG of the first image of a batch for live previews, scaled (up or down, bilinear) so that its longer
+    side is `side` px: a preview may be as small as the latent grid."""
     first = to_pil(images[:1])[0]
-    first.thumbnail((max_side, max_side))
-    return encode_png(first)
+    scale = side / max(first.size)
+    size = (max(1, round(first.width * scale)), max(1, round(first.height * scale)))
+    return encode_png(first.resize(size, Image.Resampling.BILINEAR))
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

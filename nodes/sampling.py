@@ -73,12 +73,9 @@ def start_index(steps: int, denoise: float) -> int:
     return int(max(steps - init_steps, 0))
 
 
-def latent_preview(x0: torch.Tensor) -> bytes:
-    """A rough, cheap preview: the clean estimate's first three channels, each stretched to [0, 1]."""
-    channels = x0[:1, :3].float()
-    low = channels.amin(dim=(2, 3), keepdim=True)
-    high = channels.amax(dim=(2, 3), keepdim=True)
-    return preview_png(((channels - low) / (high - low).clamp_min(1e-6)).cpu())
+def latent_preview(model: FlowModel, x0: torch.Tensor) -> bytes:
+    """A live preview PNG of the first image of a clean estimate, as the model approximates its decoding."""
+    return preview_png(model.preview_rgb(x0[:1]))
 
 
 @node("Sampler", category="sampling",
@@ -118,7 +115,7 @@ class Sampler(Node):
         def on_step(index: int, total: int, x: torch.Tensor, x0_estimate: torch.Tensor) -> None:
             done, every = index + 1, params.preview_every
             show = every and (done % every == 0 or done == total)
-            ctx.progress(done, total, latent_preview(x0_estimate) if show else None)
+            ctx.progress(done, total, latent_preview(model, x0_estimate) if show else None)
 
         with torch.inference_mode():
             result = solver.sample(velocity, x, sigmas, on_step)

@@ -562,6 +562,10 @@ def test_no_command_starts_the_app_on_this_machine_only(capsys, monkeypatch: pyt
     assert code == EXIT_OK and started == [("127.0.0.1", 7860, None)]
     code, out, _ = cli(capsys, "--help")
     assert code == EXIT_OK and "COMMAND" in out and "serve" in out
+    code, _, _ = cli(capsys, "--port", "8000")
+    assert code == EXIT_OK and started[-1] == ("127.0.0.1", 8000, None), "bare options are serve's"
+    code, _, err = cli(capsys, "--prot", "8000")
+    assert code == EXIT_INVALID and "--prot" in err
 
 
 # ---------------------------------------------------------------- the real entry point

@@ -450,7 +450,7 @@ class FlowChefNode(Node):
             guidance=pick(params.guidance, defaults.guidance),
             true_cfg=pick(params.true_cfg, defaults.true_cfg),
             generator=torch.Generator("cpu").manual_seed(params.seed),
-            callback=edit_progress(ctx, params.preview_every))
+            callback=edit_progress(ctx, model, params.preview_every))
         return {"latent": Latent(result, model.family)}
 
 

@@ -183,10 +183,10 @@ def check_edit_inputs(model: FlowModel, source_latent: Latent, prompts: EditProm
                         hint="wire TextEncode's negative output (an empty negative prompt is fine)")
 
 
-def edit_progress(ctx: NodeContext, preview_every: int) -> EditCallback:
+def edit_progress(ctx: NodeContext, model: FlowModel, preview_every: int) -> EditCallback:
     def report(done: int, total: int, latent: torch.Tensor) -> None:
         show = preview_every and (done % preview_every == 0 or done == total)
-        ctx.progress(done, total, latent_preview(latent) if show else None)
+        ctx.progress(done, total, latent_preview(model, latent) if show else None)
 
     return report
 
@@ -232,5 +232,5 @@ class FlowEditNode(Node):
             edited = flowedit(model, x_src, sigmas, prompts, n_max=n_max, n_min=params.n_min, n_avg=params.n_avg,
                               src_guidance=src_guidance, tar_guidance=tar_guidance,
                               generator=torch.Generator("cpu").manual_seed(params.seed), solver=solver or EULER,
-                              callback=edit_progress(ctx, params.preview_every))
+                              callback=edit_progress(ctx, model, params.preview_every))
         return {"latent": Latent(edited, model.family)}

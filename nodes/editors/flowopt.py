@@ -154,7 +154,7 @@ class FlowOptNode(Node):
         eta = defaults.eta if params.eta is None else params.eta
 
         def report(done: int, total: int, output: torch.Tensor) -> None:
-            ctx.progress(done, total, latent_preview(output))
+            ctx.progress(done, total, latent_preview(model, output))
 
         y = source_latent.samples.to(model.device, model.dtype)
         with torch.inference_mode():

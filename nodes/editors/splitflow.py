@@ -195,5 +195,5 @@ class SplitFlowNode(Node):
             edited = splitflow(model, x_src, sigmas, prompts, sub_prompts, n_max=n_max, n_dec=n_dec,
                                n_min=params.n_min, n_avg=params.n_avg, src_guidance=src_guidance,
                                tar_guidance=tar_guidance, generator=torch.Generator("cpu").manual_seed(params.seed),
-                               solver=solver or EULER, callback=edit_progress(ctx, params.preview_every))
+                               solver=solver or EULER, callback=edit_progress(ctx, model, params.preview_every))
         return {"latent": Latent(edited, model.family)}

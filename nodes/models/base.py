@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+
+from nodes.models.previews import LinearPreview, cached_linear_preview, channel_stretch, vae_fingerprint
+
+if TYPE_CHECKING:
+    from nodes.encoders import VAE
 
 FAMILIES = ("sd3", "flux")
 
@@ -169,6 +175,12 @@ class FlowModel(ABC):
         factor = self.vae_scale_factor
         return (batch, self.latent_channels, height // factor, width // factor)
 
+    def preview_rgb(self, latent: torch.Tensor) -> torch.Tensor:
+        """A cheap look at what model-space latents [B, C, h, w] decode to, for live previews: [B, 3, H, W]
+        float32 in [0, 1] on the CPU, at whatever size is cheap (the preview is scaled for display).
+        A model without an autoencoder can only show its first channels, stretched."""
+        return channel_stretch(latent)
+
     def nbytes(self) -> int:
         return 0  # the model manager owns the weights; the executor's cache must not count them
 
@@ -195,6 +207,7 @@ class PipelineFlowModel(FlowModel):
         # The execution device is where inputs go, also when offload hooks keep the weights elsewhere.
         self._device = torch.device(pipe._execution_device)
         self._dtype = pipe.transformer.dtype
+        self._linear_preview: LinearPreview | None = None  # fitted or read from the cache at the first preview
 
     @property
     def dtype(self) -> torch.dtype:
@@ -207,3 +220,21 @@ class PipelineFlowModel(FlowModel):
     @property
     def vae_scale_factor(self) -> int:
         return int(self.pipe.vae_scale_factor)
+
+    @cached_property
+    def autoencoder(self) -> VAE:
+        """The pipeline's VAE with its shift and scale, as the VAE wire value applies them."""
+        from nodes.encoders import VAE  # nodes.encoders imports this module
+
+        return VAE(self.family, self.pipe.vae, self.source)
+
+    def preview_rgb(self, latent: torch.Tensor) -> torch.Tensor:
+        """The embedded model's decoder is small enough to run for every preview: the real image. Others go
+        through a linear map fitted on their own VAE, fitted (or read from the cache) at the first preview
+        rather than at load, so a run without previews never pays for it (algorithms.md §7)."""
+        if self.defaults_key == "embedded":
+            return self.autoencoder.decode(latent)
+        if self._linear_preview is None:
+            key = vae_fingerprint(self.autoencoder, fallback=self.sha256)
+            self._linear_preview = cached_linear_preview(self.autoencoder, self.vae_scale_factor, key)
+        return self._linear_preview.apply(latent)
