@@ -284,8 +284,13 @@ def param_choices(info: FieldInfo) -> list[Any] | None:
 def param_spec(name: str, info: FieldInfo) -> dict[str, Any]:
     """A JSON-ready description of one param: what the UI needs to build its widget."""
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    # The label a person reads: the Field's title, else the name humanised as the canvas's nodes_view.mjs
+    # humanise() does socket names ("negative_prompt" → "Negative prompt", "vae_tiling" → "VAE tiling");
+    # `name` stays the key in documents.
+    spaced = " ".join(word.upper() if word in {"cfg", "lr", "nfe", "t5", "vae"} else word for word in name.split("_"))
     spec: dict[str, Any] = {
         "name": name,
+        "title": info.title or spaced[:1].upper() + spaced[1:],
         "type": str(param_socket_type(info) or "JSON"),
         "required": info.is_required(),
         "default": None if info.is_required() else info.get_default(call_default_factory=True),

@@ -84,3 +84,55 @@ def wait_for_text(page: Any, selector: str, text: str, timeout: float = RUN_TIME
 def pixels(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
+
+
+def broken_header_words(page: Any, table: str) -> list[str]:
+    """The words of the Dataframe `#table`'s visible headers that wrap inside themselves ("ve rs io n"): a word whose
+    text lies on more than one line."""
+    return page.evaluate(
+        """(table) => {
+             const broken = [];
+             for (const header of document.querySelectorAll(`#${table} thead th`)) {
+               const walker = document.createTreeWalker(header, NodeFilter.SHOW_TEXT);
+               for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                 for (const word of node.textContent.matchAll(/\\S+/g)) {
+                   const range = document.createRange();
+                   range.setStart(node, word.index);
+                   range.setEnd(node, word.index + word[0].length);
+                   const lines = new Set([...range.getClientRects()].map((rect) => Math.round(rect.top)));
+                   if (lines.size > 1) broken.push(word[0]);
+                 }
+               }
+             }
+             return broken;
+           }""", table)
+
+
+# Dispatches a file drop at a client point as a browser would (dragenter, dragover, drop, with a DataTransfer
+# holding the file); returns whether a handler took the drop (preventDefault).
+DROP_FILE = """([x, y, name, type, base64]) => {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  data.items.add(new File([bytes], name, { type }));
+  const target = document.elementFromPoint(x, y);
+  const init = { bubbles: true, cancelable: true, composed: true, clientX: x, clientY: y, dataTransfer: data };
+  target.dispatchEvent(new DragEvent("dragenter", init));
+  target.dispatchEvent(new DragEvent("dragover", init));
+  return !target.dispatchEvent(new DragEvent("drop", init));
+}"""
+
+
+def drop_file_at(page: Any, x: float, y: float, name: str, mime: str, data: bytes) -> bool:
+    """Drop a file named `name` (`mime`, content `data`) at page point (x, y); True when the page took the drop."""
+    import base64
+
+    return page.evaluate(DROP_FILE, [x, y, name, mime, base64.b64encode(data).decode("ascii")])
+
+
+def wire_ends_apart(page: Any, root: str = ".fc-root") -> list[float]:
+    """How far apart each drawn wire's two ends are (world px) in the editor `root`: 0 for a wire collapsed to a
+    point, as wires drawn while the canvas had no size were."""
+    return page.evaluate("""(root) => [...document.querySelector(root).querySelectorAll('path.fc-wire[data-to]')].map((path) => {
+      const numbers = path.getAttribute('d').match(/-?[0-9.]+/g).map(Number);
+      return Math.hypot(numbers.at(-2) - numbers[0], numbers.at(-1) - numbers[1]);
+    })""", root)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import running_app
-from tests.studio_e2e import CHROMIUM, EDITOR, chromium
+from tests.studio_e2e import CHROMIUM, EDITOR, chromium, drop_file_at, wire_ends_apart
 from tests.studio_e2e import open_page as open_editor_page
 
 pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-test.txt")
@@ -29,7 +29,9 @@ HOSTILE_TITLE = "<img src=x onerror=alert(1)>"
 DIALOGS: list[str] = []  # alert/confirm/prompt messages the page opened
 
 
-STARTER = Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json"
+TEMPLATES = Path(__file__).resolve().parents[1] / "pipelines" / "templates"
+STARTER = TEMPLATES / "txt2img-embedded.json"
+MIN_FIT_ZOOM = 0.8  # app/ui/editor/static/viewport.mjs: 12 px labels stay about 10 px on screen
 RUN_TIMEOUT_MS = 180_000  # the first run loads the embedded model
 
 
@@ -513,3 +515,288 @@ def test_open_a_subgraph_edit_inside_and_come_back(page):
     page.wait_for_selector('.fc-node[data-node="schedule"].fc-state-done')
     page.keyboard.press("Shift+Tab")
     page.wait_for_selector(".fc-scope", state="hidden")
+
+
+
+# ---------------------------------------------------------------- starters, drops, overlays, read-only
+
+
+def template(name: str) -> dict:
+    return json.loads((TEMPLATES / name).read_text(encoding="utf-8"))
+
+
+def open_from_python(page, document: dict) -> None:
+    """Show `document` as a studio view does (setting the editor's value from Python reaches Editor.open)."""
+    page.evaluate(f"(w) => {EDITOR}.open(w)", document)
+    page.wait_for_function(f"{EDITOR}.graph.nodeIds().length === {len(document['nodes'])}")
+
+
+def canvas_point(page, dx: float, dy: float) -> tuple[float, float]:
+    """A page point at (dx, dy) from the canvas's top-left (negative: from its bottom-right)."""
+    box = page.locator(".fc-canvas").bounding_box()
+    return (box["x"] + (dx if dx >= 0 else box["width"] + dx), box["y"] + (dy if dy >= 0 else box["height"] + dy))
+
+
+def png_bytes(colour: str = "orange", text: dict[str, str] | None = None) -> bytes:
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 12), colour).save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def test_a_starter_opened_while_another_tab_is_shown_has_its_wires_once_the_canvas_shows(page):
+    document = template("solver-comparison.json")
+    page.get_by_role("tab", name="Runs").click()
+    open_from_python(page, document)  # laid out while the canvas is display:none
+    page.get_by_role("tab", name="Canvas").click()
+    page.wait_for_function(f"{EDITOR}.viewport.zoom < 1")  # the fit waited for the canvas to have a size
+    ends = wire_ends_apart(page)
+    links = page.evaluate(f"{EDITOR}.graph.links().length")
+    assert len(ends) == links > 20
+    assert min(ends) > 5, "every wire runs from its output to its input, none collapsed at the origin"
+    assert page.evaluate(f"{EDITOR}.viewport.zoom") >= MIN_FIT_ZOOM, "labels stay readable: the view is not zoomed out further"
+    canvas = page.locator(".fc-canvas").bounding_box()
+    first = page.locator('.fc-node[data-node="model"]').bounding_box()
+    assert canvas["x"] <= first["x"] < canvas["x"] + 80 and canvas["y"] <= first["y"] < canvas["y"] + 80, "the top-left of the graph"
+
+
+def test_every_starter_shows_its_labels_whole_with_titles(page):
+    from nodes.registry import catalogue
+
+    titles = {(spec["type"], param["name"]): param["title"] for spec in catalogue()["nodes"] for param in spec["params"]}
+    for path in sorted(TEMPLATES.glob("*.json")):
+        document = template(path.name)
+        open_from_python(page, document)
+        cut = page.evaluate("[...document.querySelectorAll('.fc-root .fc-node .fc-label')]"
+                            ".filter((l) => l.scrollWidth > l.clientWidth).map((l) => l.textContent)")
+        assert cut == [], f"{path.name}: labels cut short: {cut}"
+        node, entry = next((n, e) for n, e in document["nodes"].items() if e["type"] == "TextEncode" or e["type"] == "SaveImage")
+        name = "negative_text" if entry["type"] == "TextEncode" else "filename_prefix"
+        row = page.locator(f'.fc-node[data-node="{node}"] .fc-param[data-name="{name}"]')
+        assert row.locator(".fc-label").text_content() == titles[(entry["type"], name)] != name
+        assert row.get_attribute("title").startswith(f"{titles[(entry['type'], name)]} ({name})")
+    assert page.locator('.fc-node[data-node="save"] .fc-row .fc-label').first.text_content() == "Images *"
+
+
+def test_a_run_stays_with_the_document_it_started_from(page, server):
+    _, storage = server
+    decorations = ".fc-node .fc-badge, .fc-node[class*='fc-state-'], .fc-node img.fc-output-image, .fc-output-list img"
+    open_starter(page, noise={"seed": 21}, schedule={"steps": 4})
+    page.click(".fc-cmd-run")
+    assert wait_for_run(page, "succeeded", "failed")["status"] == "succeeded"
+    assert page.locator(".fc-output-list img").count() == 1 and page.locator(".fc-node .fc-badge").count() > 0
+    page.click(".fc-cmd-new")
+    assert page.locator(decorations).count() == 0, "New shows an empty document with nothing of the last run"
+    assert "Done" not in page.locator(".fc-status").text_content()
+    assert page.evaluate("localStorage.getItem('flowcanvas:last-run')") is None, "a reload does not bring it back"
+    page.click(".fc-cmd-undo")
+    assert sorted(nodes(page)) == sorted(template("txt2img-embedded.json")["nodes"])
+
+    # A run still going when another document (with the same node ids) is shown: its later states stay off it.
+    open_starter(page, schedule={"steps": 600}, noise={"seed": 22})
+    page.click(".fc-cmd-run")
+    wait_until_stepping(page, "sampler")
+    run_id = page.evaluate(f"{EDITOR}.runView.state.run_id")
+    open_from_python(page, template("txt2img-embedded.json"))
+    assert page.locator(decorations).count() == 0
+    step = storage.get_run(run_id)
+    page.wait_for_timeout(1500)  # progress of that run keeps arriving meanwhile
+    assert page.locator(decorations).count() == 0
+    assert page.evaluate(f"{EDITOR}.runView.state.status") is None and not page.locator(".fc-cmd-run").is_disabled()
+    assert not page.locator(".fc-status").text_content().startswith("Running")
+    assert str(step.status) == "running", "the run goes on in the server"
+    page.evaluate(f"{EDITOR}.backend.trigger('cancel_run', {{ run_id: {json.dumps(run_id)} }})")
+    deadline = time.monotonic() + 60
+    while str(storage.get_run(run_id).status) == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert str(storage.get_run(run_id).status) == "cancelled"
+    assert page.locator(decorations).count() == 0
+
+
+def test_the_help_overlay_fits_a_768_px_screen_and_scrolls(page):
+    assert page.viewport_size == {"width": 1366, "height": 768}
+    click_background(page)
+    page.keyboard.press("?")
+    help_box = page.locator(".fc-help")
+    box = help_box.bounding_box()
+    root = page.locator(".fc-root").bounding_box()
+    assert box["y"] + box["height"] <= min(root["y"] + root["height"], 768), "nothing of it is cut off by the editor or the screen"
+    assert page.evaluate("document.querySelector('.fc-help').scrollHeight > document.querySelector('.fc-help').clientHeight")
+    page.click(".fc-help-close")  # scrolled to within the overlay
+    assert not help_box.is_visible()
+
+
+def test_quick_add_opened_near_the_bottom_shows_its_results(page):
+    new_canvas(page)
+    x, y = canvas_point(page, 300, -30)
+    page.mouse.dblclick(x, y)
+    quick = page.locator(".fc-quickadd")
+    assert quick.is_visible()
+    canvas = page.locator(".fc-canvas").bounding_box()
+    box = quick.bounding_box()
+    assert canvas["y"] <= box["y"] and box["y"] + box["height"] <= canvas["y"] + canvas["height"], "inside the canvas"
+    shown = page.evaluate("""() => {
+      const list = document.querySelector('.fc-quick-results').getBoundingClientRect();
+      return [...document.querySelectorAll('.fc-quick-results .fc-item')].filter((row) => {
+        const r = row.getBoundingClientRect();
+        return r.top >= list.top - 1 && r.bottom <= list.bottom + 1;
+      }).length;
+    }""")
+    assert shown >= 8
+    page.keyboard.type("savei")
+    page.keyboard.press("Enter")
+    [added] = nodes(page).values()
+    assert added["type"] == "SaveImage"
+
+
+def test_an_image_dropped_on_a_load_image_node_becomes_its_path(page, server):
+    _, storage = server
+    new_canvas(page)
+    add_from_palette(page, "LoadImage", 120, 80)
+    add_from_palette(page, "SaveImage", 520, 80)
+    before = nodes(page)
+    x, y = centre(page.locator('.fc-node[data-node="load_image"] .fc-header'))
+    picture = png_bytes("orange")
+    assert drop_file_at(page, x, y, "orange.png", "image/png", picture), "the canvas takes the drop"
+    page.wait_for_function(f"!!{EDITOR}.graph.node('load_image').params.path")
+    after = nodes(page)
+    kept = Path(after["load_image"]["params"]["path"])
+    assert kept.parent == storage.home / "uploads" and kept.read_bytes() == picture
+    assert sorted(after) == sorted(before) and after["save_image"] == before["save_image"], "the other nodes stay"
+    page.wait_for_selector('.fc-node[data-node="load_image"] img.fc-thumb:not([hidden])')
+
+    # On empty canvas: a new LoadImage node there, holding it; one undo step takes it away.
+    x, y = canvas_point(page, 200, 380)
+    assert drop_file_at(page, x, y, "blue.png", "image/png", png_bytes("blue"))
+    page.wait_for_function(f"{EDITOR}.graph.nodeIds().length === 3")
+    added = nodes(page)["load_image_2"]
+    assert added["type"] == "LoadImage" and Path(added["params"]["path"]).parent == storage.home / "uploads"
+    world = page.evaluate(f"{EDITOR}.viewport.toWorld({x}, {y})")
+    assert added["position"] == [round(world[0]), round(world[1])]
+    click_background(page)
+    page.keyboard.press("Control+z")
+    assert sorted(nodes(page)) == ["load_image", "save_image"]
+
+
+def test_a_png_carrying_a_workflow_asks_and_opening_it_is_one_undo_step(page):
+    from pipelines.workflow import PNG_WORKFLOW_KEY
+
+    carried = template("swatch.json")
+    picture = png_bytes("green", {PNG_WORKFLOW_KEY: json.dumps(carried)})
+    new_canvas(page)
+    add_from_palette(page, "LoadImage", 120, 80)
+    add_from_palette(page, "TextEncode", 520, 80)
+    before = workflow(page)
+
+    # Use the image: the picture goes on the node, the workflow is not opened (nor by the page's importer).
+    x, y = centre(page.locator('.fc-node[data-node="load_image"] .fc-header'))
+    assert drop_file_at(page, x, y, "swatch.png", "image/png", picture)
+    dialog = page.locator(".fc-dialog")
+    dialog.wait_for(state="visible")
+    assert "swatch.png carries a workflow" in dialog.text_content() and "2 nodes" in dialog.text_content()
+    dialog.get_by_role("button", name="Use the image").click()
+    page.wait_for_function(f"!!{EDITOR}.graph.node('load_image').params.path")
+    page.wait_for_timeout(1000)
+    assert sorted(nodes(page)) == ["load_image", "text_encode"]
+
+    # Escape cancels: nothing changes.
+    with_image = workflow(page)
+    assert drop_file_at(page, *canvas_point(page, 300, 400), "swatch.png", "image/png", picture)
+    dialog.wait_for(state="visible")
+    page.keyboard.press("Escape")
+    assert dialog.is_hidden() and workflow(page) == with_image
+
+    # Open: the carried workflow replaces the canvas; one Undo brings the previous document back, Redo again.
+    assert drop_file_at(page, *canvas_point(page, 300, 400), "swatch.png", "image/png", picture)
+    dialog.get_by_role("button", name="Open the workflow").click()
+    page.wait_for_function(f"{EDITOR}.graph.toWorkflow().name === {json.dumps(carried['name'])}")
+    assert nodes(page) == carried["nodes"]
+    click_background(page)
+    page.keyboard.press("Control+z")
+    assert workflow(page) == with_image != before
+    page.keyboard.press("Control+Shift+z")
+    assert nodes(page) == carried["nodes"]
+
+
+def test_opening_a_workflow_from_python_is_one_undo_step(page):
+    new_canvas(page)
+    add_from_palette(page, "TextEncode", 300, 100)
+    edited = workflow(page)
+    open_from_python(page, template("swatch.json"))
+    click_background(page)
+    page.keyboard.press("Control+z")
+    assert workflow(page) == edited
+
+
+READONLY_HTML = "#shared-canvas .fc-root"
+
+
+@pytest.fixture(scope="module")
+def readonly_app(tmp_path_factory):
+    """A page with the canvas and, below it, a read-only canvas whose document is set later (as the share view does)."""
+    import socket
+
+    import gradio as gr
+
+    from app.ui.editor import flow_editor
+    from nodes.registry import catalogue
+
+    shared = template("txt2img-embedded.json")
+    with gr.Blocks() as demo:
+        flow_editor(template("swatch.json"), catalogue(), elem_id="flow-editor")
+        show = gr.Button("Show the shared workflow", elem_id="show-shared")
+        canvas = flow_editor(None, catalogue(), readonly=True, elem_id="shared-canvas")
+        show.click(lambda: gr.update(value=shared), outputs=canvas)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", shared
+    finally:
+        demo.close()
+
+
+def test_a_read_only_canvas_shows_a_workflow_and_refuses_edits(context, readonly_app):
+    url, shared = readonly_app
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function(f"document.querySelectorAll('.fc-root').length === 2 && "
+                           f"[...document.querySelectorAll('.fc-root')].every((root) => root.flowcanvas)")
+    assert page.evaluate(f"{EDITOR}.readonly") is False, "the debug hook is the first editor"
+    draft = page.evaluate("localStorage.getItem('flowcanvas:draft')")
+    page.click("#show-shared")
+    shown = f"document.querySelector('{READONLY_HTML}').flowcanvas"
+    page.wait_for_function(f"{shown}.graph.nodeIds().length === {len(shared['nodes'])}")
+    page.locator(READONLY_HTML).scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    assert min(wire_ends_apart(page, READONLY_HTML)) > 5
+    assert len(wire_ends_apart(page, READONLY_HTML)) == page.evaluate(f"{shown}.graph.links().length")
+    for hidden in (".fc-palette", ".fc-outputs-panel", ".fc-cmd-run", ".fc-cmd-new", ".fc-cmd-undo", ".fc-cmd-validate"):
+        assert page.locator(f"{READONLY_HTML} {hidden}").is_hidden(), hidden
+    assert page.locator(f"{READONLY_HTML} .fc-cmd-fit").is_visible()
+    widgets = page.locator(f"{READONLY_HTML} .fc-node :is(input, select, textarea)")
+    assert widgets.count() > 5 and all(widgets.nth(i).is_disabled() for i in range(widgets.count()))
+
+    # Dragging a node pans instead; Delete, Undo and a right-click change nothing.
+    header = page.locator(f'{READONLY_HTML} .fc-node[data-node="prompt"] .fc-header')
+    x0 = page.evaluate(f"{shown}.viewport.x")
+    x, y = centre(header)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 60, y + 20, steps=4)
+    page.mouse.up()
+    assert page.evaluate(f"{shown}.viewport.x") == pytest.approx(x0 + 60)
+    header.click()
+    page.keyboard.press("Delete")
+    page.keyboard.press("Control+z")
+    header.click(button="right")
+    assert page.locator(f"{READONLY_HTML} .fc-menu").is_hidden()
+    assert page.evaluate(f"{shown}.graph.toWorkflow()") == shared
+    page.click(f"{READONLY_HTML} .fc-cmd-fit")
+    assert page.evaluate("localStorage.getItem('flowcanvas:draft')") == draft, "the browser's draft is the canvas's alone"
+    page.close()

@@ -128,3 +128,23 @@ def test_the_catalogue_the_javascript_tests_use_is_current():
     stale = [spec["type"] for spec in saved["nodes"] if current.get(spec["type"]) != shape(spec)]
     assert not stale, f"node specs changed since tests/js/catalogue.json was written ({', '.join(stale)}): " \
                       "rerun `python run.py nodes --json > tests/js/catalogue.json` and the JavaScript tests"
+
+
+def test_params_have_titles_a_person_reads():
+    """The canvas labels params with `title`: the Field's own title, else the name humanised; `name` is kept."""
+    from pydantic import Field
+
+    from nodes.registry import NodeParams, catalogue, param_spec
+
+    class Params(NodeParams):
+        negative_prompt: str = ""
+        vae_tiling: bool = False
+        steps: int = Field(4, title="Sampling steps")
+
+    specs = {name: param_spec(name, info) for name, info in Params.model_fields.items()}
+    assert {name: (spec["name"], spec["title"]) for name, spec in specs.items()} == {
+        "negative_prompt": ("negative_prompt", "Negative prompt"), "vae_tiling": ("vae_tiling", "VAE tiling"),
+        "steps": ("steps", "Sampling steps")}
+    untitled = [f"{spec['type']}.{param['name']}" for spec in catalogue()["nodes"] for param in spec["params"]
+                if not param.get("title")]
+    assert untitled == []

@@ -23,9 +23,10 @@ import gradio as gr
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-# A fixed skeleton: it names no prop, so Gradio never re-renders it over the DOM the modules build.
+# A fixed skeleton: it names no prop, so Gradio never re-renders it over the DOM the modules build. READONLY is
+# replaced by ` data-readonly` in a read-only canvas (flow_editor's `readonly`).
 SKELETON = """
-<div class="fc-root" tabindex="0">
+<div class="fc-root" tabindex="0"READONLY>
   <div class="fc-toolbar">
     <button type="button" class="fc-cmd-new" title="Start from an empty canvas (undoable)">New</button>
     <button type="button" class="fc-cmd-fit" title="Fit the view to the nodes (.)">Fit</button>
@@ -53,6 +54,7 @@ SKELETON = """
         <div class="fc-quick-results"></div>
       </div>
       <div class="fc-menu" role="menu" hidden></div>
+      <div class="fc-dialog" role="dialog" aria-modal="true" aria-label="Dropped image" hidden></div>
     </div>
     <aside class="fc-outputs-panel" aria-label="Outputs">
       <div class="fc-panel-title">Outputs</div>
@@ -78,15 +80,19 @@ def _bootstrap() -> str:
     )
 
 
-def flow_editor(value: dict[str, Any] | None, catalogue: dict[str, Any], **kwargs: Any) -> gr.HTML:
+def flow_editor(value: dict[str, Any] | None, catalogue: dict[str, Any], *, readonly: bool = False,
+                **kwargs: Any) -> gr.HTML:
     """A canvas editing `value` (a workflow document, or None for an empty one) against `catalogue`.
 
-    Extra keyword arguments go to `gr.HTML` (elem_id, visible, …).
+    `readonly`: the same canvas for looking only (a shared workflow): no palette, no edit or run commands, widgets
+    disabled, pan, zoom and Fit kept; it neither reads nor writes the browser's draft and follows no run. Several
+    editors may share a page; the first one's root is the debug hook's. Extra keyword arguments go to `gr.HTML`
+    (elem_id, visible, …).
     """
     gr.set_static_paths([STATIC_DIR])
     return gr.HTML(
         value=value,
-        html_template=SKELETON,
+        html_template=SKELETON.replace("READONLY", " data-readonly" if readonly else ""),
         js_on_load=_bootstrap(),
         apply_default_css=False,
         catalogue=catalogue,

@@ -11,6 +11,9 @@
 // The canvas shows one scope of the document: the top level, or the inside of an opened Subgraph node (the
 // graph's scope; a breadcrumb bar leads back). Python names nodes by flattened ids (outer/inner), so issues and
 // run entries are mapped onto the open scope's nodes with the graph's scope prefix.
+//
+// A read-only canvas (the skeleton's root has `data-readonly`, app/ui/editor flow_editor) shows its value for
+// looking only: every edit is refused, nothing runs, and the browser's draft and last run are not touched.
 
 import { Graph, GraphError, emptyWorkflow, sameJson, splitFlatId } from "./graph.mjs";
 import { History } from "./history.mjs";
@@ -22,6 +25,7 @@ import { installInteraction } from "./interaction.mjs";
 import { installPalette } from "./palette.mjs";
 import { RunView, serverUrl } from "./run_view.mjs";
 import { installOverlays } from "./overlays.mjs";
+import { installDrops } from "./drops.mjs";
 import { el } from "./nodes_view.mjs";
 
 const DRAFT_KEY = "flowcanvas:draft";
@@ -35,6 +39,11 @@ const LAST_RUN_KEY = "flowcanvas:last-run";
  */
 function workflowText(graph) {
   return JSON.stringify(graph.toWorkflow());
+}
+
+/** The document a gr.HTML value stands for: an empty one for no value (None arrives as null or ""). */
+function documentOf(value) {
+  return value === null || value === undefined || value === "" ? emptyWorkflow() : value;
 }
 
 /** localStorage that may be missing or full: the editor works without it. */
@@ -53,6 +62,13 @@ const store = {
       // quota or privacy mode: nothing is kept, nothing breaks
     }
   },
+  remove(key) {
+    try {
+      globalThis.localStorage?.removeItem(key);
+    } catch {
+      // as for set
+    }
+  },
 };
 
 /** The editor of one canvas: the graph, its history, the selection and the views. */
@@ -65,6 +81,14 @@ export class Editor {
   #shownScope = "";
   /** What the breadcrumb bar shows, to rebuild it only when that changes. */
   #shownLevels = "[]";
+  /** A fit asked for while the canvas had no size, done when it gets one. */
+  #fitWaiting = false;
+  /**
+   * The run the shown document started (or, after a reload, the one this browser last followed): `id` is null
+   * while it is being submitted. Null when it started none: run states of other runs are not shown on it.
+   * @type {{id: string|null} | null}
+   */
+  #ownRun = null;
 
   /**
    * @param {HTMLElement} root the skeleton's `.fc-root`
@@ -76,6 +100,7 @@ export class Editor {
    */
   constructor(root, catalogue, commit, backend = null) {
     this.root = root;
+    this.readonly = root.hasAttribute("data-readonly");
     this.catalogue = catalogue;
     this.commitWorkflow = commit;
     this.backend = backend;
@@ -88,10 +113,10 @@ export class Editor {
       onParam: (id, name, value) => this.edit((g) => g.setParam(id, name, value)),
       onTitle: (id, title) => this.edit((g) => g.setTitle(id, title)),
       onUpload: (file) => this.uploadImage(file),
-      thumbnail: (path) => backend?.server.image_thumbnail(path).catch(() => null) ?? Promise.resolve(null),
+      thumbnail: (path) => (backend?.server?.image_thumbnail ? backend.server.image_thumbnail(path).catch(() => null) : Promise.resolve(null)),
       fileUrl: serverUrl,
       onOpen: (id) => this.openSubgraph(id),
-    });
+    }, { readonly: this.readonly });
     this.wiresView = new WiresView(root.querySelector(".fc-wires"), catalogue.socket_colours);
     this.statusLine = root.querySelector(".fc-status");
     this.scopeBar = root.querySelector(".fc-scope");
@@ -100,6 +125,14 @@ export class Editor {
       if (crumb) this.leaveTo(Number(crumb.dataset.depth));
     });
     this.runView = new RunView(this);
+    // A document opened while the canvas is hidden (another tab shown) is laid out with no size: its sockets sit
+    // at 0, 0 and a fit has nothing to fit into. Once the canvas has a size the wires are drawn again, and the
+    // fit that had to wait is done.
+    new ResizeObserver(() => {
+      if (!this.viewport.shown) return;
+      this.wiresView.render(this.graph, this.nodesView);
+      if (this.#fitWaiting) this.fitView();
+    }).observe(canvas);
   }
 
   /**
@@ -111,6 +144,10 @@ export class Editor {
    * @returns {T | undefined}
    */
   edit(apply, { coalesce = null, commit = true } = {}) {
+    if (this.readonly) {
+      this.notify("Read-only: copy the workflow to your library to change it.", "error");
+      return undefined;
+    }
     let result;
     try {
       result = this.history.edit(this.graph, apply, { coalesce });
@@ -126,6 +163,7 @@ export class Editor {
   }
 
   commit() {
+    if (this.readonly) return;
     const workflow = this.graph.toWorkflow();
     store.set(DRAFT_KEY, JSON.stringify(workflow));
     this.commitWorkflow(workflow);
@@ -226,10 +264,10 @@ export class Editor {
     this.statusLine.dataset.kind = kind;
   }
 
-  /** Open a workflow (from Python): a new document, so history starts again. @param {object | null} workflow */
+  /** Start on a workflow (the draft or the page's value, when mounted): history starts empty. @param {object | null} workflow */
   load(workflow) {
     try {
-      this.graph.replaceWorkflow(workflow ?? emptyWorkflow());
+      this.graph.replaceWorkflow(documentOf(workflow));
     } catch (error) {
       if (!(error instanceof GraphError)) throw error;
       this.notify(`cannot open this workflow: ${error.message}`, "error");
@@ -243,28 +281,50 @@ export class Editor {
   }
 
   /**
-   * Show a document set from Python (opened from the Library, imported, a run reopened) and keep it as this
-   * browser's draft, so a reload shows it rather than what was open before.
+   * Show a document set from Python (opened from the Library, imported, a run reopened) as one undoable step,
+   * and keep it as this browser's draft, so a reload shows it rather than what was open before.
    * @param {object|null} workflow
    */
   open(workflow) {
-    this.load(workflow);
-    store.set(DRAFT_KEY, JSON.stringify(this.graph.toWorkflow()));
+    if (this.readonly) this.load(workflow);
+    else this.replaceDocument(documentOf(workflow));
   }
 
   /** Replace the document with an empty one, as one undoable step (toolbar "New"). */
   clear() {
-    const name = this.graph.toWorkflow().name;
-    this.edit((g) => g.replaceWorkflow(emptyWorkflow(name)));
+    this.replaceDocument(emptyWorkflow(this.graph.toWorkflow().name));
+  }
+
+  /**
+   * Put another document in place of the one shown, as one undoable step (opened from Python, dropped, New).
+   * The run shown, its issues and its images belonged to the document before: they go, and that run's later
+   * states are not shown (it goes on in the server).
+   * @param {object} workflow
+   * @returns {boolean} whether it opened (a workflow that does not fit the catalogue leaves everything as it was)
+   */
+  replaceDocument(workflow) {
+    try {
+      new Graph(workflow, this.catalogue);
+    } catch (error) {
+      if (!(error instanceof GraphError)) throw error;
+      this.notify(`cannot open this workflow: ${error.message}`, "error");
+      return false;
+    }
+    this.graph.leaveToTop(); // a different document: its subgraphs are not the ones that were open
+    this.#ownRun = null;
+    store.remove(LAST_RUN_KEY);
     this.issues = [];
-    if (!this.runView.active) this.runView.clear();
-    this.render();
+    this.selection.clear();
+    this.runView.clear();
+    this.notify(""); // what it said was about the document before
+    this.edit((g) => g.replaceWorkflow(workflow));
     this.fitView();
+    return true;
   }
 
   /** Check the workflow in Python without running it; the issues come back in the `validation` prop. */
   validate() {
-    this.backend?.trigger("validate_graph", { workflow: workflowText(this.graph) });
+    if (!this.readonly) this.backend?.trigger("validate_graph", { workflow: workflowText(this.graph) });
   }
 
   /**
@@ -273,7 +333,8 @@ export class Editor {
    * @param {string | null} [target] a node of the scope shown
    */
   run(target = null) {
-    if (this.backend === null || this.runView.active) return;
+    if (this.backend === null || this.readonly || this.runView.active) return;
+    this.#ownRun = { id: null };
     this.runView.show({ run_id: null, status: "submitting" });
     this.backend.trigger("run_graph", { workflow: workflowText(this.graph), target: target === null ? null : this.graph.scopePrefix + target });
   }
@@ -285,16 +346,26 @@ export class Editor {
     this.backend.trigger("cancel_run", { run_id: runId });
   }
 
-  /** Show a run's state (from the `run_state` prop) and remember the run, to follow it again after a reload. */
+  /**
+   * Show a run's state (from the `run_state` prop) when it is the shown document's run, and remember the run, to
+   * follow it again after a reload. States of a run started from a document since replaced are left out.
+   * @param {import("./run_view.mjs").RunStateValue | null} state
+   */
   showRun(state) {
-    if (state?.run_id) store.set(LAST_RUN_KEY, state.run_id);
+    const runId = state?.run_id ?? null;
+    if (this.#ownRun === null) return;
+    if (this.#ownRun.id === null && runId !== null) this.#ownRun.id = runId; // the submitted run got its id
+    else if (this.#ownRun.id !== runId) return;
+    if (runId !== null) store.set(LAST_RUN_KEY, runId);
     this.runView.show(state);
   }
 
   /** Follow the run this browser last started (after a reload or a restart: replayed, or rebuilt from storage). */
   followLastRun() {
     const runId = store.get(LAST_RUN_KEY);
-    if (this.backend !== null && runId) this.backend.trigger("follow_run", { run_id: runId });
+    if (this.backend === null || !runId) return;
+    this.#ownRun = { id: runId };
+    this.backend.trigger("follow_run", { run_id: runId });
   }
 
   /** Upload an image file and keep it in the data folder; resolves to {path, thumbnail} or {error}. */
@@ -348,11 +419,11 @@ export class Editor {
   }
 
   undo() {
-    if (this.history.undo(this.graph)) this.#afterHistory();
+    if (!this.readonly && this.history.undo(this.graph)) this.#afterHistory();
   }
 
   redo() {
-    if (this.history.redo(this.graph)) this.#afterHistory();
+    if (!this.readonly && this.history.redo(this.graph)) this.#afterHistory();
   }
 
   #afterHistory() {
@@ -386,8 +457,10 @@ export class Editor {
     }
   }
 
-  /** Fit the view to the nodes (or the origin, for an empty graph). */
+  /** Fit the view to the nodes (or the origin, for an empty graph); while the canvas is hidden, once it shows. */
   fitView() {
+    this.#fitWaiting = !this.viewport.shown;
+    if (this.#fitWaiting) return;
     const boxes = [...this.nodesView.boxes().values()];
     this.viewport.fit(boxes.length === 0 ? null : {
       left: Math.min(...boxes.map((b) => b.left)), top: Math.min(...boxes.map((b) => b.top)),
@@ -416,7 +489,8 @@ function ensureStylesheet() {
 /**
  * Start the editor in a gr.HTML. `props.value` is the workflow, `props.catalogue` the node catalogue
  * (nodes.registry.catalogue()), `props.validation.issues` the issues to mark. For tests and debugging the Editor is
- * reachable as `root.flowcanvas` on the `.fc-root` element once mounted.
+ * reachable as `root.flowcanvas` on the `.fc-root` element once mounted (`document.querySelector('.fc-root')` is
+ * the page's first editor, the Canvas tab's).
  * @param {{element: HTMLElement, props: {value: object|null, catalogue: object, validation?: {issues: object[]}}, watch(name: string, callback: () => void): void}} context
  * @returns {Promise<Editor>}
  */
@@ -429,8 +503,17 @@ export async function mount({ element, props, watch, trigger, upload, server }) 
     }, { trigger, upload, server });
     const overlays = installOverlays(editor, { run: (target) => editor.run(target), rename: (id) => editor.nodesView.startRename(id) });
     installInteraction(editor, overlays);
+    root.querySelector(".fc-cmd-fit").addEventListener("click", () => editor.fitView());
+    // Only values set from Python arrive here: the editor's own commits do not echo back.
+    watch("value", () => editor.open(props.value));
+    if (editor.readonly) {
+      editor.load(props.value);
+      root.flowcanvas = editor;
+      return editor;
+    }
     installPalette(editor);
-    for (const [selector, action] of [[".fc-cmd-new", () => editor.clear()], [".fc-cmd-fit", () => editor.fitView()],
+    installDrops(editor);
+    for (const [selector, action] of [[".fc-cmd-new", () => editor.clear()],
       [".fc-cmd-undo", () => editor.undo()], [".fc-cmd-redo", () => editor.redo()],
       [".fc-cmd-validate", () => editor.validate()], [".fc-cmd-run", () => editor.run()],
       [".fc-cmd-cancel", () => editor.cancelRun()]]) {
@@ -438,8 +521,6 @@ export async function mount({ element, props, watch, trigger, upload, server }) 
     }
     editor.load(restoredDraft(props.catalogue) ?? props.value);
     if (!sameJson(editor.graph.toWorkflow(), props.value)) editor.commit(); // Python should hold what is shown
-    // Only values set from Python arrive here: the editor's own commits do not echo back.
-    watch("value", () => editor.open(props.value));
     watch("validation", () => editor.showIssues(props.validation?.issues));
     watch("run_state", () => editor.showRun(props.run_state));
     root.flowcanvas = editor;

@@ -41,6 +41,7 @@ export function installInteraction(editor, overlays) {
     const node = event.target.closest(".fc-node");
     if (event.button === 1 || (event.button === 0 && spaceHeld)) gesture = panGesture(event);
     else if (event.button !== 0) return;
+    else if (editor.readonly) gesture = panGesture(event); // nothing to move or wire: any drag pans
     else if (socket) gesture = wireGesture(socket);
     else if (node) gesture = nodeGesture(node.dataset.node, event);
     else if (event.ctrlKey || event.metaKey || event.shiftKey) gesture = marqueeGesture(event);

@@ -13,7 +13,7 @@ const WIREABLE = new Set(["INT", "FLOAT", "STRING", "BOOLEAN", "PROMPTS"]);
 const SEED_LIMIT = Number.MAX_SAFE_INTEGER;
 
 /**
- * @typedef {{name: string, type: string, required?: boolean, default?: unknown, description?: string, choices?: unknown[],
+ * @typedef {{name: string, title?: string, type: string, required?: boolean, default?: unknown, description?: string, choices?: unknown[],
  *   minimum?: number, maximum?: number, step?: number, widget?: string}} ParamSpec
  * @typedef {{node: string|null, field: string|null, code: string, message: string, hint?: string|null}} Issue
  * @typedef {{state: string, step?: number, total?: number, seconds?: number, preview?: string, images?: string[], error?: string}} NodeRun
@@ -32,6 +32,20 @@ export function el(tag, className, text) {
   if (className) element.className = className;
   if (text !== undefined) element.textContent = text;
   return element;
+}
+
+// Words of names shown in capitals (nodes/registry.py param_spec titles params the same way).
+const ACRONYMS = new Set(["cfg", "lr", "nfe", "t5", "vae"]);
+
+/** A snake_case name as a label: "negative_prompt" → "Negative prompt", "vae" → "VAE". @param {string} name */
+export function humanise(name) {
+  const spaced = name.split("_").map((word) => (ACRONYMS.has(word) ? word.toUpperCase() : word)).join(" ");
+  return spaced.charAt(0).toUpperCase() + spaced.slice(1);
+}
+
+/** What hovering a socket or param says: its label in full, the name documents and the command line use, what it is. */
+function hoverText(title, name, description) {
+  return `${title} (${name})${description ? `: ${description}` : ""}`;
 }
 
 function socketDot(node, name, side, type, colours) {
@@ -213,11 +227,13 @@ export class NodesView {
    * @param {HTMLElement} layer
    * @param {Record<string, string>} colours socket type → CSS colour
    * @param {NodeCallbacks} callbacks
+   * @param {{readonly?: boolean}} [options] `readonly`: widgets disabled, titles not renamed (a shared workflow)
    */
-  constructor(layer, colours, callbacks) {
+  constructor(layer, colours, callbacks, { readonly = false } = {}) {
     this.layer = layer;
     this.colours = colours;
     this.callbacks = callbacks;
+    this.readonly = readonly;
   }
 
   /**
@@ -300,14 +316,16 @@ export class NodesView {
     node.dataset.node = id;
     const header = el("div", "fc-header");
     const title = el("span", "fc-title", entry.title || entry.type);
-    title.title = "Double-click to rename";
     header.append(title);
     if (entry.title) header.append(el("span", "fc-type", entry.type));
     node.append(header);
-    title.addEventListener("dblclick", (event) => {
-      event.stopPropagation();
-      this.#rename(id, title, entry.title ?? "");
-    });
+    if (!this.readonly) {
+      title.title = "Double-click to rename";
+      title.addEventListener("dblclick", (event) => {
+        event.stopPropagation();
+        this.#rename(id, title, entry.title ?? "");
+      });
+    }
     const widgets = new Map();
     if (spec === null) {
       node.classList.add("fc-unknown");
@@ -321,16 +339,16 @@ export class NodesView {
     for (const input of spec.inputs) {
       const row = el("div", "fc-row fc-field");
       row.dataset.name = input.name;
-      row.append(socketDot(id, input.name, "in", input.type, this.colours), el("span", "fc-label", input.name + (input.optional ? "" : " *")));
+      row.append(socketDot(id, input.name, "in", input.type, this.colours), el("span", "fc-label", humanise(input.name) + (input.optional ? "" : " *")));
       if (ports.inputs[input.name]) row.append(portPill(ports.inputs[input.name], "in"));
-      if (input.description) row.title = input.description;
+      row.title = hoverText(humanise(input.name), input.name, input.description);
       inputs.append(row);
     }
     for (const output of spec.outputs) {
       const row = el("div", "fc-row");
-      row.append(el("span", "fc-label", output.name), socketDot(id, output.name, "out", output.type, this.colours));
+      row.append(el("span", "fc-label", humanise(output.name)), socketDot(id, output.name, "out", output.type, this.colours));
       if (ports.outputs[output.name]) row.append(portPill(ports.outputs[output.name], "out"));
-      if (output.description) row.title = output.description;
+      row.title = hoverText(humanise(output.name), output.name, output.description);
       outputs.append(row);
     }
     columns.append(inputs, outputs);
@@ -345,10 +363,11 @@ export class NodesView {
     for (const param of spec.params) {
       const row = el("div", "fc-param fc-field");
       row.dataset.name = param.name;
-      if (param.description) row.title = param.description;
+      const title = param.title ?? humanise(param.name);
+      row.title = hoverText(title, param.name, param.description);
       if (WIREABLE.has(param.type)) row.append(socketDot(id, param.name, "in", param.type, this.colours));
       if (ports.inputs[param.name]) row.append(portPill(ports.inputs[param.name], "in"));
-      row.append(el("span", "fc-label", param.name));
+      row.append(el("span", "fc-label", title));
       if (Object.hasOwn(entry.inputs ?? {}, param.name)) {
         row.append(el("span", "fc-linked", "← wired"));
       } else {
@@ -360,6 +379,9 @@ export class NodesView {
     }
     node.append(el("div", "fc-errors"));
     node.append(el("div", "fc-run"));
+    if (this.readonly) {
+      for (const control of node.querySelectorAll("input, select, textarea, button:not(.fc-open)")) control.disabled = true;
+    }
     return { element: node, widgets };
   }
 

@@ -43,7 +43,7 @@ export function installOverlays(editor, actions) {
 
   canvas.addEventListener("contextmenu", (event) => {
     const node = event.target.closest(".fc-node");
-    if (node === null) return;
+    if (node === null || editor.readonly) return;
     event.preventDefault();
     const id = node.dataset.node;
     if (!editor.selection.has(id)) editor.select([id]);

@@ -4,6 +4,8 @@ import { el } from "./nodes_view.mjs";
 
 const DRAG_TYPE = "application/x-flowcanvas-node";
 const QUICK_LIMIT = 12;
+const RESULTS_HEIGHT = 260; // px: the quick-add list's height at most, where the canvas has room for it
+const EDGE = 6; // px kept between the quick-add box and the canvas's edges
 
 /**
  * Node specs matching a search: every word must appear in the type, category or description; type matches first.
@@ -116,6 +118,22 @@ function installQuickAdd(editor, specs) {
       return row;
     }));
   };
+  /**
+   * Put the box at a client point, inside the canvas: it opens downwards where its results fit below the point,
+   * else upwards from it (growing and shrinking from the bottom as the results change), and never past an edge.
+   */
+  const place = (clientX, clientY) => {
+    const frame = canvas.getBoundingClientRect();
+    const x = clientX - frame.left;
+    const y = clientY - frame.top;
+    const around = box.offsetHeight - results.offsetHeight; // the input with its margins, the list's padding
+    results.style.maxHeight = `${Math.min(RESULTS_HEIGHT, frame.height - 2 * EDGE - around)}px`;
+    const height = box.offsetHeight;
+    box.style.left = `${Math.max(EDGE, Math.min(x, frame.width - box.offsetWidth - EDGE))}px`;
+    const below = y + height <= frame.height - EDGE;
+    box.style.top = below ? `${y}px` : "";
+    box.style.bottom = below ? "" : `${Math.max(EDGE, Math.min(frame.height - y, frame.height - height - EDGE))}px`;
+  };
   const close = () => {
     box.hidden = true;
     root.focus({ preventScroll: true });
@@ -128,13 +146,11 @@ function installQuickAdd(editor, specs) {
   canvas.addEventListener("dblclick", (event) => {
     if (event.target.closest(".fc-node, .fc-quickadd, .fc-scope")) return;
     at = viewport.toWorld(event.clientX, event.clientY);
-    const frame = canvas.getBoundingClientRect();
-    box.style.left = `${event.clientX - frame.left}px`;
-    box.style.top = `${event.clientY - frame.top}px`;
     input.value = "";
     active = 0;
     show();
     box.hidden = false;
+    place(event.clientX, event.clientY);
     input.focus();
   });
   input.addEventListener("input", () => {

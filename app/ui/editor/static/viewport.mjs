@@ -2,6 +2,8 @@
 
 const MIN_ZOOM = 0.2;
 const MAX_ZOOM = 2.5;
+/** Fit zooms out no further than this: the canvas's 12 px text stays about 10 px on screen, readable. */
+export const MIN_FIT_ZOOM = 0.8;
 
 /** The visible part of the world: `x`, `y` are the screen offset of world (0, 0), `zoom` its scale. */
 export class Viewport {
@@ -50,8 +52,15 @@ export class Viewport {
     this.apply();
   }
 
+  /** Whether the canvas is laid out (a hidden tab's canvas has no size). */
+  get shown() {
+    const { width, height } = this.canvas.getBoundingClientRect();
+    return width > 0 && height > 0;
+  }
+
   /**
-   * Show a world rectangle whole, centred, never zoomed in past 1 (small graphs stay at their real size).
+   * Show a world rectangle, zoomed between MIN_FIT_ZOOM and 1 (small graphs stay at their real size): centred
+   * where it fits; where it does not, its top-left part, and the rest is a pan away.
    * @param {{left: number, top: number, right: number, bottom: number} | null} bounds null: the origin at zoom 1
    */
   fit(bounds, margin = 40) {
@@ -61,9 +70,10 @@ export class Viewport {
     } else {
       const w = Math.max(1, bounds.right - bounds.left);
       const h = Math.max(1, bounds.bottom - bounds.top);
-      this.zoom = Math.min(1, Math.max(MIN_ZOOM, Math.min((width - 2 * margin) / w, (height - 2 * margin) / h)));
-      this.x = (width - w * this.zoom) / 2 - bounds.left * this.zoom;
-      this.y = (height - h * this.zoom) / 2 - bounds.top * this.zoom;
+      this.zoom = Math.min(1, Math.max(MIN_FIT_ZOOM, Math.min((width - 2 * margin) / w, (height - 2 * margin) / h)));
+      const place = (room, size, start) => (size * this.zoom <= room - 2 * margin ? (room - size * this.zoom) / 2 : margin) - start * this.zoom;
+      this.x = place(width, w, bounds.left);
+      this.y = place(height, h, bounds.top);
     }
     this.apply();
   }
