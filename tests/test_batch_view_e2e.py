@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import running_app
-from tests.studio_e2e import CHROMIUM, chromium, markdown, open_app, open_tab, set_cell, wait_for_text
+from tests.studio_e2e import (
+    CHROMIUM,
+    broken_header_words,
+    cell_texts,
+    chromium,
+    markdown,
+    open_app,
+    open_tab,
+    set_cell,
+    wait_for_text,
+)
 
 pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-test.txt")
 if not CHROMIUM.exists():
@@ -66,6 +76,15 @@ def test_a_2x2_sweep_is_counted_queued_and_shown_as_a_4_image_captioned_grid(pag
                 for i, (seed, prompt) in enumerate((s, p) for s in (1, 2) for p in PROMPTS)]
     assert captions == expected
     assert page.locator("#batch-results img").count() == 4
+    # A 2 × 2 grid (like the downloadable sheet) whose captions are shown whole, not cut with an ellipsis.
+    boxes = [page.locator("#batch-results .thumbnail-item").nth(i).bounding_box() for i in range(4)]
+    assert len({round(box["x"]) for box in boxes}) == 2 and len({round(box["y"]) for box in boxes}) == 2, boxes
+    cut = page.locator("#batch-results .caption-label").evaluate_all(
+        "(labels) => labels.filter((l) => l.scrollWidth > l.clientWidth || l.scrollHeight > l.clientHeight)"
+        ".map((l) => l.innerText)")
+    assert cut == []
+    for table in ("batch-sweeps", "batch-results-table"):
+        assert broken_header_words(page, table) == [], table
 
     runs = storage.list_runs()
     assert len(runs) == 4 and {str(r.status) for r in runs} == {"succeeded"}
@@ -74,12 +93,17 @@ def test_a_2x2_sweep_is_counted_queued_and_shown_as_a_4_image_captioned_grid(pag
     by_index = sorted(runs, key=lambda r: r.batch_index)
     assert [(r.overrides["Seed"], r.overrides["Prompt"]) for r in by_index] == [(1, PROMPTS[0]), (1, PROMPTS[1]),
                                                                                 (2, PROMPTS[0]), (2, PROMPTS[1])]
+    # Outputs are named as stored (relative to the artifact folder), never by where the server keeps them.
+    stored = [next(a.path for a in storage.list_artifacts(r.id) if a.kind == "image") for r in by_index]
+    outputs_column = 4 + 3 + 1  # index, run, status, seconds; Seed, Prompt, Steps; error
+    assert cell_texts(page, "batch-results-table", outputs_column) == stored
+    assert not any(str(storage.home) in path or path.startswith("/") for path in stored)
 
     with page.expect_download() as download:
         page.click("#batch-csv-out")
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
-    assert [(row["run"], row["status"], row["Seed"], row["Prompt"]) for row in rows] == [
-        (r.id, "succeeded", str(r.overrides["Seed"]), r.overrides["Prompt"]) for r in by_index]
+    assert [(row["run"], row["status"], row["Seed"], row["Prompt"], row["outputs"]) for row in rows] == [
+        (r.id, "succeeded", str(r.overrides["Seed"]), r.overrides["Prompt"], path) for r, path in zip(by_index, stored)]
     with page.expect_download() as download:
         page.click("#batch-grid")
     from PIL import Image

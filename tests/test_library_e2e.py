@@ -1,5 +1,5 @@
 """The Library view and sharing in a real browser (Playwright driving Debian's Chromium against the Gradio app),
-plus the version change summary it shows.
+plus the version change summary and the starter cards it shows.
 
 One app and one browser context for the module (as one user's browser). Documents go onto the canvas through the
 editor's debug hook (`document.querySelector('.fc-root').flowcanvas`, see tests/test_canvas_e2e.py) and come back
@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 from PIL import Image, PngImagePlugin
 
-from app.ui.library_view import change_summary
+from app.ui import library_view
+from app.ui.library_view import change_summary, first_sentence, load_templates, starter_card, starter_gallery_html
 from pipelines.workflow import PNG_WORKFLOW_KEY, canonical_json, load_workflow, parse_workflow
 from storage import NotFound, RunStatus
 from storage.records import NewArtifact
 from tests.conftest import running_app
-from tests.studio_e2e import CHROMIUM, EDITOR, chromium
+from tests.studio_e2e import CHROMIUM, EDITOR, broken_header_words, chromium
 from tests.studio_e2e import open_page as open_editor_page
 
 try:
@@ -62,6 +63,43 @@ def test_change_summary_names_what_changed() -> None:
     summary = change_summary(before, parse_workflow(edited))
     assert summary == ("renamed 'Colour swatch' to 'Renamed'; added extra; removed save; params swatch.color; "
                        "moved 1 node")
+
+
+# ---------------------------------------------------------------- the starter cards (no browser)
+
+
+def test_every_template_file_is_a_card_saying_what_model_it_needs() -> None:
+    cards = {card.stem: card for card in map(starter_card, load_templates())}
+    assert set(cards) == {path.stem for path in TEMPLATES.glob("*.json")}
+    assert {stem: cards[stem].model_note for stem in ("txt2img-sd3", "img2img-sd3", "txt2img-flux",
+                                                      "txt2img-embedded", "swatch")} == {
+        "txt2img-sd3": "needs SD3 weights", "img2img-sd3": "needs SD3 weights", "txt2img-flux": "needs FLUX.1 weights",
+        "txt2img-embedded": "embedded model", "swatch": "no model needed"}
+    assert cards["swatch"].summary == ("A solid-colour image: the smallest workflow, handy for trying sweeps and "
+                                       "the CLI.")
+    page = starter_gallery_html(list(cards.values()))
+    for stem in cards:
+        assert f'data-template="{stem}"' in page and f'id="starter-open-{stem}"' in page
+        assert f'id="starter-add-{stem}"' in page
+
+
+def test_a_card_shows_the_thumbnail_when_there_is_one_and_escapes_its_text(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(library_view, "THUMBNAILS", tmp_path)
+    Image.new("RGB", (64, 64), "#22c55e").save(tmp_path / "swatch.png")
+    [swatch_template] = [t for t in load_templates() if t.stem == "swatch"]
+    card = starter_card(swatch_template)
+    assert card.thumbnail == tmp_path / "swatch.png"
+    assert f"gradio_api/file={tmp_path / 'swatch.png'}?v=" in starter_gallery_html([card])
+    hostile = card.model_copy(update={"title": HOSTILE, "summary": "{{value}} <b>bold</b>"})
+    shown = starter_gallery_html([hostile])
+    assert HOSTILE not in shown and "<b>" not in shown and "{{" not in shown
+    assert "&lt;img src=x onerror=alert(1)&gt;" in shown
+
+
+def test_the_first_sentence_does_not_end_at_an_abbreviation() -> None:
+    assert first_sentence("Describe one shape, e.g. 'a red star'. Then run it.") == (
+        "Describe one shape, e.g. 'a red star'.")
+    assert first_sentence("No stop at all") == "No stop at all"
 
 
 # ---------------------------------------------------------------- the browser
@@ -161,6 +199,19 @@ def png_bytes(text: dict[str, str] | None = None, size: tuple[int, int] = (8, 8)
     return buffer.getvalue()
 
 
+def test_the_library_opens_on_starter_cards_and_one_opens_on_the_canvas(page, server) -> None:
+    show_tab(page, "Library")
+    card = page.locator('#library-starters [data-template="edit-flowedit"]')
+    expect(card).to_be_in_viewport()  # at the top of the tab, with nothing to open first
+    expect(card).to_contain_text("edit-flowedit")
+    expect(card).to_contain_text("Edit an image by prompt with FlowEdit")
+    expect(page.locator("#library-starters [data-template]")).to_have_count(len(list(TEMPLATES.glob("*.json"))))
+    expect(page.locator("#library-list-note")).to_have_text("No saved workflows yet — start from a template above.")
+    page.click("#starter-open-edit-flowedit")
+    wait_for_canvas(page, canonical_json(load_workflow(TEMPLATES / "edit-flowedit.json")))
+    expect(status(page)).to_have_value("Opened the template 'edit-flowedit' in the canvas.")
+
+
 def test_save_reload_find_and_reopen(page, server) -> None:
     _, storage = server
     document = swatch("Lighthouse study", color="#ef4444")
@@ -210,9 +261,12 @@ def test_restore_an_older_version(page, server) -> None:
     page.click("#library-save")
     expect(status(page)).to_have_value("Saved 'Restore me' as version 2.")
     expect(version_row(page, 2)).to_contain_text("params swatch.color")
+    assert broken_header_words(page, "library-versions") == []
+    expect(page.locator("#library-restore")).to_be_disabled()  # version 2 is the current one
 
     version_row(page, 1).get_by_role("gridcell").first.click()
     expect(field(page, "library-version")).to_have_value("1")
+    expect(page.locator("#library-restore")).to_be_enabled()
     page.click("#library-restore")
     expect(status(page)).to_have_value("Restored version 1 of 'Restore me' as version 3; open it to edit.")
     [record] = [r for r in storage.list_workflows() if r.name == "Restore me"]
@@ -220,6 +274,7 @@ def test_restore_an_older_version(page, server) -> None:
     assert storage.get_workflow_version(record.id, 3).document == canonical(first)
     expect(version_row(page, 3)).to_contain_text("restored from version 1")
     expect(version_row(page, 3)).to_contain_text("params swatch.color")
+    expect(page.locator("#library-restore")).to_be_disabled()
 
 
 def test_export_a_png_and_drop_it_back(page, server) -> None:
@@ -237,7 +292,8 @@ def test_export_a_png_and_drop_it_back(page, server) -> None:
 
     show_tab(page, "Canvas")
     page.click(".fc-cmd-new")
-    drop_file(page, ".fc-canvas", "round-trip-v1.png", exported, "image/png")
+    # Outside the canvas: a PNG dropped on the canvas itself asks there first (app/ui/editor/static/drops.mjs).
+    drop_file(page, "body", "round-trip-v1.png", exported, "image/png")
     wait_for_canvas(page, storage.get_workflow_version(record.id).document)
     expect(status(page)).to_have_value("Opened on the canvas: round-trip-v1.png: an image carrying the FlowCanvas "
                                        "workflow 'Round trip' with 2 nodes. Save keeps it in the library.")
@@ -282,7 +338,15 @@ def test_open_a_share_link_and_copy_it_to_my_library(context, server) -> None:
     # The Library tab renders its children ahead (render_children, for the importer), so Gradio may hold two copies.
     expect(shared.locator("#library-shared:visible").first).to_be_visible()
     expect(field(shared, "library-shared-title")).to_have_value(f"{HOSTILE} · version 1 of 2")
-    expect(shared.locator("#library-shared-nodes")).to_contain_text("EmptyImage")
+    # Drawn on a read-only canvas (not listed in a table beside raw JSON): version 1's nodes and values, no palette.
+    shown = "document.querySelector('#shared-canvas .fc-root')?.flowcanvas"
+    shared.wait_for_function(f"{shown}?.graph.nodeIds().length === 2")
+    assert shared.evaluate(f"{shown}.graph.node('swatch').params.color") == "#f97316"
+    expect(shared.locator("#shared-canvas .fc-root[data-readonly]")).to_be_visible()
+    expect(shared.locator("#shared-canvas .fc-palette")).to_be_hidden()
+    expect(shared.locator("#shared-canvas .fc-node")).to_have_count(2)
+    main_canvas = canonical(shared.evaluate(f"{EDITOR}.graph.toWorkflow()"))
+    assert main_canvas != storage.get_workflow_version(record.id, 1).document  # the shared one is not opened there
     shared.click("#library-copy-shared")
     expect(field(shared, "library-status")).to_have_value(
         f"Copied '{HOSTILE}' (version 1) to your library as '{HOSTILE} (copy)'.")
@@ -321,11 +385,9 @@ def test_delete_asks_first_and_runs_keep_their_records(page, server) -> None:
 def test_add_a_starter_template_to_the_library(page, server) -> None:
     _, storage = server
     show_tab(page, "Library")
-    page.locator("#library-templates:visible").get_by_text("Starter templates").first.click()
-    page.locator("#library-template-table:visible").get_by_role("gridcell", name="Colour swatch", exact=True).first.click()
-    expect(status(page)).to_have_value("Template 'Colour swatch' selected.")
-    page.get_by_role("button", name="Add template to the library").click()
+    page.click("#starter-add-swatch")
     expect(status(page)).to_have_value("Added the template 'Colour swatch' to the library.")
+    expect(field(page, "library-name")).to_have_value("Colour swatch")
     added = [r for r in storage.list_workflows() if r.name == "Colour swatch"]
     assert len(added) == 1
     assert storage.get_workflow_version(added[0].id).document == canonical_json(load_workflow(SWATCH))

@@ -17,6 +17,7 @@ from tests.studio_e2e import (
     CHROMIUM,
     EDITOR,
     STARTER,
+    broken_header_words,
     cell_texts,
     chromium,
     markdown,
@@ -88,6 +89,13 @@ def wait_for_history_status(page, run_id: str, status: str) -> None:
         arg=[run_id, status], timeout=120_000)
 
 
+def shown_whole(page, selector: str) -> dict:
+    """How the image `selector` is drawn: its object-fit, its box and its own size."""
+    return page.locator(selector).first.evaluate(
+        "(img) => ({fit: getComputedStyle(img).objectFit, box: [img.clientWidth, img.clientHeight],"
+        " natural: [img.naturalWidth, img.naturalHeight]})")
+
+
 def test_a_run_page_shows_outputs_timings_values_and_a_rerun_gives_the_same_image(page, server, client):
     _, storage = server
     run_id = submit(client, FAST, wait=True)
@@ -96,6 +104,12 @@ def test_a_run_page_shows_outputs_timings_values_and_a_rerun_gives_the_same_imag
     click_row(page, "runs-history", 0, run_id)
     wait_for_cell(page, "runs-summary", 1, run_id)
     assert page.locator("#runs-outputs img").count() == 1
+    # The 64-px output whole (not cropped to a strip), at a size one can see.
+    drawn = shown_whole(page, "#runs-outputs img")
+    assert drawn["natural"] == [64, 64] and drawn["fit"] == "contain", drawn
+    assert 128 <= min(drawn["box"]) and max(drawn["box"]) <= 2 * min(drawn["box"]), drawn
+    for table in ("runs-history", "runs-summary", "runs-timings", "runs-values", "runs-seeds"):
+        assert broken_header_words(page, table) == [], table
     timed = cell_texts(page, "runs-timings", 0)
     assert {"sampler", "decode", "save"} <= set(timed)
     assert all(float(seconds) >= 0 for seconds in cell_texts(page, "runs-timings", 1))
@@ -105,11 +119,13 @@ def test_a_run_page_shows_outputs_timings_values_and_a_rerun_gives_the_same_imag
     assert '"device"' in page.inner_text("#runs-environment")
 
     page.click("#runs-rerun")
-    wait_for_text(page, "#runs-page-message", "queued re-run", timeout=30_000)
-    rerun_id = markdown(page, "runs-page-message").split()[2]
+    wait_for_text(page, "#runs-page-message", f"of {run_id}: ", timeout=30_000)
+    rerun_id = markdown(page, "runs-page-message").split()[1]
     assert rerun_id != run_id
     wait_for_cell(page, "runs-summary", 1, rerun_id)
     wait_for_cell(page, "runs-summary", 1, "succeeded")  # the timer refreshes the page until the run ends
+    # The message follows the re-run to its end too (it said "queued" for good before).
+    wait_for_text(page, "#runs-page-message", f"re-run {rerun_id} of {run_id}: succeeded in ", timeout=30_000)
     assert page.locator("#runs-outputs img").count() == 1
     original, rerun = storage.get_run(run_id), storage.get_run(rerun_id)
     assert rerun.overrides == original.overrides and rerun.seeds == original.seeds == {"noise.seed": 7}

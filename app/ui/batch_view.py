@@ -11,6 +11,7 @@ table, and downloads of the grid (PNG) and the results (CSV). A past batch's res
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -277,8 +278,8 @@ class BatchView:
                 pass
 
     def results(self, records: list[RunRecord], name: str, *, final: bool) -> dict[Any, Any]:
-        images = [[self.storage.artifacts.absolute(a.path) for a in image_artifacts(self.storage.list_artifacts(r.id))]
-                  for r in records]
+        stored = [[a.path for a in image_artifacts(self.storage.list_artifacts(r.id))] for r in records]
+        images = [[self.storage.artifacts.absolute(path) for path in paths] for paths in stored]
         counts = {status: sum(1 for r in records if r.status == status) for status in RunStatus}
         finished = sum(counts[status] for status in FINISHED)
         progress = (f"batch {name}: {finished} of {len(records)} finished ({counts[RunStatus.SUCCEEDED]} succeeded, "
@@ -287,9 +288,11 @@ class BatchView:
                     f"{counts[RunStatus.QUEUED]} queued")
         cells = [(str(path), f"#{index + 1} {values_text(record.overrides)}")
                  for index, (record, files) in enumerate(zip(records, images)) for path in files]
-        headers, rows = result_rows(records, images)
+        headers, rows = result_rows(records, stored)
         updates: dict[Any, Any] = {
-            self.progress: plain_markdown(progress), self.gallery: cells,
+            self.progress: plain_markdown(progress),
+            # As many columns as the downloadable grid (nodes.image.grid_image): 4 results are 2 × 2.
+            self.gallery: gr.Gallery(value=cells, columns=max(1, math.ceil(math.sqrt(len(cells))))),
             self.results_table: pd.DataFrame(rows, columns=headers),
             self.grid_download: gr.DownloadButton(visible=False), self.csv_download: gr.DownloadButton(visible=False),
         }
@@ -337,8 +340,9 @@ class BatchView:
                                             elem_id="batch-ref", scale=2)
                 self.show_button = gr.Button("Show results", elem_id="batch-show", scale=0)
             self.progress = gr.Markdown(elem_id="batch-progress")
-            self.gallery = gr.Gallery(label="Results, captioned with each run's values", columns=4, height="auto",
-                                      interactive=False, elem_id="batch-results")
+            self.gallery = gr.Gallery(label="Results, captioned with each run's values", columns=2, height="auto",
+                                      fit_columns=False, object_fit="contain", interactive=False,
+                                      elem_id="batch-results")
             with gr.Row():
                 self.grid_download = gr.DownloadButton("Download grid (PNG)", visible=False, elem_id="batch-grid")
                 self.csv_download = gr.DownloadButton("Download results (CSV)", visible=False, elem_id="batch-csv-out")

@@ -1,4 +1,10 @@
-"""The Library view: saved workflows (search, thumbnails, open, save, versions, restore), starter templates, sharing.
+"""The Library view: starter templates, saved workflows (search, thumbnails, open, save, versions, restore), sharing.
+
+Starters open the tab: a card per `pipelines/templates/*.json` (read at each page load, so a new file is a new card)
+with the picture its run made (`pipelines/templates/thumbnails/<file stem>.png`, when there is one; else a tile
+saying what model it needs), its name and the first sentence of its description, and two buttons. Selectors, for
+tests: the card is `#library-starters [data-template="<file stem>"]`, its buttons `#starter-open-<file stem>`
+("Open": on the canvas) and `#starter-add-<file stem>` ("Add to my library").
 
 The canvas edits one document; this view remembers which library workflow (and version) it came from (`link`, per
 page), so Save appends a version to that workflow and refuses when someone saved it meanwhile. Save as, a
@@ -9,17 +15,18 @@ and leaves the runs' records in place.
 Sharing: each workflow exports as JSON or as a PNG carrying it (its latest output image, or a title card); a file
 dropped anywhere on the page (app/ui/studio_static/import_drop.mjs) or picked with Import is recognised by
 app/ui/sharing.py: a FlowCanvas workflow opens on the canvas exactly as saved, a ComfyUI or InvokeAI file is
-described, anything else gets a clear message, and nothing changes. `?workflow=<id>[&version=N]` opens a read-only
-view of that workflow with "Copy to my library".
+described, anything else gets a clear message, and nothing changes. `?workflow=<id>[&version=N]` opens that
+version on a read-only canvas (`#shared-canvas`: the editor for looking only) with "Copy to my library".
 
-Names and descriptions are user text: they go into Gradio text components (shown as text) and toasts get them
-escaped (toasts render HTML).
+Names and descriptions are user text: they go into Gradio text components (shown as text), and the starter cards
+and toasts get them escaped (both render HTML).
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,24 +34,27 @@ from urllib.parse import urlsplit
 
 import gradio as gr
 from gradio.utils import get_upload_folder
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from app.ui.editor import flow_editor
 from app.ui.sharing import ImportKind, export_filename, recognise, title_card, workflow_png
-from app.ui.studio import Studio
-from nodes.files import confined_path
+from app.ui.studio import STATIC_DIR, STUDIO_HEAD, Studio
+from nodes.files import EMBEDDED_PREFIX, confined_path
+from nodes.models.loader import LoadFlowModel, ModelLoadError, resolve_source, source_family
+from nodes.registry import catalogue
 from pipelines.issues import WorkflowInvalid
 from pipelines.workflow import Workflow, canonical_json, load_workflow, parse_workflow
 from storage import NotFound, StorageError, VersionConflict, WorkflowRecord
 
 LIBRARY_TAB = "library"
 TEMPLATES = Path(__file__).resolve().parents[2] / "pipelines" / "templates"
-STATIC_DIR = Path(__file__).resolve().parent / "studio_static"
+THUMBNAILS = TEMPLATES / "thumbnails"
 VERSION_HEADERS = ["version", "saved (UTC)", "message", "changes from the version before"]
-TEMPLATE_HEADERS = ["name", "description", "tags", "file"]
-SHARED_NODE_HEADERS = ["node", "type", "title"]
+VERSION_COLUMN_WIDTHS = ["80px", "150px", "25%", "45%"]  # narrow enough for the details column, headers whole
 EXPORTS = "flowcanvas-exports"  # under Gradio's upload folder, which its file route serves
 PRIVATE: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
 IDS_NAMED = 4  # how many node ids a change summary names before "and N more"
+EMPTY_LIBRARY = "No saved workflows yet — start from a template above."
 
 
 class CanvasLink(BaseModel):
@@ -57,6 +67,27 @@ class CanvasLink(BaseModel):
 class Template(BaseModel):
     path: Path
     workflow: Workflow
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+
+class StarterCard(BaseModel):
+    """What a starter's card in the gallery shows."""
+
+    stem: str  # the template's file stem: the card's key in the page and in its events
+    title: str
+    summary: str  # the description's first sentence
+    description: str
+    thumbnail: Path | None  # the picture a run of it made, when there is one
+    model_note: str  # what model it needs ("embedded model", "needs SD3 weights", …)
+
+
+class StarterChoice(BaseModel):
+    """The payload of a card's button click (see STARTER_SCRIPT)."""
+
+    template: str
 
 
 # ---------------------------------------------------------------- pure helpers (tested in tests/test_library_e2e.py)
@@ -142,6 +173,126 @@ def _table(headers: list[str], rows: list[list[Any]]) -> dict[str, Any]:
     return {"headers": headers, "data": rows}
 
 
+FAMILY_NAMES = {"sd3": "SD3", "flux": "FLUX.1"}
+# A sentence ends at a stop followed by a capital (so "e.g. 'a red star'" does not end one) or at the end.
+_FIRST_SENTENCE = re.compile(r"(.+?[.!?])(?=\s+[A-Z]|\s*$)", re.DOTALL)
+
+
+def first_sentence(text: str) -> str:
+    found = _FIRST_SENTENCE.match(text.strip())
+    return found.group(1) if found else text.strip()
+
+
+def model_note(workflow: Workflow) -> str:
+    """What model a workflow's LoadFlowModel nodes need: none, the embedded one, or a family's weights."""
+    default_source = LoadFlowModel.Params.model_fields["source"].default
+    loaders = [entry.params for entry in workflow.nodes.values() if entry.type == "LoadFlowModel"]
+    if not loaders:
+        return "no model needed"
+    external = [params for params in loaders
+                if not str(params.get("source", default_source)).startswith(EMBEDDED_PREFIX)]
+    if not external:
+        return "embedded model"
+    family = str(external[0].get("family", "auto"))
+    if family == "auto":
+        try:
+            family = source_family(resolve_source(str(external[0].get("source", ""))))
+        except ModelLoadError:
+            family = ""
+    return f"needs {FAMILY_NAMES.get(family, 'model')} weights"
+
+
+def starter_card(template: Template) -> StarterCard:
+    thumbnail = THUMBNAILS / f"{template.stem}.png"
+    workflow = template.workflow
+    return StarterCard(stem=template.stem, title=workflow.name, summary=first_sentence(workflow.description),
+                       description=workflow.description, thumbnail=thumbnail if thumbnail.is_file() else None,
+                       model_note=model_note(workflow))
+
+
+def _text(value: str) -> str:
+    # Braces too: gr.HTML fills its template as a Handlebars template, which must not read a name as a tag.
+    return html.escape(value).replace("{", "&#123;").replace("}", "&#125;")
+
+
+def starter_gallery_html(cards: list[StarterCard]) -> str:
+    """The gallery's markup: one card per starter, every text escaped."""
+    items = []
+    for card in cards:
+        stem = _text(card.stem)
+        if card.thumbnail is not None:
+            # Page-relative like STUDIO_HEAD; the modification time makes a regenerated picture load afresh.
+            source = _text(f"gradio_api/file={card.thumbnail}?v={card.thumbnail.stat().st_mtime_ns}")
+            picture = (f'<img class="fc-starter-picture" src="{source}" alt="What {_text(card.title)} makes" '
+                       'loading="lazy">')
+            note = f'<p class="fc-starter-model">{_text(card.model_note)}</p>'
+        else:  # the tile says what model it needs, once
+            picture = f'<span class="fc-starter-placeholder">{_text(card.model_note)}</span>'
+            note = ""
+        items.append(
+            f'<article class="fc-starter" role="listitem" data-template="{stem}">'
+            f'<div class="fc-starter-thumb">{picture}</div>'
+            f'<div class="fc-starter-body">'
+            f'<h4 class="fc-starter-title">{_text(card.title)}</h4>'
+            f'<p class="fc-starter-summary" title="{_text(card.description)}">{_text(card.summary)}</p>'
+            f"{note}"
+            f'<div class="fc-starter-actions">'
+            f'<button type="button" class="fc-starter-open" data-action="open" id="starter-open-{stem}">Open</button>'
+            f'<button type="button" class="fc-starter-add" data-action="add" id="starter-add-{stem}">'
+            f"Add to my library</button>"
+            f"</div></div></article>")
+    return ('<section class="fc-starters" aria-label="Start from a template">'
+            '<h3 class="fc-starters-heading">Start from a template</h3>'
+            f'<div class="fc-starter-grid" role="list">{"".join(items)}</div></section>')
+
+
+# Buttons hand their card's template to Python; the listener is added once per element (js_on_load may run again
+# on the same element), and always uses the latest `trigger`.
+STARTER_SCRIPT = """/* events: 'open_template' 'add_template' */
+element.fcTrigger = trigger;
+if (!element.fcListening) {
+  element.fcListening = true;
+  element.addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action]');
+    const card = button && button.closest('[data-template]');
+    if (!card || !element.contains(card)) return;
+    element.fcTrigger(button.dataset.action === 'add' ? 'add_template' : 'open_template',
+                      { template: card.dataset.template });
+  });
+}"""
+
+STARTER_CSS = """
+.fc-starters-heading { margin: 0 0 var(--spacing-md); font-size: var(--text-lg); font-weight: 600;
+  color: var(--body-text-color); }
+.fc-starter-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(280px, 1fr));
+  gap: var(--spacing-lg); }
+.fc-starter { display: flex; gap: var(--spacing-lg); padding: var(--spacing-md); min-width: 0;
+  border: 1px solid var(--border-color-primary); border-radius: var(--radius-lg);
+  background: var(--block-background-fill); }
+.fc-starter:hover { border-color: var(--color-accent); }
+.fc-starter-thumb { flex: none; width: 96px; height: 96px; border-radius: var(--radius-md); overflow: hidden;
+  background: var(--background-fill-secondary); display: flex; align-items: center; justify-content: center; }
+.fc-starter-picture { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+.fc-starter-thumb:has(.fc-starter-placeholder) { border: 1px dashed var(--border-color-primary); }
+.fc-starter-placeholder { padding: 6px; text-align: center; font-size: var(--text-sm); line-height: 1.3;
+  font-weight: 600; color: var(--body-text-color-subdued); }
+.fc-starter-body { display: flex; flex-direction: column; gap: 4px; min-width: 0; flex: 1; }
+.fc-starter-title { margin: 0; font-size: var(--text-md); font-weight: 600; color: var(--body-text-color);
+  overflow-wrap: anywhere; }
+.fc-starter-summary { margin: 0; font-size: var(--text-sm); line-height: 1.35; color: var(--body-text-color);
+  display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; }
+.fc-starter-model { margin: 0; font-size: var(--text-xs); color: var(--body-text-color-subdued); }
+.fc-starter-actions { display: flex; gap: var(--spacing-md); margin-top: auto; }
+.fc-starter-actions button { padding: 3px 12px; border-radius: var(--button-small-radius); cursor: pointer;
+  font-size: var(--text-sm); border: 1px solid var(--button-secondary-border-color);
+  background: var(--button-secondary-background-fill); color: var(--button-secondary-text-color); }
+.fc-starter-actions button:hover { background: var(--button-secondary-background-fill-hover); }
+.fc-starter-actions .fc-starter-open { border-color: var(--button-primary-border-color);
+  background: var(--button-primary-background-fill); color: var(--button-primary-text-color); }
+.fc-starter-actions .fc-starter-open:hover { background: var(--button-primary-background-fill-hover); }
+"""
+
+
 # ---------------------------------------------------------------- the view
 
 
@@ -151,20 +302,32 @@ class LibraryView:
     def __init__(self, studio: Studio) -> None:
         self.studio = studio
         self.storage = studio.storage
-        self.templates = load_templates()
         self.upload_root = Path(get_upload_folder())
+        self.node_catalogue = catalogue()
 
     # ---------------------------------------------------------------- layout
 
     def build(self) -> None:
-        gr.set_static_paths([STATIC_DIR])
+        gr.set_static_paths([STATIC_DIR, THUMBNAILS])
         # render_children: the importer's script must run at page load, whichever tab is open (drops work anywhere).
         with gr.Tab("Library", id=LIBRARY_TAB, render_children=True) as self.tab:
             self.link = gr.State(None)  # CanvasLink as a dict, or None
             self.selected = gr.State(None)  # the id of the workflow shown in the details
             self.listed = gr.State([])  # the ids in the gallery, in its order
-            self.template_index = gr.State(None)
             self.shared_ref = gr.State(None)  # {"workflow_id", "version"} of the shared view
+            with gr.Group(visible=False, elem_id="library-shared") as self.shared_box:
+                self.shared_title = gr.Textbox(label="Shared workflow (read-only)", interactive=False,
+                                               elem_id="library-shared-title")
+                self.shared_description = gr.Textbox(label="Description", interactive=False, lines=2)
+                self.shared_canvas = flow_editor(None, self.node_catalogue, readonly=True, elem_id="shared-canvas")
+                with gr.Row():
+                    self.copy_shared_button = gr.Button("Copy to my library", size="sm", variant="primary",
+                                                        elem_id="library-copy-shared")
+                    self.close_shared_button = gr.Button("Close", size="sm")
+            self.starters = gr.HTML(value=starter_gallery_html(self._starter_cards()), apply_default_css=False,
+                                    css_template=STARTER_CSS, js_on_load=STARTER_SCRIPT,
+                                    elem_id="library-starters")
+            gr.Markdown("### My workflows")
             with gr.Row(equal_height=True):
                 self.canvas_line = gr.Textbox(label="Canvas", interactive=False, scale=3,
                                               value="The canvas document is not saved in the library yet.")
@@ -178,22 +341,11 @@ class LibraryView:
                                                      type="filepath", size="sm", scale=0,
                                                      elem_id="library-import-button")
             self.importer = gr.HTML(
-                value=None, apply_default_css=False, elem_id="library-importer",
+                value=None, apply_default_css=False, elem_id="library-importer", head=STUDIO_HEAD,
                 html_template=('<div class="fc-import"><span class="fc-import-status" role="status">'
                                "Drop a workflow (.json) or a FlowCanvas PNG anywhere on the page to open it."
                                "</span></div>"),
                 js_on_load=self._importer_bootstrap())
-            with gr.Group(visible=False, elem_id="library-shared") as self.shared_box:
-                self.shared_title = gr.Textbox(label="Shared workflow (read-only)", interactive=False,
-                                               elem_id="library-shared-title")
-                self.shared_description = gr.Textbox(label="Description", interactive=False, lines=2)
-                self.shared_nodes = gr.Dataframe(headers=SHARED_NODE_HEADERS, interactive=False, label="Nodes",
-                                                 elem_id="library-shared-nodes")
-                self.shared_json = gr.Code(language="json", interactive=False, label="Workflow file", max_lines=16)
-                with gr.Row():
-                    self.copy_shared_button = gr.Button("Copy to my library", size="sm", variant="primary",
-                                                        elem_id="library-copy-shared")
-                    self.close_shared_button = gr.Button("Close", size="sm")
             with gr.Row():
                 with gr.Column(scale=3):
                     with gr.Row(equal_height=True):
@@ -201,19 +353,10 @@ class LibraryView:
                                                  scale=3)
                         self.tag = gr.Dropdown(label="Tag", choices=[], value=None, scale=2, elem_id="library-tag")
                         self.refresh_button = gr.Button("Refresh", size="sm", scale=0)
-                    self.gallery = gr.Gallery(label="Workflows", columns=4, height=360, allow_preview=False, fit_columns=False,
-                                              object_fit="contain", format="png", elem_id="library-list")
-                    with gr.Accordion("Starter templates", open=False, elem_id="library-templates"):
-                        self.template_table = gr.Dataframe(
-                            value=_table(TEMPLATE_HEADERS, [[t.workflow.name, t.workflow.description,
-                                                             ", ".join(t.workflow.tags), t.path.name]
-                                                            for t in self.templates]),
-                            interactive=False, wrap=True, elem_id="library-template-table")
-                        with gr.Row():
-                            self.open_template_button = gr.Button("Open template in the canvas", size="sm",
-                                                                  interactive=False)
-                            self.add_template_button = gr.Button("Add template to the library", size="sm",
-                                                                 interactive=False)
+                    self.list_note = gr.Markdown(EMPTY_LIBRARY, elem_id="library-list-note")
+                    self.gallery = gr.Gallery(label="Workflows", columns=3, height=360, allow_preview=False,
+                                              fit_columns=False, object_fit="contain", format="png", visible=False,
+                                              elem_id="library-list")
                 with gr.Column(scale=4), gr.Group(visible=False, elem_id="library-details") as self.details:
                     with gr.Row():
                         self.name = gr.Textbox(label="Name", elem_id="library-name", scale=2)
@@ -238,6 +381,7 @@ class LibraryView:
                                                      interactive=False, buttons=["copy"], scale=2,
                                                      elem_id="library-share-link")
                     self.versions = gr.Dataframe(headers=VERSION_HEADERS, interactive=False, wrap=True,
+                                                 column_widths=VERSION_COLUMN_WIDTHS,
                                                  label="Versions (newest first; select one)",
                                                  elem_id="library-versions")
                     with gr.Row(equal_height=True):
@@ -245,7 +389,8 @@ class LibraryView:
                                                  elem_id="library-version")
                         self.open_version_button = gr.Button("Open this version in the canvas", size="sm",
                                                              elem_id="library-open-version")
-                        self.restore_button = gr.Button("Restore this version", size="sm", elem_id="library-restore")
+                        self.restore_button = gr.Button("Restore this version", size="sm", interactive=False,
+                                                        elem_id="library-restore")
         self._wire()
 
     @staticmethod
@@ -258,12 +403,11 @@ class LibraryView:
     @property
     def _outputs(self) -> list[Any]:
         """Every component a handler may update (each returns updates for some of them)."""
-        return [self.link, self.selected, self.listed, self.template_index, self.shared_ref, self.canvas_line,
-                self.status, self.shared_box, self.shared_title, self.shared_description, self.shared_nodes,
-                self.shared_json, self.gallery, self.tag, self.details, self.name, self.tags, self.description,
-                self.confirm_row, self.confirm_text, self.download_json, self.download_png, self.share_link,
-                self.versions, self.version, self.open_template_button, self.add_template_button,
-                *self.studio.canvas_outputs]
+        return [self.link, self.selected, self.listed, self.shared_ref, self.canvas_line, self.status,
+                self.shared_box, self.shared_title, self.shared_description, self.shared_canvas,
+                self.starters, self.list_note, self.gallery, self.tag, self.details, self.name, self.tags,
+                self.description, self.confirm_row, self.confirm_text, self.download_json, self.download_png,
+                self.share_link, self.versions, self.version, self.restore_button, *self.studio.canvas_outputs]
 
     def _wire(self) -> None:
         outputs = self._outputs
@@ -290,14 +434,13 @@ class LibraryView:
         self.confirm_button.click(self.delete, inputs=[self.selected, self.link, *listing], outputs=outputs,
                                   **PRIVATE)
         self.versions.select(self.on_pick_version, outputs=outputs, **PRIVATE)
+        self.version.change(self.restorable, inputs=[self.selected, self.version], outputs=outputs, **PRIVATE)
         self.open_version_button.click(self.open_version, inputs=[self.selected, self.version], outputs=outputs,
                                        **PRIVATE)
         self.restore_button.click(self.restore, inputs=[self.selected, self.version, *listing], outputs=outputs,
                                   **PRIVATE)
-        self.template_table.select(self.on_pick_template, outputs=outputs, **PRIVATE)
-        self.open_template_button.click(self.open_template, inputs=self.template_index, outputs=outputs, **PRIVATE)
-        self.add_template_button.click(self.add_template, inputs=[self.template_index, *listing], outputs=outputs,
-                                       **PRIVATE)
+        self.starters.open_template(self.open_template, outputs=outputs, **PRIVATE)
+        self.starters.add_template(self.add_template, inputs=listing, outputs=outputs, **PRIVATE)
         self.importer.import_file(self.import_dropped, outputs=outputs, **PRIVATE)
         self.import_button.upload(self.import_picked, inputs=self.import_button, outputs=outputs, **PRIVATE)
         self.copy_shared_button.click(self.copy_shared, inputs=[self.shared_ref, *listing], outputs=outputs,
@@ -317,8 +460,11 @@ class LibraryView:
             picture = self.storage.artifacts.absolute(image.path) if image is not None else placeholder
             caption = f"{record.name} · v{record.current_version}" + (f" · {', '.join(record.tags)}" if record.tags else "")
             items.append((str(picture), caption))
-        all_tags = sorted({t for r in self.storage.list_workflows() for t in r.tags}, key=str.casefold)
-        return {self.gallery: gr.update(value=items, selected_index=None), self.listed: [r.id for r in records],
+        every = self.storage.list_workflows()
+        all_tags = sorted({t for r in every for t in r.tags}, key=str.casefold)
+        note = "" if records else (EMPTY_LIBRARY if not every else "No saved workflow matches this search or tag.")
+        return {self.gallery: gr.update(value=items, selected_index=None, visible=bool(items)),
+                self.list_note: gr.update(value=note, visible=bool(note)), self.listed: [r.id for r in records],
                 self.tag: gr.update(choices=[("any tag", "")] + [(t, t) for t in all_tags], value=tag or "")}
 
     def _details(self, workflow_id: str | None, request: gr.Request | None = None) -> dict[Any, Any]:
@@ -348,7 +494,11 @@ class LibraryView:
             self.share_link: self._share_link(record, request),
             self.versions: _table(VERSION_HEADERS, rows[::-1]),
             self.version: current.version,
+            self.restore_button: gr.update(interactive=False),  # the current version: nothing to restore
         }
+
+    def _starter_cards(self) -> list[StarterCard]:
+        return [starter_card(template) for template in load_templates()]
 
     def _placeholder(self) -> Path:
         """The picture shown for a workflow that has no output yet (made once per upload folder)."""
@@ -398,7 +548,8 @@ class LibraryView:
     # ---------------------------------------------------------------- handlers
 
     def on_page_load(self, search: str, tag: str | None, request: gr.Request) -> dict[Any, Any]:
-        updates = self._listing(search, tag)
+        # Cards afresh: thumbnails made (or templates added) since the server started show on the next load.
+        updates = {**self._listing(search, tag), self.starters: starter_gallery_html(self._starter_cards())}
         params = dict(request.query_params)
         if "workflow" in params:
             updates.update(self._shared(params["workflow"], params.get("version")))
@@ -528,11 +679,22 @@ class LibraryView:
         row = evt.row_value if isinstance(getattr(evt, "row_value", None), list) else None
         return {self.version: int(row[0])} if row else {}
 
+    def restorable(self, selected: str | None, version: float | None) -> dict[Any, Any]:
+        """The Restore button, on for a version other than the current one."""
+        try:
+            current = self.storage.get_workflow(selected).current_version if selected else None
+        except NotFound:
+            current = None
+        return {self.restore_button: gr.update(interactive=current is not None and bool(version)
+                                               and int(version) != current)}
+
     def restore(self, selected: str | None, version: float | None, search: str, tag: str | None,
                 request: gr.Request) -> dict[Any, Any]:
         if selected is None or not version:
             return {self.status: "Pick a version to restore first."}
         try:
+            if int(version) == self.storage.get_workflow(selected).current_version:
+                return {self.status: f"Version {int(version)} is the current version: pick an older one to restore."}
             record = self.storage.restore_version(selected, int(version))
         except NotFound as missing:
             return {self.status: f"Not restored: {missing}"}
@@ -540,30 +702,34 @@ class LibraryView:
                 self.status: f"Restored version {int(version)} of {record.name!r} as version "
                              f"{record.current_version}; open it to edit."}
 
-    def on_pick_template(self, evt: gr.SelectData) -> dict[Any, Any]:
-        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else None
-        if index is None or not 0 <= index < len(self.templates):
-            return {}
-        enabled = gr.update(interactive=True)
-        return {self.template_index: index, self.open_template_button: enabled, self.add_template_button: enabled,
-                self.status: f"Template {self.templates[index].workflow.name!r} selected."}
+    @staticmethod
+    def _chosen_template(evt: gr.EventData) -> Template | None:
+        """The starter a card's button names (looked up among the template files: the page names no path)."""
+        payload = getattr(evt, "_data", None)
+        try:
+            stem = StarterChoice.model_validate(payload).template
+        except ValidationError:
+            return None
+        return next((template for template in load_templates() if template.stem == stem), None)
 
-    def open_template(self, index: int | None) -> dict[Any, Any]:
-        if index is None:
-            return {}
-        template = self.templates[index]
+    def open_template(self, evt: gr.EventData) -> dict[Any, Any]:
+        template = self._chosen_template(evt)
+        if template is None:
+            return {self.status: "That template is no longer in pipelines/templates: reload the page."}
         updates = self._open(canonical_json(template.workflow), None)
         updates[self.status] = f"Opened the template {template.workflow.name!r} in the canvas."
         return updates
 
-    def add_template(self, index: int | None, search: str, tag: str | None, request: gr.Request) -> dict[Any, Any]:
-        if index is None:
-            return {}
-        template = self.templates[index].workflow
-        record = self.storage.create_workflow(template.name, canonical_json(template), description=template.description,
-                                              tags=template.tags, message=f"from template {self.templates[index].path.name}")
-        return {**self._listing(search, tag), **self._details(record.id, request),
-                self.status: f"Added the template {template.name!r} to the library."}
+    def add_template(self, search: str, tag: str | None, evt: gr.EventData, request: gr.Request) -> dict[Any, Any]:
+        template = self._chosen_template(evt)
+        if template is None:
+            return {self.status: "That template is no longer in pipelines/templates: reload the page."}
+        workflow = template.workflow
+        record = self.storage.create_workflow(workflow.name, canonical_json(workflow), description=workflow.description,
+                                              tags=workflow.tags, message=f"from template {template.path.name}")
+        message = f"Added the template {workflow.name!r} to the library."
+        _toast(gr.Info, message)
+        return {**self._listing(search, tag), **self._details(record.id, request), self.status: message}
 
     # ---------------------------------------------------------------- import and sharing
 
@@ -612,16 +778,16 @@ class LibraryView:
                     self.shared_ref: None}
         except (NotFound, StorageError) as missing:
             return {**shown, self.shared_title: f"This share link's workflow is not in this library: {missing}",
-                    self.shared_description: "", self.shared_nodes: _table(SHARED_NODE_HEADERS, []),
-                    self.shared_json: "", self.shared_ref: None}
-        workflow = _document_workflow(chosen.document)
-        nodes = [[node_id, entry.type, entry.title or ""] for node_id, entry in workflow.nodes.items()] if workflow else []
+                    self.shared_description: "", self.shared_canvas: self._shared_canvas(None), self.shared_ref: None}
         return {**shown,
                 self.shared_title: f"{record.name} · version {chosen.version} of {record.current_version}",
                 self.shared_description: record.description,
-                self.shared_nodes: _table(SHARED_NODE_HEADERS, nodes),
-                self.shared_json: chosen.document,
+                self.shared_canvas: self._shared_canvas(json.loads(chosen.document)),
                 self.shared_ref: {"workflow_id": record.id, "version": chosen.version}}
+
+    def _shared_canvas(self, document: dict[str, Any] | None) -> Any:
+        # The catalogue again: an update that reaches a gr.HTML before it mounts (page load) replaces its props.
+        return gr.update(value=document, catalogue=self.node_catalogue)
 
     def copy_shared(self, shared: dict[str, Any] | None, search: str, tag: str | None,
                     request: gr.Request) -> dict[Any, Any]:

@@ -11,7 +11,6 @@ import json
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from storage import IMAGE_KINDS, ArtifactRecord, RunRecord, RunStatus
@@ -76,9 +75,10 @@ def image_artifacts(artifacts: Sequence[ArtifactRecord]) -> list[ArtifactRecord]
 RESULT_FIXED_HEADERS = ["index", "run", "status", "seconds", "error", "outputs"]
 
 
-def result_rows(records: Sequence[RunRecord], outputs: Sequence[Sequence[Path]]) -> tuple[list[str], list[list[Any]]]:
+def result_rows(records: Sequence[RunRecord], outputs: Sequence[Sequence[str]]) -> tuple[list[str], list[list[Any]]]:
     """A batch's results as a table: index, run, status, seconds, one column per swept field, error, outputs
-    (the image files, one per line). `outputs[i]` are run i's image files."""
+    (the image files, one per line). `outputs[i]` are run i's images as stored paths (relative to the artifact
+    folder): the browser's user has no use for where the server keeps them."""
     fields = list(dict.fromkeys(name for record in records for name in record.overrides))
     headers = RESULT_FIXED_HEADERS[:4] + fields + RESULT_FIXED_HEADERS[4:]
     rows = []
@@ -86,7 +86,7 @@ def result_rows(records: Sequence[RunRecord], outputs: Sequence[Sequence[Path]])
         seconds = duration_seconds(record)
         rows.append([index + 1, record.id, str(record.status), "" if seconds is None else f"{seconds:.2f}",
                      *(record.overrides.get(name, "") for name in fields), error_text(record),
-                     "\n".join(str(path) for path in files)])
+                     "\n".join(files)])
     return headers, rows
 
 

@@ -10,6 +10,7 @@ written in. While the tab is open a timer refreshes what changed.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -36,6 +37,7 @@ RUNS_TAB = "runs"
 RUNS_LABEL = "Runs"
 HISTORY_LIMIT = 200
 REFRESH_SECONDS = 1.0
+FOLLOW_WAIT = 1.0  # seconds a wait for a re-run to end lasts before its status is read again
 ALL_STATUSES = "all"
 QUEUE_HEADERS = ["#", "run", "state", "workflow", "device", "queued at"]
 PAIR_HEADERS = ["field", "value"]
@@ -171,14 +173,38 @@ class RunsView:
                 device=record.device, workflow_id=record.workflow_id, workflow_version=record.workflow_version,
                 file_roots=self.studio.readable_roots))
         except (NotFound, Ambiguous, ValueError) as error:  # ValueError: the device is not available here
-            return {self.page_message: plain_markdown(f"cannot re-run: {error}")}
+            return {self.page_message: plain_markdown(f"cannot re-run: {error}"), self.rerun_of: ""}
         except WorkflowInvalid as invalid:
             problems = "; ".join(str(issue) for issue in invalid.issues)
-            return {self.page_message: plain_markdown(f"cannot re-run: the workflow no longer validates: {problems}")}
+            return {self.page_message: plain_markdown(f"cannot re-run: the workflow no longer validates: {problems}"),
+                    self.rerun_of: ""}
         updates = self.page(handle.run_id)
         updates[self.run_ref] = handle.run_id
-        updates[self.page_message] = plain_markdown(f"queued re-run {handle.run_id} of {record.id}")
+        updates[self.page_message] = rerun_message(handle.run_id, record.id, "queued")
+        updates[self.rerun_of] = record.id
         return updates
+
+    def follow_rerun(self, run_id: str, original: str) -> Iterator[str]:
+        """The re-run's message as it starts and ends (its page follows on the timer's refresh)."""
+        if not original:  # the re-run was refused: its message stays
+            return
+        handle = self.pool.handle(run_id)
+        said = "queued"
+        while handle is not None and not handle.done:
+            status = str(self.storage.get_run(run_id).status)
+            if status != said:
+                said = status
+                yield rerun_message(run_id, original, status)
+            try:
+                handle.wait(FOLLOW_WAIT)
+            except TimeoutError:
+                pass
+        record = self.storage.get_run(run_id)
+        seconds = duration_seconds(record)
+        ended = str(record.status) + (f" in {seconds:.2f} s" if seconds is not None else "")
+        if record.error:
+            ended += f": {error_text(record)}"
+        yield rerun_message(run_id, original, ended)
 
     def open_in_canvas(self, run_id: str) -> tuple[Any, ...]:
         """The run's workflow, with its values written into the params, on the canvas (timer off: tab left)."""
@@ -236,6 +262,7 @@ class RunsView:
             self.shown_queue = gr.State([])
             self.shown_run = gr.State("")
             self.shown_status = gr.State("")
+            self.rerun_of = gr.State("")  # the run the latest re-run repeats ("" when it was refused)
 
             gr.Markdown("### Queue")
             with gr.Row():
@@ -274,8 +301,9 @@ class RunsView:
             self.error = gr.Textbox(label="Error", interactive=False, visible=False, elem_id="runs-error")
             with gr.Row():
                 self.summary = gr.Dataframe(_pairs({}), interactive=False, label="Run", elem_id="runs-summary")
-                self.outputs = gr.Gallery(label="Outputs", columns=4, height=260, elem_id="runs-outputs",
-                                          interactive=False)
+                # Fixed columns, contained: one 64-px output must not be stretched into a cropped strip.
+                self.outputs = gr.Gallery(label="Outputs", columns=3, height=300, fit_columns=False,
+                                          object_fit="contain", elem_id="runs-outputs", interactive=False)
             with gr.Row():
                 self.timings = gr.Dataframe(_table([], ["node", "seconds"]), interactive=False,
                                             label="Per-node timings (executed nodes; cached ones are absent)",
@@ -301,11 +329,15 @@ class RunsView:
         # Any other tab chosen: stop refreshing (the Runs tab's own select turns it back on).
         self.studio.tabs.select(_runs_tab_chosen, None, self.timer, **quiet)
 
-        self.history_table.select(_selected_row_cell(0), None, self.run_ref, **quiet).then(
+        # Following waits on the worker: outside the default one-at-a-time slot.
+        rerun = self.rerun_button.click(self.rerun, self.shown_run, [*page, self.run_ref, self.rerun_of], **quiet)
+        follow = rerun.then(self.follow_rerun, [self.run_ref, self.rerun_of], self.page_message,
+                            concurrency_limit=None, **quiet)
+        # Another run shown: its page must not get the re-run's message.
+        self.history_table.select(_selected_row_cell(0), None, self.run_ref, cancels=[follow], **quiet).then(
             self.show, self.run_ref, page, **quiet)
         for trigger in (self.open_button.click, self.run_ref.submit):
-            trigger(self.show, self.run_ref, page, **quiet)
-        self.rerun_button.click(self.rerun, self.shown_run, [*page, self.run_ref], **quiet)
+            trigger(self.show, self.run_ref, page, cancels=[follow], **quiet)
         self.canvas_button.click(self.open_in_canvas, self.shown_run, [*self.studio.canvas_outputs, self.timer],
                                  **quiet)
 
@@ -318,6 +350,11 @@ class RunsView:
         for button, action in ((self.pause_button, self.pause), (self.resume_button, self.resume)):
             button.click(action, None, self.queue_message, **quiet).then(
                 self.refresh, refresh_inputs, refreshed, **quiet)
+
+
+def rerun_message(run_id: str, original: str, state: str) -> str:
+    """The run page's line about a re-run: `re-run <id> of <id>: <state>` (the id is the second word)."""
+    return plain_markdown(f"re-run {run_id} of {original}: {state}")
 
 
 def _selected_row_cell(column: int) -> Any:

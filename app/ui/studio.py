@@ -3,10 +3,14 @@
 Each view is one module with a `build(studio)` that lays out its own `gr.Tab` inside the app's `gr.Tabs`
 and wires its events. Views open workflows in the canvas through `open_in_canvas`, which returns the updates
 for `studio.canvas_outputs` (the editor's value and the selected tab).
+
+The views' page-wide styles (tables, galleries) are in studio_static/studio.css, linked into the page's head by
+`STUDIO_HEAD` on a component that Gradio renders at page load (the Library's importer).
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +22,9 @@ from pipelines.jobs import WorkerPool
 from storage import Storage
 
 CANVAS_TAB = "canvas"
+STATIC_DIR = Path(__file__).resolve().parent / "studio_static"
+# Page-relative, so it also resolves under a root path; Gradio serves it once STATIC_DIR is a static path.
+STUDIO_HEAD = f'<link rel="stylesheet" href="gradio_api/file={html.escape(str(STATIC_DIR / "studio.css"))}">'
 
 
 @dataclass
