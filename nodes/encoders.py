@@ -88,9 +88,9 @@ class TextEncode(Node):
     """Encode a prompt and a negative prompt with the model's own text encoders."""
 
     class Params(NodeParams):
-        text: str = Field("", max_length=20_000, description="The prompt: what the image should show.",
+        text: str = Field("", max_length=20_000, title="Prompt", description="The prompt: what the image should show.",
                           json_schema_extra={"widget": "multiline"})
-        negative_text: str = Field("", max_length=20_000,
+        negative_text: str = Field("", max_length=20_000, title="Negative prompt",
                                    description="The negative prompt; an empty one is still encoded, as diffusers does.",
                                    json_schema_extra={"widget": "multiline"})
 

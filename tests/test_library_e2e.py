@@ -203,7 +203,7 @@ def test_the_library_opens_on_starter_cards_and_one_opens_on_the_canvas(page, se
     show_tab(page, "Library")
     card = page.locator('#library-starters [data-template="edit-flowedit"]')
     expect(card).to_be_in_viewport()  # at the top of the tab, with nothing to open first
-    expect(card).to_contain_text("edit-flowedit")
+    expect(card).to_contain_text("Edit with FlowEdit")
     expect(card).to_contain_text("Edit an image by prompt with FlowEdit")
     expect(page.locator("#library-starters [data-template]")).to_have_count(len(list(TEMPLATES.glob("*.json"))))
     expect(page.locator("#library-list-note")).to_have_text("No saved workflows yet — start from a template above.")
