@@ -346,9 +346,9 @@ def test_an_invalid_workflow_is_marked_and_nothing_runs(page, server):
 
 
 TXT2IMG_NODES = {  # type → world position: the embedded txt2img graph, laid out at zoom 0.5
-    "LoadFlowModel": (0, 0), "TextEncode": (300, 0), "EmptyLatent": (300, 200), "ModelSchedule": (300, 360),
-    "Noise": (300, 540), "EulerSolver": (300, 660), "Sampler": (600, 120), "VAEDecode": (900, 120),
-    "SaveImage": (1160, 120),
+    "LoadFlowModel": (0, 0), "TextEncode": (320, 0), "EmptyLatent": (320, 200), "ModelSchedule": (320, 360),
+    "Noise": (320, 540), "EulerSolver": (320, 660), "Sampler": (640, 120), "VAEDecode": (960, 120),
+    "SaveImage": (1260, 120),
 }
 TXT2IMG_WIRES = [
     ("load_flow_model", "text_encoder", "text_encode", "encoder"),
