@@ -209,7 +209,7 @@ def test_the_library_opens_on_starter_cards_and_one_opens_on_the_canvas(page, se
     expect(page.locator("#library-list-note")).to_have_text("No saved workflows yet — start from a template above.")
     page.click("#starter-open-edit-flowedit")
     wait_for_canvas(page, canonical_json(load_workflow(TEMPLATES / "edit-flowedit.json")))
-    expect(status(page)).to_have_value("Opened the template 'edit-flowedit' in the canvas.")
+    expect(status(page)).to_have_value("Opened the template 'Edit with FlowEdit' in the canvas.")
 
 
 def test_save_reload_find_and_reopen(page, server) -> None:
