@@ -442,6 +442,11 @@ def test_cancel_stops_a_running_run(page, server):
     page.click(".fc-cmd-run")
     wait_until_stepping(page, "sampler")
     assert page.locator(".fc-cmd-run").is_disabled()
+    # The live preview shows on the node and, until there are outputs, in the outputs panel.
+    panel = page.wait_for_selector('.fc-outputs-panel figure.fc-output-preview[data-node="sampler"] img')
+    page.wait_for_function("(image) => image.complete && image.naturalWidth > 0", arg=panel)
+    assert "preview" in page.inner_text('.fc-outputs-panel figure[data-node="sampler"] figcaption')
+    assert page.locator('.fc-node[data-node="sampler"] img.fc-preview').count() == 1
     page.click(".fc-cmd-cancel")
     state = wait_for_run(page, "cancelled", "succeeded", "failed")
     assert state["status"] == "cancelled"

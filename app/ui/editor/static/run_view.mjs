@@ -110,25 +110,43 @@ export class RunView {
     return graph.node(at.node).title || id;
   }
 
+  /** The outputs panel: the run's output images once it has them; while it runs, the live previews so far. */
   #panel() {
     const outputs = this.state.outputs ?? [];
-    if (outputs.length === 0) {
+    if (outputs.length > 0) {
+      this.list.replaceChildren(...outputs.map((output) => this.#figure(output.node, output.url, this.#title(output.node), true)));
+      return;
+    }
+    // Node entries are keyed at every subgraph level; the top-level ones (no "/") are what the canvas shows.
+    const previews = this.active
+      ? Object.entries(this.nodes).filter(([id, entry]) => !id.includes("/") && entry.state === "running" && entry.preview)
+      : [];
+    if (previews.length === 0) {
       this.list.replaceChildren(el("div", "fc-output-empty", this.active ? "Waiting for outputs…" : "Run the workflow to see its images here."));
       return;
     }
-    this.list.replaceChildren(...outputs.map((output) => {
-      const figure = el("figure", "fc-output");
-      figure.dataset.node = output.node;
+    this.list.replaceChildren(...previews.map(([id, entry]) =>
+      this.#figure(id, entry.preview, `${this.#title(id)} · preview ${entry.step ?? 0}/${entry.total ?? "?"}`, false)));
+  }
+
+  /** One image in the panel, captioned as text; outputs link to the full file, previews (data URLs) do not. */
+  #figure(node, url, caption, linked) {
+    const figure = el("figure", linked ? "fc-output" : "fc-output fc-output-preview");
+    figure.dataset.node = node;
+    const image = el("img");
+    image.src = serverUrl(url);
+    image.alt = `${linked ? "output" : "live preview"} of ${this.#title(node)}`;
+    if (linked) {
       const link = el("a");
-      link.href = serverUrl(output.url);
+      link.href = serverUrl(url);
       link.target = "_blank";
       link.rel = "noopener";
-      const image = el("img");
-      image.src = serverUrl(output.url);
-      image.alt = `output of ${this.#title(output.node)}`;
       link.append(image);
-      figure.append(link, el("figcaption", "", this.#title(output.node)));
-      return figure;
-    }));
+      figure.append(link);
+    } else {
+      figure.append(image);
+    }
+    figure.append(el("figcaption", "", caption));
+    return figure;
   }
 }
