@@ -151,6 +151,7 @@ class FlowOptNode(Node):
         with torch.inference_mode():
             outputs = flowopt(model, y, sigmas, prompts, mode=params.mode, n_max=n_max, iterations=chosen.iterations,
                               eta=chosen.eta, src_guidance=chosen.src_guidance, tar_guidance=chosen.tar_guidance,
+                              # Each iteration is a whole sampling pass, so every one is worth a preview.
                               solver=solver or EULER, callback=step_progress(ctx, model, preview_every=1))
         return {"latent": Latent(outputs[-1], model.family),
                 "iterations": Latent(torch.cat(outputs), model.family)}

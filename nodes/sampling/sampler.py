@@ -1,4 +1,5 @@
-"""Sampling: empty latents, seeded noise drawn as diffusers draws it, and the Sampler node.
+"""The Sampler node, with empty latents and seeded noise drawn as diffusers draws it, and the step reporting
+(progress, live previews, cancellation) that the editors share.
 
 The Sampler composes a model's guided velocity with any SIGMAS schedule and SOLVER (k-diffusion's
 decomposition): same seed, schedule and solver as a diffusers pipeline give the same bits.
