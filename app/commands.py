@@ -10,7 +10,7 @@ from typing import Any
 
 from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, copy_outputs, print_json, table
 from app.ui.uploads import MAX_UPLOAD_BYTES
-from nodes.registry import all_node_classes, catalogue
+from nodes.catalogue import all_node_classes, catalogue
 from pipelines.batch import (
     BatchSpecError,
     ExecutorUnavailable,
@@ -425,7 +425,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def train_embedded(args: argparse.Namespace) -> int:
-    from nodes.shapes.train import TrainConfig, train
+    from nodes.embedded.train import TrainConfig, train
 
     config = TrainConfig(device=args.device, minutes=args.minutes, decoder_minutes=args.decoder_minutes)
     if args.out:

@@ -35,20 +35,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from nodes.editors.common import EditPrompts  # noqa: E402
 from nodes.editors.decompose import decompose_prompt  # noqa: E402
 from nodes.editors.flowchef import DEFAULTS as FLOWCHEF_DEFAULTS  # noqa: E402
 from nodes.editors.flowchef import flowchef  # noqa: E402
 from nodes.editors.flowedit import DEFAULTS as FLOWEDIT_DEFAULTS  # noqa: E402
-from nodes.editors.flowedit import EditPrompts, flowedit  # noqa: E402
+from nodes.editors.flowedit import flowedit  # noqa: E402
 from nodes.editors.flowopt import DEFAULTS as FLOWOPT_DEFAULTS  # noqa: E402
 from nodes.editors.flowopt import flowopt  # noqa: E402
 from nodes.editors.splitflow import N_DEC_DEFAULTS, splitflow  # noqa: E402
+from nodes.embedded import dataset  # noqa: E402
+from nodes.embedded.analyzer import analyze, dilate  # noqa: E402
 from nodes.image import grid_image, to_pil  # noqa: E402
 from nodes.models.loader import MANAGER, LoadOptions  # noqa: E402
-from nodes.sampling import NoiseSource, start_index  # noqa: E402
-from nodes.shapes import dataset  # noqa: E402
-from nodes.shapes.analyzer import analyze, dilate  # noqa: E402
-from nodes.solvers import EULER  # noqa: E402
+from nodes.sampling.sampler import NoiseSource, start_index  # noqa: E402
+from nodes.sampling.solvers import EULER  # noqa: E402
+from storage.config import data_home  # noqa: E402
 
 KINDS: dict[str, tuple[str, ...]] = {
     "colour": ("colour",),
@@ -209,7 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
 
-    loaded = MANAGER.get(args.model, LoadOptions(device="cpu"))
+    loaded = MANAGER.get(args.model, LoadOptions(device="cpu"), data_home() / "cache")
     flowedit_evals = 2 * 2 * FLOWEDIT_DEFAULTS["embedded"].n_max
     methods: dict[str, Callable] = {
         "FlowEdit": method_flowedit,

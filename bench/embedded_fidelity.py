@@ -23,12 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from nodes.embedded import dataset  # noqa: E402
+from nodes.embedded.analyzer import analyze  # noqa: E402
 from nodes.image import grid_image, to_pil  # noqa: E402
 from nodes.models.loader import MANAGER, LoadOptions  # noqa: E402
-from nodes.sampling import NoiseSource  # noqa: E402
-from nodes.shapes import dataset  # noqa: E402
-from nodes.shapes.analyzer import analyze  # noqa: E402
-from nodes.solvers import EULER  # noqa: E402
+from nodes.sampling.sampler import NoiseSource  # noqa: E402
+from nodes.sampling.solvers import EULER  # noqa: E402
+from storage.config import data_home  # noqa: E402
 
 ATTRIBUTES = ("background", "colour", "shape", "size")
 
@@ -89,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
 
     size = dataset.CANVAS
-    loaded = MANAGER.get(args.model, LoadOptions(device="cpu"))
+    loaded = MANAGER.get(args.model, LoadOptions(device="cpu"), data_home() / "cache")
     print(f"model {args.model} ({loaded.model.sha256[:12]}), {args.steps} Euler steps, guidance {args.guidance}, "
           f"{size}×{size}, {args.count} seen + {args.count} held-out captions, batches of {args.batch}")
     results: dict[str, dict[str, list[bool]]] = {}

@@ -23,11 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from nodes.editors.flowchef import DEFAULTS, Degradation, centre_box, flowchef  # noqa: E402
+from nodes.degrade import Degradation, centre_box  # noqa: E402
+from nodes.editors.flowchef import DEFAULTS, flowchef  # noqa: E402
+from nodes.embedded import dataset  # noqa: E402
 from nodes.image import grid_image, to_pil  # noqa: E402
 from nodes.models.loader import MANAGER, LoadOptions  # noqa: E402
-from nodes.shapes import dataset  # noqa: E402
-from nodes.solvers import EULER  # noqa: E402
+from nodes.sampling.solvers import EULER  # noqa: E402
+from storage.config import data_home  # noqa: E402
 
 STEPS = 28
 BOX = 24
@@ -51,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
 
-    loaded = MANAGER.get(args.model, LoadOptions(device="cpu"))
+    loaded = MANAGER.get(args.model, LoadOptions(device="cpu"), data_home() / "cache")
     model, vae, encoder = loaded.model, loaded.vae, loaded.text_encoder
     images, captions, _ = dataset.batch(np.random.default_rng(11), args.count, held_out=True)
     target, negative = encoder.encode(captions), encoder.encode([""]).repeat_to(args.count)

@@ -84,14 +84,14 @@ class StageClock:
 
     def __init__(self, model: Any) -> None:
         import nodes.image
-        import nodes.sampling
+        import nodes.sampling.sampler
 
         pipe = model.pipe
         self.targets = [(pipe, "encode_prompt", "text encoding"), (pipe.transformer, "forward", "transformer"),
                         (pipe.vae, "decode", "VAE decode"),
                         (pipe.image_processor, "postprocess", "image out (PIL / PNG)"),  # pipe(): to PIL
                         (nodes.image, "_emit_images", "image out (PIL / PNG)"),  # SaveImage: to PIL, PNG
-                        (nodes.sampling, "latent_preview", "latent previews")]  # Sampler: preview PNGs
+                        (nodes.sampling.sampler, "latent_preview", "latent previews")]  # Sampler: preview PNGs
         self.properties = [(type(model), "device", "model.device (adapter)"),
                            (type(pipe), "_execution_device", "pipe._execution_device")]
         self.seconds: dict[str, float] = defaultdict(float)
@@ -170,6 +170,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     from pipelines.executor import Executor
     from pipelines.graph import build_plan
     from pipelines.workflow import load_workflow
+    from storage.config import data_home
 
     if args.model:
         source = args.model
@@ -181,7 +182,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
 
     started = time.perf_counter()
     try:
-        loaded = MANAGER.get(source, LoadOptions(device="cpu"))
+        loaded = MANAGER.get(source, LoadOptions(device="cpu"), data_home() / "cache")
     except ModelLoadError as error:
         raise SystemExit(f"cannot load the model: {error}") from None
     load_seconds = time.perf_counter() - started

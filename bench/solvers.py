@@ -6,7 +6,7 @@
 Without --model a tiny random SD3 (or FLUX with --family flux) is built from tests/tiny_models.py and saved
 to a temporary folder with flowcanvas.json {"max_sequence_length": 16}.
 
-For every solver in `nodes.solvers.SOLVERS` (euler, heun, midpoint and the one-call multistep solver) and
+For every solver in `nodes.sampling.solvers.SOLVERS` (euler, heun, midpoint and the one-call multistep solver) and
 every schedule (the model's default, linear, shifted 3.0, BOSS), at each budget of model evaluations (NFE),
 the steps are the most whose cost fits the budget (`Solver.evaluations`: Euler N, Heun 2N−1, midpoint 2N,
 multistep N), so Heun runs one evaluation under an even budget (its actual NFE is shown and plotted).
@@ -102,10 +102,12 @@ def main() -> None:
 def run(args: argparse.Namespace, scratch: Path) -> None:
     from tests.tiny_models import saved_tiny_model
     from nodes.models.loader import MANAGER, LoadOptions, ModelLoadError
-    from nodes.sampling import NoiseSource
-    from nodes.solvers import EULER, SOLVERS, boss_cost_matrix, boss_grid, boss_noise_batches, boss_path
-    from nodes.solvers import linear_sigmas, shifted_sigmas
+    from nodes.sampling.sampler import NoiseSource
+    from nodes.sampling.boss import boss_cost_matrix, boss_grid, boss_noise_batches, boss_path
+    from nodes.sampling.solvers import EULER, SOLVERS
+    from nodes.sampling.schedules import linear_sigmas, shifted_sigmas
     from pipelines.workflow import load_workflow
+    from storage.config import data_home
 
     budgets = sorted({int(part) for part in args.nfe.split(",") if part.strip()})
     if not budgets or budgets[0] < 1:
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         print(f"model: tiny random {args.family.upper()} saved to {source} "
               f"(tiny random model; use --model for the embedded or a real one)")
     try:
-        loaded = MANAGER.get(source, LoadOptions(device="cpu"))
+        loaded = MANAGER.get(source, LoadOptions(device="cpu"), data_home() / "cache")
     except ModelLoadError as error:
         raise SystemExit(f"cannot load the model: {error}") from None
     model = loaded.model

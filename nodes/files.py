@@ -10,6 +10,9 @@ A param that names something on disk says so in its spec (`json_schema_extra={"r
 The local CLI runs unconfined: it may read any path its user names. Validation checks literal values before
 anything runs (pipelines.graph); NodeContext.resolve_path checks again at run time, for values that arrive
 through links.
+
+Derived, re-computable files (model hashes, BOSS cost matrices, preview fits) go to a cache folder the run
+names (NodeContext.cache_root), one sub-folder per kind: `cache_folder`.
 """
 
 from __future__ import annotations
@@ -59,3 +62,10 @@ def refusal(raw: str, reads: Reads) -> tuple[str, str]:
                 f"to add it to {MODEL_SOURCES_VARIABLE}")
     return (f"path {raw!r} is outside the folders this run may read",
             "upload the file (it goes into the data folder) and use the name it gets")
+
+
+def cache_folder(root: Path, name: str) -> Path:
+    """`root/name`, created if missing: the folder for one kind of derived, re-computable file."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin, UnidentifiedImageError
 from pydantic import Field
 
+from nodes.fields import MAX_SIDE
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
 from nodes.types import SocketType
 
-MAX_SIDE = 16384
 MIN_CAPTIONED_CELL = 112
 
 

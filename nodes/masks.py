@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from nodes.editors.flowchef import gaussian_blur
-from nodes.image import MAX_SIDE
+from nodes.degrade import gaussian_blur
+from nodes.embedded.segment import segment
+from nodes.fields import MAX_SIDE
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
-from nodes.shapes.analyzer import analyze
 from nodes.types import SocketType
 
 MASK_OUT = Output("mask", SocketType.MASK)
@@ -92,7 +92,7 @@ class ObjectMask(Node):
         pass
 
     def run(self, ctx: NodeContext, params: Params, image: torch.Tensor) -> dict[str, Any]:
-        masks = np.stack([analyze(picture).mask for picture in image])
+        masks = np.stack([segment(picture).mask for picture in image])
         return {"mask": torch.from_numpy(masks).to(torch.float32)}
 
 

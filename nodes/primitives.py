@@ -6,10 +6,9 @@ from typing import Any
 
 from pydantic import Field
 
+from nodes.fields import seed_field
 from nodes.registry import Node, NodeContext, NodeParams, Output, node
 from nodes.types import SocketType
-
-MAX_SEED = 2**63 - 1  # fits every database's signed 64-bit integer
 
 
 @node("Int", category="primitives", outputs=[Output("value", SocketType.INT)])
@@ -71,7 +70,7 @@ class SeedNode(Node):
     constant_param = "seed"
 
     class Params(NodeParams):
-        seed: int = Field(0, ge=0, le=MAX_SEED, description="The seed value.", json_schema_extra={"widget": "seed"})
+        seed: int = seed_field(0, "The seed value.")
 
     def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
         ctx.record_seed("seed", params.seed)

@@ -1,15 +1,17 @@
-"""The node registry: the `@node` decorator, node specs (typed sockets and pydantic params) and the catalogue.
+"""The node registry: the `Node` base class, the `@node` decorator, the `NodeContext` a running node is given,
+and node specs (typed sockets and pydantic params).
 
 A node is a class with a nested pydantic `Params` model and a `run(ctx, params, **inputs)` method that
-returns a dict of outputs by name. Everything about its interface is declared once, here, and the UI,
-the validator and the CLI read it from the spec.
+returns a dict of outputs by name. Everything about its interface is declared once, with the class, and
+the UI, the validator and the CLI read it from the spec. This module imports no node module: defining a
+node registers it, and nodes.catalogue imports every module that defines one.
 """
 
 from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args, get_origin
@@ -18,8 +20,8 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict
 from pydantic.fields import FieldInfo
 
-from nodes.files import confined_path, model_source_allowed, refusal
-from nodes.types import SOCKET_COLOURS, SocketType
+from nodes.files import cache_folder, confined_path, model_source_allowed, refusal
+from nodes.types import SocketType
 
 
 class NodeParams(BaseModel):
@@ -69,9 +71,11 @@ class OutputItem:
 
 
 class NodeContext:
-    """What a running node may ask of the run: progress, cancellation, provenance, outputs, file access.
+    """What a running node may ask of the run: progress, cancellation, provenance, outputs, file access, and a
+    folder for derived files it may keep between runs.
 
     The executor creates one per node execution and wires the callbacks; nodes never see the engine.
+    `cache_root` is that folder's root; without one (a node run by hand), nothing derived is kept on disk.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class NodeContext:
         is_cancelled: Callable[[], bool] | None = None,
         png_text: Callable[[], dict[str, str]] | None = None,
         file_roots: tuple[Path, ...] | None = None,
+        cache_root: Path | None = None,
     ) -> None:
         self.node_id = node_id
         self.node_type = node_type
@@ -92,6 +97,7 @@ class NodeContext:
         self._is_cancelled = is_cancelled or (lambda: False)
         self._png_text = png_text or dict
         self.file_roots = file_roots
+        self.cache_root = cache_root
         self.records: dict[str, dict[str, Any]] = {"seeds": {}, "model_hashes": {}}
         self.output_items: list[OutputItem] = []
 
@@ -127,6 +133,10 @@ class NodeContext:
             message, hint = refusal(raw, "file")
             raise NodeError(message, field=field, hint=hint)
         return confined
+
+    def cache_dir(self, name: str) -> Path | None:
+        """The folder for one kind of derived, re-computable file (BOSS cost matrices, …); None: keep none."""
+        return None if self.cache_root is None else cache_folder(self.cache_root, name)
 
     def check_model_source(self, source: str, *, field: str) -> None:
         """Refuse a model source a confined run may not load (see nodes.files)."""
@@ -201,43 +211,19 @@ def node(
     return register
 
 
-def get_node_class(type_name: str) -> type[Node] | None:
-    load_builtin_nodes()
+def registered(type_name: str) -> type[Node] | None:
+    """The class registered under a type name, among the modules imported so far (see nodes.catalogue)."""
     return _REGISTRY.get(type_name)
 
 
-def all_node_classes() -> Iterator[type[Node]]:
-    load_builtin_nodes()
-    return iter(sorted(_REGISTRY.values(), key=lambda c: (c.category, c.type)))
+def registered_classes() -> list[type[Node]]:
+    """Every class registered so far, by category then type name."""
+    return sorted(_REGISTRY.values(), key=lambda c: (c.category, c.type))
 
 
 def unregister(type_name: str) -> None:
     """Remove a node type (tests register throwaway types)."""
     _REGISTRY.pop(type_name, None)
-
-
-_BUILTINS_LOADED = False
-
-
-def load_builtin_nodes() -> None:
-    """Import the modules that define the built-in nodes (once)."""
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    import nodes.editors.decompose  # noqa: F401
-    import nodes.editors.flowchef  # noqa: F401
-    import nodes.editors.flowedit  # noqa: F401
-    import nodes.editors.flowopt  # noqa: F401
-    import nodes.editors.splitflow  # noqa: F401
-    import nodes.encoders  # noqa: F401
-    import nodes.image  # noqa: F401
-    import nodes.masks  # noqa: F401
-    import nodes.models.loader  # noqa: F401
-    import nodes.primitives  # noqa: F401
-    import nodes.sampling  # noqa: F401
-    import nodes.solvers  # noqa: F401
-
-    _BUILTINS_LOADED = True
 
 
 # ---- param introspection (shared by validation, the catalogue and CLI value coercion) ----
@@ -335,10 +321,3 @@ def node_spec(cls: type[Node]) -> dict[str, Any]:
         "params": [param_spec(name, info) for name, info in cls.Params.model_fields.items()],
     }
 
-
-def catalogue() -> dict[str, Any]:
-    """Every node spec, plus socket colours: what the canvas and `run.py nodes --json` show."""
-    return {
-        "nodes": [node_spec(cls) for cls in all_node_classes()],
-        "socket_colours": {str(k): v for k, v in SOCKET_COLOURS.items()},
-    }

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import platform
 import sys
-from pathlib import Path
 from importlib import metadata
 from typing import Any
 
 import torch
-
-from storage.config import data_home
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -50,9 +47,3 @@ def environment(device: str) -> dict[str, Any]:
         info["cuda"] = torch.version.cuda
     return info
 
-
-def cache_dir(name: str) -> Path:
-    """A folder for derived, re-computable files (model hashes, BOSS cost matrices) in the data folder."""
-    folder = data_home() / "cache" / name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder

@@ -26,12 +26,9 @@ from nodes.registry import Node, NodeContext, NodeError, OutputItem, RunCancelle
 from nodes.types import value_nbytes
 from pipelines.graph import Plan, PlanNode
 from pipelines.workflow import Link
+from storage.config import data_home
 
 log = logging.getLogger(__name__)
-
-EVENT_KINDS = ("run_queued", "run_started", "node_started", "node_progress", "node_cached", "node_finished",
-               "run_finished", "run_failed", "run_cancelled")
-
 
 @dataclass(frozen=True)
 class RunEvent:
@@ -171,11 +168,16 @@ def cache_key(node: PlanNode, params_json: dict[str, Any], input_keys: dict[str,
 
 
 class Executor:
-    """Runs plans on one device; its output cache persists across runs (the job worker owns one)."""
+    """Runs plans on one device; its output cache persists across runs (the job worker owns one).
 
-    def __init__(self, *, device: str = "cpu", cache: OutputCache | None = None) -> None:
+    `cache_root` is where nodes keep derived files between runs (model hashes, BOSS cost matrices, preview
+    fits); by default `cache/` in the data folder, read when a run starts."""
+
+    def __init__(self, *, device: str = "cpu", cache: OutputCache | None = None,
+                 cache_root: Path | None = None) -> None:
         self.device = device
         self.cache = cache if cache is not None else OutputCache()
+        self.cache_root = cache_root
 
     def execute(
         self,
@@ -195,6 +197,7 @@ class Executor:
         remaining = dict(plan.consumers)
         result = RunResult([], {}, [], [], {}, {}, {})
         records: dict[str, dict[str, Any]] = {"seeds": result.seeds, "model_hashes": result.model_hashes}
+        cache_root = self.cache_root if self.cache_root is not None else data_home() / "cache"
 
         def emit(kind: str, node: str | None = None, **data: Any) -> None:
             event = RunEvent(kind, run_id, node, data)
@@ -219,6 +222,7 @@ class Executor:
                 is_cancelled=lambda: cancel.cancelled,
                 png_text=current_png_text,
                 file_roots=file_roots,
+                cache_root=cache_root,
             )
             input_keys = {name: _link_keys(value, keys) for name, value in node.inputs.items()}
             input_keys.update({f"wired:{name}": [keys[link.node], link.output] for name, link in node.wired_params.items()})

@@ -18,8 +18,9 @@ from typing import Any
 import networkx as nx
 from pydantic import TypeAdapter, ValidationError
 
+from nodes.catalogue import all_node_classes, get_node_class
 from nodes.files import confined_path, model_source_allowed, refusal
-from nodes.registry import Node, all_node_classes, get_node_class, param_choices, param_socket_type
+from nodes.registry import Node, param_choices, param_socket_type
 from nodes.types import can_connect
 from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.workflow import ID_SEPARATOR, SUBGRAPH_TYPE, Link, NodeEntry, Workflow, resolve_field

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from nodes.registry import NodeContext, RunCancelled
-from nodes.solvers import (
-    EULER,
+from nodes.sampling.boss import (
     BossSchedule,
     boss_cache_key,
     boss_cost_matrix,
@@ -20,9 +19,10 @@ from nodes.solvers import (
     boss_noise_batches,
     boss_path,
     boss_sigmas,
-    linear_sigmas,
-    shifted_sigmas,
 )
+from nodes.sampling.schedules import linear_sigmas, shifted_sigmas
+from nodes.sampling.solvers import EULER
+from storage.config import data_home
 from tests.test_solvers import GaussianFlow, GaussianFlowModel, conditioning
 
 # ---- the Bellman path ----------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def boss_params(**changes) -> BossSchedule.Params:
 
 def run_boss(flow_model: GaussianFlowModel, params: BossSchedule.Params, *, negative=None,
              cancelled: bool = False, progress: list | None = None) -> torch.Tensor:
-    ctx = NodeContext(node_id="boss", node_type="BossSchedule", device="cpu",
+    ctx = NodeContext(node_id="boss", node_type="BossSchedule", device="cpu", cache_root=data_home() / "cache",
                       on_progress=lambda step, total, preview: progress.append((step, total)) if progress is not None
                       else None,
                       is_cancelled=lambda: cancelled)

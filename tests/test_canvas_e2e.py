@@ -374,7 +374,7 @@ def set_widget(page, node: str, param: str, value: str) -> None:
 
 
 def test_build_txt2img_from_the_palette_and_run_it_on_the_embedded_model(page, server):
-    from nodes.shapes.analyzer import analyze
+    from nodes.embedded.analyzer import analyze
     import numpy as np
     import torch
 
@@ -570,7 +570,7 @@ def test_a_starter_opened_while_another_tab_is_shown_has_its_wires_once_the_canv
 
 
 def test_every_starter_shows_its_labels_whole_with_titles(page):
-    from nodes.registry import catalogue
+    from nodes.catalogue import catalogue
 
     titles = {(spec["type"], param["name"]): param["title"] for spec in catalogue()["nodes"] for param in spec["params"]}
     for path in sorted(TEMPLATES.glob("*.json")):
@@ -748,7 +748,7 @@ def readonly_app(tmp_path_factory):
     import gradio as gr
 
     from app.ui.editor import flow_editor
-    from nodes.registry import catalogue
+    from nodes.catalogue import catalogue
 
     shared = template("txt2img-embedded.json")
     with gr.Blocks() as demo:

@@ -114,7 +114,7 @@ def test_edited_workflows_are_valid_and_run_the_same_graph(produced: dict[str, d
 
 def test_the_catalogue_the_javascript_tests_use_is_current():
     """tests/js/catalogue.json may lag behind new node types, but what it describes must still be true."""
-    from nodes.registry import catalogue
+    from nodes.catalogue import catalogue
 
     def shape(spec: dict[str, Any]) -> dict[str, Any]:
         without_descriptions = json.loads(json.dumps(spec))
@@ -134,7 +134,8 @@ def test_params_have_titles_a_person_reads():
     """The canvas labels params with `title`: the Field's own title, else the name humanised; `name` is kept."""
     from pydantic import Field
 
-    from nodes.registry import NodeParams, catalogue, param_spec
+    from nodes.catalogue import catalogue
+    from nodes.registry import NodeParams, param_spec
 
     class Params(NodeParams):
         negative_prompt: str = ""

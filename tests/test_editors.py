@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from nodes.editors.common import EditPrompts
 from nodes.editors.decompose import decompose_prompt
-from nodes.editors.flowedit import EditPrompts, flowedit
+from nodes.editors.flowedit import flowedit
 from nodes.editors.flowopt import fixed_point_iterations, flowopt, uniinv
 from nodes.editors.splitflow import aggregate, aggregation_weights, project, splitflow
 from nodes.models.loader import MANAGER, LoadOptions
-from nodes.solvers import sample_euler
+from nodes.sampling.solvers import sample_euler
 from tests.tiny_models import saved_tiny_model
 
 SOURCE = "a red circle on a blue background"
@@ -235,7 +236,7 @@ def test_decompose_groups_neighbouring_changes_beyond_the_limit_and_keeps_identi
 
 def test_flowedit_node_asks_for_the_negative_when_sd3_guidance_needs_it(loaded):
     from nodes.editors.flowedit import FlowEditNode
-    from nodes.models.base import Latent
+    from nodes.models.components import Latent
     from nodes.registry import NodeContext, NodeError
 
     model, x_src, prompts, sigmas = setup(loaded, "sd3")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from nodes.embedded.analyzer import analyze
 from nodes.models.loader import MANAGER, REPO_MODELS, LoadOptions
 from nodes.models.sd3 import SD3Model
-from nodes.shapes.analyzer import analyze
 from pipelines.executor import Executor
 from pipelines.graph import build_plan
 from pipelines.workflow import load_workflow

@@ -9,26 +9,21 @@ from typing import Any
 import pytest
 import torch
 
+from nodes.degrade import Degradation, DegradeImage, centre_box, downsample, gaussian_blur, gaussian_kernel
 from nodes.editors.flowchef import (
     DEFAULTS,
-    Degradation,
-    DegradeImage,
     FlowChefNode,
-    centre_box,
-    downsample,
     flowchef,
-    gaussian_blur,
-    gaussian_kernel,
     gradient_skip_step,
     latent_region,
     masked_cfg,
     masked_mse,
 )
 from nodes.image import encode_png, to_pil
-from nodes.models.base import Latent
+from nodes.models.components import Latent
 from nodes.models.loader import MANAGER, LoadedModel, LoadOptions
 from nodes.registry import NodeContext, NodeError, RunCancelled
-from nodes.solvers import EULER
+from nodes.sampling.solvers import EULER
 from pipelines.executor import CancelToken, Executor, RunEvent
 from pipelines.graph import build_plan
 from pipelines.workflow import load_workflow

@@ -18,7 +18,7 @@ from PIL import Image
 
 from app.ui.screenshots import (EDITOR, VIEWPORT, model_sources, node_outputs, open_starter, run_and_wait,
                                 runs_here, starter, starter_names)
-from nodes.shapes.analyzer import analyze
+from nodes.embedded.analyzer import analyze
 from tests.conftest import running_app
 from tests.studio_e2e import chromium
 

@@ -433,7 +433,7 @@ def test_content_hash_of_a_single_file(tmp_path: Path):
 def test_content_hash_is_cached_and_not_recomputed(tiny, home: Path, monkeypatch: pytest.MonkeyPatch):
     source = resolve_source(str(tiny["flux-dev"]))
     cache = home / "cache" / "model_hashes"
-    value = content_hash(source)
+    value = content_hash(source, home / "cache")
     cached = list(cache.glob("*.txt"))
     assert len(cached) == 1 and cached[0].read_text().strip() == value
 
@@ -446,10 +446,10 @@ def test_content_hash_is_cached_and_not_recomputed(tiny, home: Path, monkeypatch
         return original_open(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "open", counting_open)
-    assert content_hash(source) == value
+    assert content_hash(source, home / "cache") == value
     assert opened == []  # answered from the cache, no weight file read
     cached[0].unlink()
-    assert content_hash(source) == value
+    assert content_hash(source, home / "cache") == value
     assert len(opened) == len(list(tiny["flux-dev"].rglob("*.safetensors")))  # recomputed once the cache is gone
 
 

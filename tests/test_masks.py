@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from nodes.catalogue import get_node_class
+from nodes.embedded import dataset
+from nodes.embedded.dataset import Scene
 from nodes.image import from_pil
 from nodes.masks import BoxMask, GrowMask, InvertMask, MaskFromImage, ObjectMask
-from nodes.registry import Node, NodeContext, NodeError, get_node_class
-from nodes.shapes import dataset
-from nodes.shapes.dataset import Scene
+from nodes.registry import Node, NodeContext, NodeError
 
 
 def run(cls: type[Node], params: dict[str, Any] | None = None, **inputs: Any) -> torch.Tensor:

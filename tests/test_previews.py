@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from nodes.embedded.analyzer import analyze
+from nodes.embedded.dataset import batch
 from nodes.image import from_pil, preview_png
 from nodes.models import previews
 from nodes.models.base import PipelineFlowModel
 from nodes.models.loader import LoadedModel, LoadOptions, load_model
 from nodes.models.previews import FIT_SIZE, cache_path, channel_stretch, synthetic_images, vae_fingerprint
-from nodes.shapes.analyzer import analyze
-from nodes.shapes.dataset import batch
 from pipelines.executor import Executor, RunEvent
 from pipelines.graph import build_plan
 from pipelines.workflow import load_workflow
@@ -103,8 +103,8 @@ def test_the_fitted_map_beats_any_constant_colour_on_held_out_images(home: Path,
 def test_the_fit_is_cached_by_the_vae_hash_and_a_fresh_adapter_reads_it(home: Path, tiny_folders, family: str,
                                                                       monkeypatch: pytest.MonkeyPatch):
     latent = torch.randn(1, 16, 4, 6, generator=torch.Generator("cpu").manual_seed(3))
-    first = load_model(str(tiny_folders[family]), LoadOptions()).model
-    path = cache_path(vae_fingerprint(first.autoencoder, fallback=first.sha256))
+    first = load_model(str(tiny_folders[family]), LoadOptions(), home / "cache").model
+    path = cache_path(home / "cache", vae_fingerprint(first.autoencoder, fallback=first.sha256))
     assert not path.exists()
     shown = first.preview_rgb(latent)
     assert path.is_file() and path.parent == home.resolve() / "cache" / "latent_previews"
@@ -115,24 +115,24 @@ def test_the_fit_is_cached_by_the_vae_hash_and_a_fresh_adapter_reads_it(home: Pa
         raise AssertionError("the cached fit was not used")
 
     monkeypatch.setattr(previews, "fit_linear_preview", refit)
-    fresh = load_model(str(tiny_folders[family]), LoadOptions()).model
+    fresh = load_model(str(tiny_folders[family]), LoadOptions(), home / "cache").model
     assert fresh is not first
     assert torch.equal(fresh.preview_rgb(latent), shown)
 
 
 def test_the_fit_is_deterministic_and_keyed_by_the_vae_weights(home: Path, tiny_folders):
-    model = load_model(str(tiny_folders["sd3"]), LoadOptions()).model
+    model = load_model(str(tiny_folders["sd3"]), LoadOptions(), home / "cache").model
     flux = load_model(str(tiny_folders["flux"]), LoadOptions()).model
     key = vae_fingerprint(model.autoencoder, fallback=model.sha256)
     assert key == vae_fingerprint(load_model(str(tiny_folders["sd3"]), LoadOptions()).model.autoencoder, fallback="")
     assert key != vae_fingerprint(flux.autoencoder, fallback=flux.sha256)
     latent = torch.randn(1, 16, 4, 4, generator=torch.Generator("cpu").manual_seed(5))
     model.preview_rgb(latent)
-    first = cache_path(key).read_text()
-    cache_path(key).unlink()
-    again = load_model(str(tiny_folders["sd3"]), LoadOptions()).model
+    first = cache_path(home / "cache", key).read_text()
+    cache_path(home / "cache", key).unlink()
+    again = load_model(str(tiny_folders["sd3"]), LoadOptions(), home / "cache").model
     again.preview_rgb(latent)
-    assert cache_path(key).read_text() == first
+    assert cache_path(home / "cache", key).read_text() == first
 
 
 # ---- display size -----------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 
 from nodes.models.loader import MANAGER
 from nodes.registry import RunCancelled
-from nodes.sampling import start_index
+from nodes.sampling.sampler import start_index
 from pipelines.executor import CancelToken, Executor, NodeFailed, RunEvent
 from pipelines.graph import build_plan
 from pipelines.workflow import load_workflow

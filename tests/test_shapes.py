@@ -16,9 +16,9 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from nodes.shapes import dataset
-from nodes.shapes.analyzer import analyze
-from nodes.shapes.dataset import (
+from nodes.embedded import dataset
+from nodes.embedded.analyzer import analyze
+from nodes.embedded.dataset import (
     CANVAS, COLOURS, EXTENT_RANGES, HELD_OUT_COMBINATIONS, MARGIN, SHAPES, Scene, batch, coverage,
     is_held_out, object_mask, random_scene, render, sample_held_out_scene, sample_training_scene,
 )

@@ -12,34 +12,37 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
-from nodes.models.base import Conditioning, FlowModel, VelocityQuery
+from nodes.models.base import FlowModel, VelocityQuery
+from nodes.models.components import Conditioning
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, node, node_spec, unregister
-from nodes.solvers import (
+from nodes.models.schedules import flux_mu, pipeline_sigmas
+from nodes.sampling.boss import boss_grid
+from nodes.sampling.schedules import (
+    CustomSchedule,
+    FluxDynamicShiftSchedule,
+    LinearSchedule,
+    ModelSchedule,
+    ShiftedSchedule,
+    custom_sigmas,
+    flux_sigmas,
+    linear_sigmas,
+    parse_sigmas,
+    shifted_sigmas,
+)
+from nodes.sampling.solvers import (
     ADAMS_BASHFORTH2,
     EULER,
     HEUN,
     MIDPOINT,
     SOLVERS,
-    CustomSchedule,
     EulerSolver,
-    FluxDynamicShiftSchedule,
     HeunSolver,
-    LinearSchedule,
     MidpointSolver,
-    ModelSchedule,
     MultistepSolver,
-    ShiftedSchedule,
     Solver,
-    boss_grid,
-    custom_sigmas,
-    flux_mu,
-    flux_sigmas,
-    linear_sigmas,
-    parse_sigmas,
+    Step,
     sample_euler,
     sample_heun,
-    scheduler_sigmas,
-    shifted_sigmas,
 )
 from pipelines.executor import Executor
 from pipelines.graph import build_plan
@@ -131,16 +134,11 @@ def test_flux_schedule_is_bit_identical_to_flux_pipeline_sigmas(height, width):
     ({**FLUX_DEV_CONFIG, "time_shift_type": "linear"}, True),
     ({"shift": 2.0, "num_train_timesteps": 500}, False),
 ])
-def test_scheduler_sigmas_follow_the_model_config_as_its_pipeline_does(config, flux_style):
+def test_pipeline_sigmas_follow_the_model_config_as_its_pipeline_does(config, flux_style):
     for steps in (1, 4, 28, 50):
         for seq_len in (tokens(512, 512), tokens(1024, 1024)):
             expected = diffusers_sigmas(config, steps, seq_len, flux_style=flux_style)
-            assert torch.equal(scheduler_sigmas(config, steps, seq_len, flux_style=flux_style), expected)
-
-
-def test_scheduler_sigmas_refuse_options_they_do_not_reproduce():
-    with pytest.raises(ValueError, match="use_karras_sigmas"):
-        scheduler_sigmas({"shift": 3.0, "use_karras_sigmas": True}, 10, 4096)
+            assert torch.equal(pipeline_sigmas(config, steps, seq_len, flux_style=flux_style), expected)
 
 
 def test_heun_scheduler_steps_between_the_same_sigmas_as_the_euler_schedule():
@@ -234,18 +232,18 @@ def test_each_solver_calls_back_after_every_step_and_stops_when_the_callback_rai
     seen: list[tuple[int, int]] = []
     x = torch.randn(2, 3, generator=torch.Generator().manual_seed(2))
 
-    def record(step: int, total: int, latest: torch.Tensor, x0: torch.Tensor) -> None:
-        assert latest.shape == x0.shape == x.shape
-        seen.append((step, total))
+    def record(step: Step) -> None:
+        assert step.latent.shape == step.x0_estimate.shape == x.shape
+        seen.append((step.done, step.total))
 
     solver.sample(toy_velocity, x, linear_sigmas(4), record)
-    assert seen == [(0, 4), (1, 4), (2, 4), (3, 4)]
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
     class Stop(Exception):
         pass
 
-    def stop_after_two(step: int, total: int, latest: torch.Tensor, x0: torch.Tensor) -> None:
-        if step == 1:
+    def stop_after_two(step: Step) -> None:
+        if step.done == 2:
             raise Stop
     calls = []
     with pytest.raises(Stop):
@@ -257,7 +255,7 @@ def test_callback_x0_estimate_is_x_minus_sigma_v_at_the_step_start():
     estimates = []
     x = torch.full((3,), 2.0)
     sample_euler(lambda x_, s: torch.full_like(x_, 0.5), x, custom_sigmas([1.0, 0.5]),
-                 lambda i, n, latest, x0: estimates.append(x0))
+                 lambda step: estimates.append(step.x0_estimate))
     assert estimates[0].tolist() == pytest.approx([1.5] * 3)  # 2 − 1·0.5
 
 
@@ -385,7 +383,7 @@ class GaussianFlowModel(FlowModel):
 
     def default_sigmas(self, steps: int, height: int, width: int) -> torch.Tensor:
         _, _, h, w = self.latent_shape(1, height, width)
-        return scheduler_sigmas(SD3_CONFIG, steps, (h // 2) * (w // 2))
+        return pipeline_sigmas(SD3_CONFIG, steps, (h // 2) * (w // 2), flux_style=False)
 
 
 def conditioning(prompt: str = "a cat") -> Conditioning:

@@ -23,8 +23,8 @@ from app.ui.editor import flow_editor
 from app.ui.runs import CanvasRuns
 from app.ui.studio import CANVAS_TAB, Studio
 from app.ui.uploads import UploadRefused, store_upload
+from nodes.catalogue import catalogue
 from nodes.files import confined_path
-from nodes.registry import catalogue
 from pipelines.graph import validate_workflow
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import RunRequest, WorkerPool

@@ -39,9 +39,9 @@ from pydantic import BaseModel, ValidationError
 from app.ui.editor import flow_editor
 from app.ui.sharing import ImportKind, export_filename, recognise, title_card, workflow_png
 from app.ui.studio import STATIC_DIR, STUDIO_HEAD, Studio
+from nodes.catalogue import catalogue
 from nodes.files import EMBEDDED_PREFIX, confined_path
 from nodes.models.loader import LoadFlowModel, ModelLoadError, resolve_source, source_family
-from nodes.registry import catalogue
 from pipelines.issues import WorkflowInvalid
 from pipelines.workflow import Workflow, canonical_json, load_workflow, parse_workflow
 from storage import NotFound, StorageError, VersionConflict, WorkflowRecord

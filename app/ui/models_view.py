@@ -21,6 +21,7 @@ from app.ui.studio import Studio
 from nodes.files import EMBEDDED_PREFIX, configured_model_sources
 from nodes.models import loader
 from pipelines.jobs import WorkerPool
+from storage.config import data_home
 
 MODELS_TAB = "models"
 SOURCE_HEADERS = ["source", "kind", "family", "location", "sha256"]
@@ -61,7 +62,7 @@ def describe_source(source: str, *, with_hash: bool = False) -> SourceInfo:
         resolved = loader.resolve_source(source)
         kind = "embedded" if kind == "embedded" else resolved.kind
         family = loader.source_family(resolved)
-        sha256 = loader.content_hash(resolved) if with_hash else None
+        sha256 = loader.content_hash(resolved, data_home() / "cache") if with_hash else None
     except loader.ModelLoadError as problem:
         return SourceInfo(source=source, kind=kind, family=f"unusable: {problem}", location="")
     return SourceInfo(source=source, kind=kind, family=family, location=resolved.location, sha256=sha256)

@@ -1,5 +1,5 @@
-"""FlowChef (Patel et al., ICCV 2025; algorithms.md §4): steering sampling by gradient skipping, its
-degradation operators, and the FlowChef and DegradeImage nodes.
+"""FlowChef (Patel et al., ICCV 2025; algorithms.md §4): steering sampling by gradient skipping, and the FlowChef
+node (its inverse problems' degradation operators live in nodes.degrade).
 
 Sampling starts from pure noise at σ = 1; the source image enters only through a loss. At each guided step
 the velocity v is computed once and frozen, a few gradient steps pull the clean estimate x̂0 = x − σ·v
@@ -24,18 +24,27 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from nodes.editors.flowedit import EditCallback, edit_progress, per_model
-from nodes.encoders import VAE
-from nodes.image import MAX_SIDE
-from nodes.models.base import Conditioning, FlowModel, Latent, VelocityQuery
-from nodes.primitives import MAX_SEED
+from nodes.degrade import (
+    Degradation,
+    OperatorName,
+    blur_kernel_field,
+    blur_kernel_problems,
+    blur_sigma_field,
+    box_size_field,
+    centre_box,
+    factor_field,
+    operator_field,
+)
+from nodes.editors.common import model_defaults, per_model_defaults
+from nodes.fields import preview_every_field, seed_field
+from nodes.models.base import FlowModel, VelocityQuery
+from nodes.models.components import VAE, Conditioning, Latent
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
-from nodes.sampling import require_family
-from nodes.solvers import clean_estimate, euler_update
+from nodes.sampling.sampler import require_family, step_progress
+from nodes.sampling.solvers import Step, StepCallback, clean_estimate, euler_update
 from nodes.types import SocketType
 
 Task = Literal["edit", "inpaint", "inverse_problem"]
-OperatorName = Literal["super_resolution", "gaussian_deblur", "box_inpaint"]
 OptimizerName = Literal["sgd", "adam"]
 
 Objective = Callable[[torch.Tensor, int], torch.Tensor]
@@ -64,75 +73,6 @@ DEFAULTS: dict[str, FlowChefDefaults] = {
     "flux": FlowChefDefaults(lr=0.5, opt_iters=1, source_steps=20, true_cfg=2.0, guidance=0.0),
     "embedded": FlowChefDefaults(lr=0.5, opt_iters=1, source_steps=20, true_cfg=2.0, guidance=4.0),
 }
-
-
-# ---- degradation operators ---------------------------------------------------------------------------------------
-
-
-def gaussian_kernel(size: int, sigma: float) -> torch.Tensor:
-    """The 1-D Gaussian taps of an odd-sized kernel, normalised to sum to 1 (the 2-D kernel is their outer product)."""
-    if size < 1 or size % 2 == 0:
-        raise ValueError(f"the kernel size must be odd and positive, got {size}")
-    if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
-    offsets = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    taps = torch.exp(-offsets.square() / (2 * sigma**2))
-    return taps / taps.sum()
-
-
-def gaussian_blur(images: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
-    """Blur [B, C, H, W] with a separable Gaussian; edges repeat the border pixels, so a flat image stays flat."""
-    taps = gaussian_kernel(size, sigma).to(images.device, images.dtype)
-    channels, pad = images.shape[1], size // 2
-    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
-    rows = F.conv2d(padded, taps.view(1, 1, 1, size).expand(channels, 1, 1, size), groups=channels)
-    return F.conv2d(rows, taps.view(1, 1, size, 1).expand(channels, 1, size, 1), groups=channels)
-
-
-def downsample(images: torch.Tensor, factor: int) -> torch.Tensor:
-    """The super-resolution operator: average each factor × factor block (a remainder at the edge is dropped)."""
-    return F.avg_pool2d(images, factor)
-
-
-def upsample_nearest(images: torch.Tensor, factor: int) -> torch.Tensor:
-    """A low-resolution image blown up by repeating pixels: how the measurement looks at the clean size."""
-    return F.interpolate(images, scale_factor=factor, mode="nearest")
-
-
-def centre_box(height: int, width: int, size: int) -> torch.Tensor:
-    """[height, width] float: 1 in the centred size × size square (clipped to the image), 0 elsewhere."""
-    box = torch.zeros(height, width)
-    top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-    box[top:top + size, left:left + size] = 1.0
-    return box
-
-
-@dataclass(frozen=True)
-class Degradation:
-    """A measurement operator A: what an observation y = A(x) keeps of a clean image x ([B, 3, H, W] in [0, 1])."""
-
-    operator: OperatorName
-    factor: int = 4
-    blur_kernel: int = 11
-    blur_sigma: float = 1.0
-    box_size: int = 24
-
-    @property
-    def scale(self) -> int:
-        """Clean pixels per measured pixel along each side."""
-        return self.factor if self.operator == "super_resolution" else 1
-
-    def apply(self, images: torch.Tensor) -> torch.Tensor:
-        if self.operator == "super_resolution":
-            return downsample(images, self.factor)
-        if self.operator == "gaussian_deblur":
-            return gaussian_blur(images, self.blur_kernel, self.blur_sigma)
-        box = centre_box(images.shape[-2], images.shape[-1], self.box_size).to(images.device, images.dtype)
-        return images * (1.0 - box)
-
-    def view(self, measurement: torch.Tensor) -> torch.Tensor:
-        """The measurement at the clean image's scale, to look at beside it."""
-        return upsample_nearest(measurement, self.factor) if self.operator == "super_resolution" else measurement
 
 
 # ---- FlowChef --------------------------------------------------------------------------------------------------
@@ -286,7 +226,7 @@ def flowchef(model: FlowModel, sigmas: torch.Tensor, target: Conditioning, *, ta
              degradation: Degradation | None = None, vae: VAE | None = None, measurement: torch.Tensor | None = None,
              max_steps: int, source_steps: int, opt_iters: int, lr: float, optimizer: OptimizerName,
              loss_weight: float, guidance: float, true_cfg: float, generator: torch.Generator,
-             callback: EditCallback | None = None) -> torch.Tensor:
+             callback: StepCallback | None = None) -> torch.Tensor:
     """Sample from noise along `sigmas` (T+1 levels) with the target prompt, steered by the task's objective.
 
     `mask` is a pixel MASK (1 = the region to edit or fill); `measurement` an IMAGE degraded by `degradation`.
@@ -319,47 +259,12 @@ def flowchef(model: FlowModel, sigmas: torch.Tensor, target: Conditioning, *, ta
             x = gradient_skip_step(x, v, sigma, partial(problem.objective, step=i), iters=opt_iters, lr=lr,
                                    optimizer=optimizer)
         if callback is not None:
-            callback(i + 1, steps, clean_estimate(x, sigma, v))
+            callback(Step(i + 1, steps, x, clean_estimate(x, sigma, v)))
         x = euler_update(x, sigma_next - sigma, v)
     return x
 
 
 # ---- the nodes -------------------------------------------------------------------------------------------------
-
-
-def operator_field() -> Any:
-    return Field("super_resolution", description=(
-        "The degradation: super_resolution (a downscaled image), gaussian_deblur (a blurred one) or box_inpaint "
-        "(a centre box blanked out)."))
-
-
-def factor_field() -> Any:
-    return Field(4, description="Super-resolution: how many times smaller the low-resolution image is per side.")
-
-
-def blur_kernel_field() -> Any:
-    return Field(11, ge=1, le=101, json_schema_extra={"step": 2},
-                 description="Deblur: the blur's kernel width in pixels (odd); wider reaches further.")
-
-
-def blur_sigma_field() -> Any:
-    return Field(1.0, gt=0.0, le=50.0, json_schema_extra={"step": 0.1},
-                 description="Deblur: the blur's strength (Gaussian σ in pixels); higher is blurrier.")
-
-
-def box_size_field() -> Any:
-    return Field(24, ge=1, le=MAX_SIDE, description=(
-        "Box inpainting: the side in pixels of the centred square that is missing (unless a mask is wired)."))
-
-
-def blur_kernel_problems(operator: str, blur_kernel: int) -> list[tuple[str, str]]:
-    if operator == "gaussian_deblur" and blur_kernel % 2 == 0:
-        return [("blur_kernel", f"the blur kernel must be odd, got {blur_kernel}")]
-    return []
-
-
-def _per_model(attribute: str) -> str:
-    return per_model({key: getattr(row, attribute) for key, row in DEFAULTS.items()})
 
 
 @node("FlowChef", category="editors",
@@ -396,13 +301,13 @@ class FlowChefNode(Node):
             "Blank: every step."))
         source_steps: int | None = Field(None, ge=0, le=1000, description=(
             "edit: for this many first steps the whole image is pulled to the source (layout kept), afterwards only "
-            f"the unmasked part. Blank: the model's default ({_per_model('source_steps')})."))
+            f"the unmasked part. Blank: the model's default ({per_model_defaults(DEFAULTS, 'source_steps')})."))
         opt_iters: int | None = Field(None, ge=0, le=100, description=(
             "Gradient steps per sampling step: more holds the result closer to the source or measurement. "
-            f"Blank: the model's default ({_per_model('opt_iters')})."))
+            f"Blank: the model's default ({per_model_defaults(DEFAULTS, 'opt_iters')})."))
         lr: float | None = Field(None, ge=0.0, le=1000.0, json_schema_extra={"step": 0.05}, description=(
             "Step size of each gradient step: higher follows the source or measurement harder (too high overshoots; "
-            f"its effect grows as the image shrinks). Blank: the model's default ({_per_model('lr')})."))
+            f"its effect grows as the image shrinks). Blank: the model's default ({per_model_defaults(DEFAULTS, 'lr')})."))
         optimizer: OptimizerName = Field("sgd", description=(
             "sgd: plain gradient steps (the FLUX reference); adam: steps of a fixed size whatever the loss scale "
             "(the reference's inverse problems; use a small lr such as 0.02)."))
@@ -410,13 +315,12 @@ class FlowChefNode(Node):
             "Multiplies the loss, and so the SGD step: higher holds the result closer to the source or measurement."))
         guidance: float | None = Field(None, ge=0.0, le=100.0, json_schema_extra={"step": 0.5}, description=(
             "SD3: CFG scale with the negative prompt (on above 1); FLUX-dev: the embedded guidance. Higher follows "
-            f"the target prompt more. Blank: the model's default ({_per_model('guidance')})."))
+            f"the target prompt more. Blank: the model's default ({per_model_defaults(DEFAULTS, 'guidance')})."))
         true_cfg: float | None = Field(None, ge=0.0, le=100.0, json_schema_extra={"step": 0.5}, description=(
             "edit: masked CFG inside the mask, pushing from the source prompt to the target; higher changes the "
-            f"masked region more, 1 or below is off. Blank: the model's default ({_per_model('true_cfg')})."))
-        seed: int = Field(0, ge=0, le=MAX_SEED, description="The seed of the starting noise; another seed, another "
-                          "result.", json_schema_extra={"widget": "seed"})
-        preview_every: int = Field(4, ge=0, le=1000, description="Show a preview every N steps (0: never).")
+            f"masked region more, 1 or below is off. Blank: the model's default ({per_model_defaults(DEFAULTS, 'true_cfg')})."))
+        seed: int = seed_field(0, "The seed of the starting noise; another seed, another result.")
+        preview_every: int = preview_every_field()
 
     @classmethod
     def check(cls, params: Params) -> list[tuple[str, str]]:
@@ -431,11 +335,7 @@ class FlowChefNode(Node):
         for field, message in self.check(params):
             raise NodeError(message, field=field)
         require_family(model, target=target, source=source, negative=negative, source_latent=source_latent, vae=vae)
-        defaults = DEFAULTS[model.defaults_key]
-
-        def pick(value: Any, default: Any) -> Any:
-            return default if value is None else value
-
+        chosen = model_defaults(DEFAULTS, model, params)
         ctx.record_seed("seed", params.seed)
         degradation = Degradation(params.operator, params.factor, params.blur_kernel, params.blur_sigma,
                                   params.box_size)
@@ -443,43 +343,9 @@ class FlowChefNode(Node):
             model, sigmas, target, task=params.task, source=source, negative=negative,
             source_latent=None if source_latent is None else source_latent.samples, mask=mask,
             degradation=degradation if params.task == "inverse_problem" else None, vae=vae, measurement=measurement,
-            max_steps=pick(params.max_steps, len(sigmas) - 1),
-            source_steps=pick(params.source_steps, defaults.source_steps),
-            opt_iters=pick(params.opt_iters, defaults.opt_iters), lr=pick(params.lr, defaults.lr),
-            optimizer=params.optimizer, loss_weight=params.loss_weight,
-            guidance=pick(params.guidance, defaults.guidance),
-            true_cfg=pick(params.true_cfg, defaults.true_cfg),
-            generator=torch.Generator("cpu").manual_seed(params.seed),
-            callback=edit_progress(ctx, model, params.preview_every))
+            max_steps=len(sigmas) - 1 if params.max_steps is None else params.max_steps,
+            source_steps=chosen.source_steps, opt_iters=chosen.opt_iters, lr=chosen.lr,
+            optimizer=params.optimizer, loss_weight=params.loss_weight, guidance=chosen.guidance,
+            true_cfg=chosen.true_cfg, generator=torch.Generator("cpu").manual_seed(params.seed),
+            callback=step_progress(ctx, model, params.preview_every))
         return {"latent": Latent(result, model.family)}
-
-
-@node("DegradeImage", category="image", inputs=[Input("image", SocketType.IMAGE, "The clean image")],
-      outputs=[Output("image", SocketType.IMAGE, "The measurement (super-resolution: the low-resolution image)"),
-               Output("view", SocketType.IMAGE, "The measurement at the clean image's scale, to compare by eye")])
-class DegradeImage(Node):
-    """Degrade a clean image as FlowChef's inverse problems model it (downscale, blur, or blank a box): the
-    observation to restore."""
-
-    class Params(NodeParams):
-        operator: OperatorName = operator_field()
-        factor: Literal[2, 4] = factor_field()
-        blur_kernel: int = blur_kernel_field()
-        blur_sigma: float = blur_sigma_field()
-        box_size: int = box_size_field()
-
-    @classmethod
-    def check(cls, params: Params) -> list[tuple[str, str]]:
-        return blur_kernel_problems(params.operator, params.blur_kernel)
-
-    def run(self, ctx: NodeContext, params: Params, image: torch.Tensor) -> dict[str, Any]:
-        for field, message in self.check(params):
-            raise NodeError(message, field=field)
-        height, width = image.shape[-2:]
-        if params.operator == "super_resolution" and min(height, width) < params.factor:
-            raise NodeError(f"the image is {width}×{height} px, too small to shrink {params.factor} times",
-                            field="factor")
-        degradation = Degradation(params.operator, params.factor, params.blur_kernel, params.blur_sigma,
-                                  params.box_size)
-        measurement = degradation.apply(image)
-        return {"image": measurement, "view": degradation.view(measurement)}

@@ -11,22 +11,27 @@ one more where the plain-sampling tail begins, each shaped like the source laten
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from pydantic import Field
 
-from nodes.models.base import Conditioning, FlowModel, Latent, VelocityQuery
-from nodes.primitives import MAX_SEED
-from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
-from nodes.sampling import latent_preview, require_family
-from nodes.solvers import EULER, Solver, euler_update
+from nodes.editors.common import (
+    EDIT_INPUTS,
+    EDITED_OUT,
+    EditPrompts,
+    check_edit_inputs,
+    model_defaults,
+    per_model_defaults,
+)
+from nodes.fields import preview_every_field, seed_field
+from nodes.models.base import FlowModel, VelocityQuery
+from nodes.models.components import Conditioning, Latent
+from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, node
+from nodes.sampling.sampler import step_progress
+from nodes.sampling.solvers import EULER, Solver, Step, StepCallback, euler_update
 from nodes.types import SocketType
-
-EditCallback = Callable[[int, int, torch.Tensor], None]
-"""callback(steps_done, total_steps, edited_latent_so_far): progress, previews and cancellation."""
 
 
 @dataclass(frozen=True)
@@ -42,15 +47,6 @@ DEFAULTS: dict[str, FlowEditDefaults] = {
     "flux": FlowEditDefaults(n_max=24, src_guidance=1.5, tar_guidance=5.5),
     "embedded": FlowEditDefaults(n_max=21, src_guidance=3.5, tar_guidance=9.0),
 }
-
-
-@dataclass(frozen=True)
-class EditPrompts:
-    """The conditionings an edit compares; `negative` is SD3's CFG negative (unused by FLUX)."""
-
-    source: Conditioning
-    target: Conditioning
-    negative: Conditioning | None = None
 
 
 def active_steps(steps: int, n_max: int, n_min: int) -> tuple[int, int]:
@@ -73,7 +69,7 @@ def coupled_points(x_src: torch.Tensor, edited: torch.Tensor, sigma: torch.Tenso
 def flowedit_steps(model: FlowModel, x_src: torch.Tensor, edited: torch.Tensor, sigmas: torch.Tensor,
                    step_range: range, prompts: EditPrompts, *, n_avg: int, src_guidance: float,
                    tar_guidance: float, generator: torch.Generator,
-                   callback: EditCallback | None = None) -> torch.Tensor:
+                   callback: StepCallback | None = None) -> torch.Tensor:
     """FlowEdit's ODE over the given steps, from the edited latent `edited`: Z ← Z + dσ·mean(v_t − v_s)."""
     total = len(sigmas) - 1
     for i in step_range:
@@ -87,13 +83,13 @@ def flowedit_steps(model: FlowModel, x_src: torch.Tensor, edited: torch.Tensor, 
             delta += (v_tar.to(torch.float32) - v_src.to(torch.float32)) / n_avg
         edited = euler_update(edited, sigma_next - sigma, delta).to(x_src.dtype)
         if callback is not None:
-            callback(i + 1, total, edited)
+            callback(Step(i + 1, total, edited, edited))
     return edited
 
 
 def sampling_tail(model: FlowModel, x_src: torch.Tensor, edited: torch.Tensor, sigmas: torch.Tensor, start: int,
                   prompts: EditPrompts, *, tar_guidance: float, generator: torch.Generator, solver: Solver,
-                  callback: EditCallback | None = None) -> torch.Tensor:
+                  callback: StepCallback | None = None) -> torch.Tensor:
     """The last steps as plain sampling with the target prompt, from the edited latent re-noised to σ_start."""
     total = len(sigmas) - 1
     sigma = sigmas[start]
@@ -103,16 +99,16 @@ def sampling_tail(model: FlowModel, x_src: torch.Tensor, edited: torch.Tensor, s
     def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         return model.velocity(x, sigma, prompts.target, prompts.negative, tar_guidance, 1.0)
 
-    def on_step(index: int, steps: int, x: torch.Tensor, x0_estimate: torch.Tensor) -> None:
+    def on_step(step: Step) -> None:
         if callback is not None:
-            callback(start + index + 1, total, x0_estimate)
+            callback(Step(start + step.done, total, step.latent, step.x0_estimate))
 
     return solver.sample(velocity, x, sigmas[start:], on_step)
 
 
 def flowedit(model: FlowModel, x_src: torch.Tensor, sigmas: torch.Tensor, prompts: EditPrompts, *, n_max: int,
              n_min: int = 0, n_avg: int = 1, src_guidance: float, tar_guidance: float, generator: torch.Generator,
-             solver: Solver = EULER, callback: EditCallback | None = None) -> torch.Tensor:
+             solver: Solver = EULER, callback: StepCallback | None = None) -> torch.Tensor:
     """Edit the source latent `x_src` from `prompts.source` towards `prompts.target` along `sigmas` (T+1 levels).
 
     n_max ≤ 0 returns the source unchanged; n_max ≥ T starts from pure noise; n_min = n_max is SDEdit."""
@@ -136,59 +132,27 @@ def flowedit(model: FlowModel, x_src: torch.Tensor, sigmas: torch.Tensor, prompt
 
 # ---- the node ----------------------------------------------------------------------------------------------------
 
-EDIT_INPUTS = (
-    Input("model", SocketType.FLOW_MODEL),
-    Input("source_latent", SocketType.LATENT, "The image to edit, encoded (VAE Encode)"),
-    Input("source", SocketType.CONDITIONING, "A prompt that describes the source image"),
-    Input("target", SocketType.CONDITIONING, "The same prompt with the edit made"),
-    Input("negative", SocketType.CONDITIONING, "SD3's CFG negative (TextEncode's negative output)", optional=True),
-    Input("sigmas", SocketType.SIGMAS, "The schedule: its step count is T"),
-)
 TAIL_SOLVER = Input("solver", SocketType.SOLVER, "Solver for the last n_min plain steps (Euler when unwired)",
                     optional=True)
-EDITED_OUT = Output("latent", SocketType.LATENT, "The edited latent")
-
-
-def per_model(values: dict[str, Any]) -> str:
-    """'SD3 a, FLUX b, embedded c': the defaults a blank field takes, for a param's description."""
-    return ", ".join(f"{'embedded' if key == 'embedded' else key.upper()} {value:g}" for key, value in values.items())
 
 
 def n_max_field() -> Any:
-    counts = per_model({key: row.n_max for key, row in DEFAULTS.items()})
+    counts = per_model_defaults(DEFAULTS, "n_max")
     return Field(None, ge=0, le=1000, description=(
         "How many of the last steps edit: more lets the edit change more (shape, layout), fewer keeps more of "
         f"the source. Blank: the model's default ({counts})."))
 
 
 def source_guidance_field() -> Any:
-    values = per_model({key: row.src_guidance for key, row in DEFAULTS.items()})
+    values = per_model_defaults(DEFAULTS, "src_guidance")
     return Field(None, ge=0.0, le=100.0, json_schema_extra={"step": 0.5}, description=(
         f"Guidance for the source prompt (SD3: CFG scale; FLUX: embedded). Blank: the model's default ({values})."))
 
 
 def target_guidance_field() -> Any:
-    values = per_model({key: row.tar_guidance for key, row in DEFAULTS.items()})
+    values = per_model_defaults(DEFAULTS, "tar_guidance")
     return Field(None, ge=0.0, le=100.0, json_schema_extra={"step": 0.5}, description=(
         f"Guidance for the target prompt; higher pushes the edit harder. Blank: the model's default ({values})."))
-
-
-def check_edit_inputs(model: FlowModel, source_latent: Latent, prompts: EditPrompts,
-                      src_guidance: float, tar_guidance: float) -> None:
-    """Family agreement, and SD3's CFG needing a negative (without one the guidance would silently do nothing)."""
-    require_family(model, source_latent=source_latent, source=prompts.source, target=prompts.target,
-                   negative=prompts.negative)
-    if model.family == "sd3" and prompts.negative is None and max(src_guidance, tar_guidance) > 1:
-        raise NodeError("SD3 guidance above 1 needs the negative conditioning", field="negative",
-                        hint="wire TextEncode's negative output (an empty negative prompt is fine)")
-
-
-def edit_progress(ctx: NodeContext, model: FlowModel, preview_every: int) -> EditCallback:
-    def report(done: int, total: int, latent: torch.Tensor) -> None:
-        show = preview_every and (done % preview_every == 0 or done == total)
-        ctx.progress(done, total, latent_preview(model, latent) if show else None)
-
-    return report
 
 
 @node("FlowEdit", category="editors", inputs=[*EDIT_INPUTS, TAIL_SOLVER], outputs=[EDITED_OUT])
@@ -204,9 +168,8 @@ class FlowEditNode(Node):
             "Noise draws averaged per step: smoother, more faithful edits at n_avg times the cost."))
         src_guidance: float | None = source_guidance_field()
         tar_guidance: float | None = target_guidance_field()
-        seed: int = Field(42, ge=0, le=MAX_SEED, description="The seed of the noise the edit draws.",
-                          json_schema_extra={"widget": "seed"})
-        preview_every: int = Field(4, ge=0, le=1000, description="Show a preview every N steps (0: never).")
+        seed: int = seed_field(42, "The seed of the noise the edit draws.")
+        preview_every: int = preview_every_field()
 
     @classmethod
     def check(cls, params: Params) -> list[tuple[str, str]]:
@@ -217,20 +180,17 @@ class FlowEditNode(Node):
     def run(self, ctx: NodeContext, params: Params, model: FlowModel, source_latent: Latent,
             source: Conditioning, target: Conditioning, sigmas: torch.Tensor, negative: Conditioning | None = None,
             solver: Solver | None = None) -> dict[str, Any]:
-        defaults = DEFAULTS[model.defaults_key]
-        n_max = defaults.n_max if params.n_max is None else params.n_max
-        if params.n_min > n_max:
-            raise NodeError(f"n_min ({params.n_min}) must not exceed n_max ({n_max}, the model's default)",
+        chosen = model_defaults(DEFAULTS, model, params)
+        if params.n_min > chosen.n_max:
+            raise NodeError(f"n_min ({params.n_min}) must not exceed n_max ({chosen.n_max}, the model's default)",
                             field="n_min")
-        src_guidance = defaults.src_guidance if params.src_guidance is None else params.src_guidance
-        tar_guidance = defaults.tar_guidance if params.tar_guidance is None else params.tar_guidance
         prompts = EditPrompts(source, target, negative)
-        check_edit_inputs(model, source_latent, prompts, src_guidance, tar_guidance)
+        check_edit_inputs(model, source_latent, prompts, chosen.src_guidance, chosen.tar_guidance)
         ctx.record_seed("seed", params.seed)
         x_src = source_latent.samples.to(model.device, model.dtype)
         with torch.inference_mode():
-            edited = flowedit(model, x_src, sigmas, prompts, n_max=n_max, n_min=params.n_min, n_avg=params.n_avg,
-                              src_guidance=src_guidance, tar_guidance=tar_guidance,
+            edited = flowedit(model, x_src, sigmas, prompts, n_max=chosen.n_max, n_min=params.n_min,
+                              n_avg=params.n_avg, src_guidance=chosen.src_guidance, tar_guidance=chosen.tar_guidance,
                               generator=torch.Generator("cpu").manual_seed(params.seed), solver=solver or EULER,
-                              callback=edit_progress(ctx, model, params.preview_every))
+                              callback=step_progress(ctx, model, params.preview_every))
         return {"latent": Latent(edited, model.family)}

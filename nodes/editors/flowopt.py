@@ -17,15 +17,13 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from nodes.editors.flowedit import EDIT_INPUTS, EditPrompts, check_edit_inputs, per_model
-from nodes.models.base import Conditioning, FlowModel, Latent
+from nodes.editors.common import EDIT_INPUTS, EditPrompts, check_edit_inputs, model_defaults, per_model_defaults
+from nodes.models.base import FlowModel
+from nodes.models.components import Conditioning, Latent
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
-from nodes.sampling import latent_preview
-from nodes.solvers import EULER, Solver, VelocityFn
+from nodes.sampling.sampler import step_progress
+from nodes.sampling.solvers import EULER, Solver, Step, StepCallback, VelocityFn
 from nodes.types import SocketType
-
-IterationCallback = Callable[[int, int, torch.Tensor], None]
-"""callback(iterations_done, total, output_of_that_iteration)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ def uniinv(velocity: VelocityFn, y: torch.Tensor, sigmas: torch.Tensor, start: i
 
 def fixed_point_iterations(sample: Callable[[torch.Tensor], torch.Tensor], start: torch.Tensor, y: torch.Tensor,
                            *, eta: float, iterations: int,
-                           callback: IterationCallback | None = None) -> list[torch.Tensor]:
+                           callback: StepCallback | None = None) -> list[torch.Tensor]:
     """out_k = f(z_k), z_{k+1} = z_k − η·(out_k − y) for k = 0 … K; returns every out_k (the last is the result)."""
     z = start
     outputs = []
@@ -72,7 +70,7 @@ def fixed_point_iterations(sample: Callable[[torch.Tensor], torch.Tensor], start
         out = sample(z)
         outputs.append(out)
         if callback is not None:
-            callback(k + 1, iterations + 1, out)
+            callback(Step(k + 1, iterations + 1, out, out))
         if k < iterations:
             z = (z.to(torch.float32) - eta * (out.to(torch.float32) - y.to(torch.float32))).to(z.dtype)
     return outputs
@@ -81,7 +79,7 @@ def fixed_point_iterations(sample: Callable[[torch.Tensor], torch.Tensor], start
 def flowopt(model: FlowModel, y: torch.Tensor, sigmas: torch.Tensor, prompts: EditPrompts, *,
             mode: Literal["edit", "invert"], n_max: int, iterations: int, eta: float, src_guidance: float,
             tar_guidance: float, solver: Solver = EULER,
-            callback: IterationCallback | None = None) -> list[torch.Tensor]:
+            callback: StepCallback | None = None) -> list[torch.Tensor]:
     """Every iteration's output for the source latent y (the last is the edit or the reconstruction)."""
     steps = len(sigmas) - 1
     if not 1 <= n_max <= steps:
@@ -119,26 +117,27 @@ class FlowOptNode(Node):
             "reproduces the source with its own prompt."))
         n_max: int | None = Field(None, ge=1, le=1000, description=(
             "How many of the last steps the sampler runs: more lets the edit change more. Blank: the model's "
-            f"default ({per_model({k: d.n_max for k, d in DEFAULTS.items()})})."))
+            f"default ({per_model_defaults(DEFAULTS, 'n_max')})."))
         iterations: int | None = Field(None, ge=0, le=500, description=(
             "Optimisation rounds, each one full sampling pass: more stays closer to the source. Blank: the "
-            f"model's default ({per_model({k: d.iterations for k, d in DEFAULTS.items()})})."))
+            f"model's default ({per_model_defaults(DEFAULTS, 'iterations')})."))
         eta: float | None = Field(None, gt=0.0, le=10.0, json_schema_extra={"step": 0.001}, description=(
             "Step size of each round: larger converges faster but can overshoot and diverge. Blank: the model's "
-            f"default ({per_model({k: d.eta for k, d in DEFAULTS.items()})})."))
+            f"default ({per_model_defaults(DEFAULTS, 'eta')})."))
         src_guidance: float | None = Field(None, ge=0.0, le=100.0, json_schema_extra={"step": 0.5}, description=(
             "Guidance of the source prompt during inversion (1: none). Blank: the model's default "
-            f"({per_model({k: d.src_guidance for k, d in DEFAULTS.items()})})."))
+            f"({per_model_defaults(DEFAULTS, 'src_guidance')})."))
         tar_guidance: float | None = Field(None, ge=0.0, le=100.0, json_schema_extra={"step": 0.5}, description=(
             "Guidance of the target prompt while editing; higher pushes the edit harder. Blank: the model's "
-            f"default ({per_model({k: d.tar_guidance for k, d in DEFAULTS.items()})})."))
+            f"default ({per_model_defaults(DEFAULTS, 'tar_guidance')})."))
 
     def run(self, ctx: NodeContext, params: Params, model: FlowModel, source_latent: Latent,
             source: Conditioning, sigmas: torch.Tensor, target: Conditioning | None = None,
             negative: Conditioning | None = None, solver: Solver | None = None) -> dict[str, Any]:
-        defaults = DEFAULTS[model.defaults_key]
+        chosen = model_defaults(DEFAULTS, model, params)
         steps = len(sigmas) - 1
-        n_max = min(defaults.n_max, steps) if params.n_max is None else params.n_max
+        # A blank n_max never asks for more steps than the schedule has; a typed one is checked instead.
+        n_max = min(chosen.n_max, steps) if params.n_max is None else params.n_max
         if n_max > steps:
             raise NodeError(f"n_max ({n_max}) is more than the schedule's {steps} steps", field="n_max",
                             hint="lower n_max or raise the schedule's steps")
@@ -146,20 +145,13 @@ class FlowOptNode(Node):
             raise NodeError("editing needs the target prompt", field="target",
                             hint="wire a TextEncode with the edited prompt, or set mode to invert")
         prompts = EditPrompts(source, target if target is not None else source, negative)
-        src_guidance = defaults.src_guidance if params.src_guidance is None else params.src_guidance
-        tar_guidance = defaults.tar_guidance if params.tar_guidance is None else params.tar_guidance
-        check_edit_inputs(model, source_latent, prompts, src_guidance,
-                          tar_guidance if params.mode == "edit" else src_guidance)
-        iterations = defaults.iterations if params.iterations is None else params.iterations
-        eta = defaults.eta if params.eta is None else params.eta
-
-        def report(done: int, total: int, output: torch.Tensor) -> None:
-            ctx.progress(done, total, latent_preview(model, output))
-
+        check_edit_inputs(model, source_latent, prompts, chosen.src_guidance,
+                          chosen.tar_guidance if params.mode == "edit" else chosen.src_guidance)
         y = source_latent.samples.to(model.device, model.dtype)
         with torch.inference_mode():
-            outputs = flowopt(model, y, sigmas, prompts, mode=params.mode, n_max=n_max, iterations=iterations,
-                              eta=eta, src_guidance=src_guidance, tar_guidance=tar_guidance, solver=solver or EULER,
-                              callback=report)
+            outputs = flowopt(model, y, sigmas, prompts, mode=params.mode, n_max=n_max, iterations=chosen.iterations,
+                              eta=chosen.eta, src_guidance=chosen.src_guidance, tar_guidance=chosen.tar_guidance,
+                              # Each iteration is a whole sampling pass, so every one is worth a preview.
+                              solver=solver or EULER, callback=step_progress(ctx, model, preview_every=1))
         return {"latent": Latent(outputs[-1], model.family),
                 "iterations": Latent(torch.cat(outputs), model.family)}

@@ -16,29 +16,25 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from nodes.editors.common import EDIT_INPUTS, EDITED_OUT, EditPrompts, check_edit_inputs, model_defaults, per_model
+from nodes.editors.flowedit import DEFAULTS as FLOWEDIT_DEFAULTS
 from nodes.editors.flowedit import (
-    EDIT_INPUTS,
-    EDITED_OUT,
     TAIL_SOLVER,
-    EditCallback,
-    EditPrompts,
     active_steps,
-    check_edit_inputs,
     coupled_points,
-    edit_progress,
     flowedit_steps,
     n_max_field,
-    per_model,
     sampling_tail,
     source_guidance_field,
     target_guidance_field,
 )
-from nodes.editors.flowedit import DEFAULTS as FLOWEDIT_DEFAULTS
-from nodes.encoders import TextEncoder
-from nodes.models.base import Conditioning, FlowModel, Latent, VelocityQuery
-from nodes.primitives import MAX_SEED
+from nodes.fields import preview_every_field, seed_field
+from nodes.models.base import FlowModel, VelocityQuery
+from nodes.models.components import Conditioning, Latent
+from nodes.models.components import TextEncoder
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, node
-from nodes.solvers import EULER, Solver, euler_update
+from nodes.sampling.sampler import step_progress
+from nodes.sampling.solvers import EULER, Solver, Step, StepCallback, euler_update
 from nodes.types import SocketType
 
 NORM_EPS = 1e-8
@@ -77,7 +73,7 @@ def aggregate(flows: list[torch.Tensor]) -> torch.Tensor:
 def decomposition_phase(model: FlowModel, x_src: torch.Tensor, sigmas: torch.Tensor, step_range: range,
                         prompts: EditPrompts, sub_prompts: list[Conditioning], *, src_guidance: float,
                         tar_guidance: float, generator: torch.Generator,
-                        callback: EditCallback | None = None) -> torch.Tensor:
+                        callback: StepCallback | None = None) -> torch.Tensor:
     """SplitFlow's sub-prompt steps: returns the merged latent S that FlowEdit continues from.
 
     Per step one ε, shared by every flow. The full-target FlowEdit state Z gives the direction û; each
@@ -101,14 +97,14 @@ def decomposition_phase(model: FlowModel, x_src: torch.Tensor, sigmas: torch.Ten
         subs = [euler_update(sub, step, g).to(x_src.dtype) for sub, g in zip(subs, flows)]
         merged = euler_update(merged, step, aggregate(flows)).to(x_src.dtype)
         if callback is not None:
-            callback(i + 1, total, merged)
+            callback(Step(i + 1, total, merged, merged))
     return merged
 
 
 def splitflow(model: FlowModel, x_src: torch.Tensor, sigmas: torch.Tensor, prompts: EditPrompts,
               sub_prompts: list[Conditioning], *, n_max: int, n_dec: int, n_min: int = 0, n_avg: int = 1,
               src_guidance: float, tar_guidance: float, generator: torch.Generator, solver: Solver = EULER,
-              callback: EditCallback | None = None) -> torch.Tensor:
+              callback: StepCallback | None = None) -> torch.Tensor:
     """Edit like `flowedit`, with steps T−i in (n_dec, n_max] split over the sub-prompts.
 
     n_dec ≥ n_max is FlowEdit; one sub-prompt equal to the target is FlowEdit to the last bit."""
@@ -156,9 +152,8 @@ class SplitFlowNode(Node):
             "Noise draws averaged per FlowEdit step after the split (the split itself draws once per step)."))
         src_guidance: float | None = source_guidance_field()
         tar_guidance: float | None = target_guidance_field()
-        seed: int = Field(42, ge=0, le=MAX_SEED, description="The seed of the noise the edit draws.",
-                          json_schema_extra={"widget": "seed"})
-        preview_every: int = Field(4, ge=0, le=1000, description="Show a preview every N steps (0: never).")
+        seed: int = seed_field(42, "The seed of the noise the edit draws.")
+        preview_every: int = preview_every_field()
 
     @classmethod
     def check(cls, params: Params) -> list[tuple[str, str]]:
@@ -174,26 +169,23 @@ class SplitFlowNode(Node):
             negative: Conditioning | None = None, solver: Solver | None = None) -> dict[str, Any]:
         for field, message in self.check(params):
             raise NodeError(message, field=field)
-        key = model.defaults_key
-        defaults = FLOWEDIT_DEFAULTS[key]
-        n_max = defaults.n_max if params.n_max is None else params.n_max
-        n_dec = N_DEC_DEFAULTS[key] if params.n_dec is None else params.n_dec
-        if params.n_min > n_max:
-            raise NodeError(f"n_min ({params.n_min}) must not exceed n_max ({n_max}, the model's default)",
+        chosen = model_defaults(FLOWEDIT_DEFAULTS, model, params)
+        n_dec = N_DEC_DEFAULTS[model.defaults_key] if params.n_dec is None else params.n_dec
+        if params.n_min > chosen.n_max:
+            raise NodeError(f"n_min ({params.n_min}) must not exceed n_max ({chosen.n_max}, the model's default)",
                             field="n_min")
-        src_guidance = defaults.src_guidance if params.src_guidance is None else params.src_guidance
-        tar_guidance = defaults.tar_guidance if params.tar_guidance is None else params.tar_guidance
         if encoder.family != model.family:
             raise NodeError(f"the encoder is from a {encoder.family} model, but the model is {model.family}",
                             field="encoder", hint="wire everything from the same Load Flow Model node")
         prompts = EditPrompts(source, target, negative)
-        check_edit_inputs(model, source_latent, prompts, src_guidance, tar_guidance)
+        check_edit_inputs(model, source_latent, prompts, chosen.src_guidance, chosen.tar_guidance)
         ctx.record_seed("seed", params.seed)
         sub_prompts = [encoder.encode([text]) for text in params.sub_prompts]
         x_src = source_latent.samples.to(model.device, model.dtype)
         with torch.inference_mode():
-            edited = splitflow(model, x_src, sigmas, prompts, sub_prompts, n_max=n_max, n_dec=n_dec,
-                               n_min=params.n_min, n_avg=params.n_avg, src_guidance=src_guidance,
-                               tar_guidance=tar_guidance, generator=torch.Generator("cpu").manual_seed(params.seed),
-                               solver=solver or EULER, callback=edit_progress(ctx, model, params.preview_every))
+            edited = splitflow(model, x_src, sigmas, prompts, sub_prompts, n_max=chosen.n_max, n_dec=n_dec,
+                               n_min=params.n_min, n_avg=params.n_avg, src_guidance=chosen.src_guidance,
+                               tar_guidance=chosen.tar_guidance,
+                               generator=torch.Generator("cpu").manual_seed(params.seed),
+                               solver=solver or EULER, callback=step_progress(ctx, model, params.preview_every))
         return {"latent": Latent(edited, model.family)}

@@ -1,4 +1,4 @@
-"""The flow-model adapter interface and the values that flow along model-side wires.
+"""The flow-model adapter interface: what solvers and editors ask of a model, whatever its family.
 
 Convention (algorithms.md §0): x_σ = (1−σ)·x0 + σ·ε, v = ε − x0, σ from 1 (noise) to 0 (data). Latents
 on wires are always unpacked [B, C, h, w] in model space (VAE output already shifted and scaled); FLUX
@@ -9,71 +9,16 @@ every editor works with every family.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from nodes.models.components import VAE, Conditioning
 from nodes.models.previews import LinearPreview, cached_linear_preview, channel_stretch, vae_fingerprint
-
-if TYPE_CHECKING:
-    from nodes.encoders import VAE
-
-FAMILIES = ("sd3", "flux")
-
-
-@dataclass(frozen=True)
-class Conditioning:
-    """Encoded prompt(s) for one family: a batch of rows, one per prompt."""
-
-    family: str
-    prompt_embeds: torch.Tensor  # [B, L, D]
-    pooled: torch.Tensor  # [B, P]
-    prompts: tuple[str, ...] = ()
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. FLUX txt_ids
-
-    @property
-    def batch(self) -> int:
-        return self.prompt_embeds.shape[0]
-
-    def repeat_to(self, batch: int) -> Conditioning:
-        """Broadcast a single prompt to `batch` rows (as diffusers does for num_images_per_prompt)."""
-        if self.batch == batch:
-            return self
-        if self.batch != 1:
-            raise ValueError(f"conditioning has {self.batch} prompts, cannot broadcast to a batch of {batch}")
-        return Conditioning(self.family, self.prompt_embeds.repeat(batch, 1, 1), self.pooled.repeat(batch, 1),
-                            self.prompts * batch, self.extra)
-
-    @staticmethod
-    def cat(parts: list[Conditioning]) -> Conditioning:
-        """Stack conditionings along the batch (one forward call for several prompts)."""
-        first = parts[0]
-        if any(p.family != first.family for p in parts):
-            raise ValueError("cannot batch conditionings of different model families")
-        length = max(p.prompt_embeds.shape[1] for p in parts)
-        if any(p.prompt_embeds.shape[1] != length for p in parts):
-            raise ValueError("cannot batch conditionings of different sequence lengths")
-        return Conditioning(first.family, torch.cat([p.prompt_embeds for p in parts]),
-                            torch.cat([p.pooled for p in parts]), tuple(x for p in parts for x in p.prompts),
-                            first.extra)
-
-    def nbytes(self) -> int:
-        tensors = [self.prompt_embeds, self.pooled, *self.extra.values()]
-        return sum(t.element_size() * t.numel() for t in tensors)
-
-
-@dataclass(frozen=True)
-class Latent:
-    """Latents in model space, unpacked [B, C, h, w], tagged with the family that can decode them."""
-
-    samples: torch.Tensor
-    family: str
-
-    def nbytes(self) -> int:
-        return self.samples.element_size() * self.samples.numel()
 
 
 @dataclass(frozen=True)
@@ -197,7 +142,7 @@ class FlowModel(ABC):
 class PipelineFlowModel(FlowModel):
     """What every diffusers-backed family shares: the pipeline, its transformer and scheduler config."""
 
-    def __init__(self, pipe: Any, *, source: str, sha256: str) -> None:
+    def __init__(self, pipe: Any, *, source: str, sha256: str, cache_root: Path | None = None) -> None:
         self.pipe = pipe
         self.transformer = pipe.transformer
         self.scheduler_config = dict(pipe.scheduler.config)
@@ -208,6 +153,7 @@ class PipelineFlowModel(FlowModel):
         self._device = torch.device(pipe._execution_device)
         self._dtype = pipe.transformer.dtype
         self._linear_preview: LinearPreview | None = None  # fitted or read from the cache at the first preview
+        self.cache_root = cache_root  # where the linear preview's fit is kept (None: nowhere)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -224,8 +170,6 @@ class PipelineFlowModel(FlowModel):
     @cached_property
     def autoencoder(self) -> VAE:
         """The pipeline's VAE with its shift and scale, as the VAE wire value applies them."""
-        from nodes.encoders import VAE  # nodes.encoders imports this module
-
         return VAE(self.family, self.pipe.vae, self.source)
 
     def preview_rgb(self, latent: torch.Tensor) -> torch.Tensor:
@@ -236,5 +180,6 @@ class PipelineFlowModel(FlowModel):
             return self.autoencoder.decode(latent)
         if self._linear_preview is None:
             key = vae_fingerprint(self.autoencoder, fallback=self.sha256)
-            self._linear_preview = cached_linear_preview(self.autoencoder, self.vae_scale_factor, key)
+            self._linear_preview = cached_linear_preview(self.autoencoder, self.vae_scale_factor, key,
+                                                         self.cache_root)
         return self._linear_preview.apply(latent)

@@ -11,7 +11,8 @@ import torch
 
 from diffusers.utils.torch_utils import randn_tensor
 
-from nodes.models.base import Conditioning, PipelineFlowModel, VelocityQuery
+from nodes.models.base import PipelineFlowModel, VelocityQuery
+from nodes.models.components import Conditioning
 from nodes.models.schedules import pipeline_sigmas
 
 

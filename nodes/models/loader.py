@@ -4,7 +4,8 @@ Sources: `embedded:<name>` (a folder under the repository's `models/`), a local 
 `.safetensors` file (`from_single_file`), or a hub id (from the local Hugging Face cache, or downloaded
 when a network is there). Weights load through safetensors only. Every failure is a `ModelLoadError`
 whose message names the source and says what to do. The manager loads each (source, options) once and
-keeps an LRU under a memory budget.
+keeps an LRU under a memory budget. Weight hashes and preview fits are kept in the cache folder the caller
+names (`cache_root`; a run's comes from its NodeContext), or nowhere when it names none.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from nodes.encoders import VAE, TextEncoder
+from nodes.files import cache_folder
 from nodes.models.base import FlowModel
+from nodes.models.components import VAE, TextEncoder
 from nodes.registry import Node, NodeContext, NodeError, NodeParams, Output, node
-from nodes.runtime import cache_dir
 from nodes.types import SocketType
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -107,9 +108,10 @@ def resolve_source(source: str) -> Source:
     return Source("hub", text, text)
 
 
-def content_hash(source: Source) -> str:
+def content_hash(source: Source, cache_root: Path | None = None) -> str:
     """SHA-256 over a model's files (weights, configs, tokenizers, flowcanvas.json: name and content),
-    cached by path, size and modification time, so any change on disk means a new hash and a fresh load."""
+    cached under `cache_root` by path, size and modification time, so any change on disk means a new hash
+    and a fresh load."""
     if source.kind == "hub":
         return f"hub:{source.location}"
     root = Path(source.location)
@@ -117,8 +119,9 @@ def content_hash(source: Source) -> str:
         f for f in root.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts))
     stamp = [(str(f.relative_to(root) if root.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns)
              for f in files]
-    cache_file = cache_dir("model_hashes") / (hashlib.sha256(json.dumps([str(root), stamp]).encode()).hexdigest() + ".txt")
-    if cache_file.is_file():
+    stamp_key = hashlib.sha256(json.dumps([str(root), stamp]).encode()).hexdigest()
+    cache_file = None if cache_root is None else cache_folder(cache_root, "model_hashes") / f"{stamp_key}.txt"
+    if cache_file is not None and cache_file.is_file():
         return cache_file.read_text().strip()
     digest = hashlib.sha256()
     for file, (name, _, _) in zip(files, stamp):
@@ -127,7 +130,8 @@ def content_hash(source: Source) -> str:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)
     value = digest.hexdigest()
-    cache_file.write_text(value)
+    if cache_file is not None:
+        cache_file.write_text(value)
     return value
 
 
@@ -182,7 +186,7 @@ def source_family(source: Source) -> str:
     return _hub_family(source.location)
 
 
-def load_model(source_text: str, options: LoadOptions) -> LoadedModel:
+def load_model(source_text: str, options: LoadOptions, cache_root: Path | None = None) -> LoadedModel:
     """Load a model as its three wire values; raises ModelLoadError with a clear message."""
     source = resolve_source(source_text)
     if not options.device.startswith("cuda"):  # refuse before reading gigabytes of weights
@@ -211,7 +215,7 @@ def load_model(source_text: str, options: LoadOptions) -> LoadedModel:
         # diffusers cannot reload a T5-less SD3 folder unless told, and dropping T5 saves ~9.5 GB in fp16
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
     pipe = _load_pipeline(family, source, options, kwargs)
-    return _assemble(pipe, family, source, options, metadata)
+    return _assemble(pipe, family, source, options, metadata, cache_root)
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
@@ -269,7 +273,8 @@ def _explain(source: Source, error: Exception) -> str:
     return f"cannot load the model folder {source.location!r} ({detail})"
 
 
-def _assemble(pipe: Any, family: str, source: Source, options: LoadOptions, metadata: dict[str, Any]) -> LoadedModel:
+def _assemble(pipe: Any, family: str, source: Source, options: LoadOptions, metadata: dict[str, Any],
+              cache_root: Path | None) -> LoadedModel:
     from nodes.models.flux import FluxModel
     from nodes.models.sd3 import SD3Model
 
@@ -281,8 +286,8 @@ def _assemble(pipe: Any, family: str, source: Source, options: LoadOptions, meta
         pipe.vae.enable_tiling()
     if options.vae_slicing:
         pipe.vae.enable_slicing()
-    sha = content_hash(source)
-    model = (SD3Model if family == "sd3" else FluxModel)(pipe, source=source.label, sha256=sha)
+    sha = content_hash(source, cache_root)
+    model = (SD3Model if family == "sd3" else FluxModel)(pipe, source=source.label, sha256=sha, cache_root=cache_root)
     if options.compile:
         if family == "flux":
             pipe.transformer.compile_repeated_blocks(fullgraph=True)
@@ -330,9 +335,11 @@ class ModelManager:
         self._models: OrderedDict[tuple[str, LoadOptions, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, source: str, options: LoadOptions) -> LoadedModel:
+    def get(self, source: str, options: LoadOptions, cache_root: Path | None = None) -> LoadedModel:
+        """The model loaded from `source` with `options`; loaded now unless it is kept already (then it keeps
+        the cache folder it was loaded with)."""
         # The weights' hash is part of the key: changed files on disk mean a fresh load, never a stale model.
-        sha = content_hash(resolve_source(source))
+        sha = content_hash(resolve_source(source), cache_root)
         key = (source, options, sha)
         with self._lock:
             if key in self._models:
@@ -340,7 +347,7 @@ class ModelManager:
                 return self._models[key]
             for stale in [k for k in self._models if k[:2] == key[:2]]:
                 self._free(stale)
-            loaded = load_model(source, options)
+            loaded = load_model(source, options, cache_root)
             self._models[key] = loaded
             while len(self._models) > 1 and sum(m.nbytes for m in self._models.values()) > self.budget_bytes:
                 self._free(next(iter(self._models)))
@@ -398,7 +405,7 @@ class LoadFlowModel(Node):
     def fingerprint(cls, params: Params, ctx: NodeContext) -> str:
         ctx.check_model_source(params.source, field="source")  # before hashing reads the weights
         try:
-            return content_hash(resolve_source(params.source))
+            return content_hash(resolve_source(params.source), ctx.cache_root)
         except ModelLoadError as error:
             raise NodeError(str(error), field=error.field) from None
 
@@ -408,7 +415,7 @@ class LoadFlowModel(Node):
             ctx.check_model_source(params.config_folder, field="config_folder")
         options = LoadOptions(device=ctx.device, **params.model_dump(exclude={"source"}))
         try:
-            loaded = MANAGER.get(params.source, options)
+            loaded = MANAGER.get(params.source, options, ctx.cache_root)
         except ModelLoadError as error:
             raise NodeError(str(error), field=error.field) from None
         ctx.record_model_hash(params.source, loaded.model.sha256)

@@ -4,7 +4,7 @@ An SD3 or FLUX decoder is too slow to run every few steps (the embedded model's 
 adapter decodes), so those models preview through a linear map from their latent channels to RGB (plus a
 bias), fitted by least squares on their own VAE: a fixed, seeded set of procedural images is encoded, and
 the images, averaged down to the latent grid, are regressed onto the model-space latents. The map is a few
-dozen numbers, cached in the data folder under a hash of the VAE's weights, so each VAE is fitted once.
+dozen numbers, cached in the run's cache folder under a hash of the VAE's weights, so each VAE is fitted once.
 """
 
 from __future__ import annotations
@@ -14,15 +14,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from nodes.runtime import cache_dir
-
-if TYPE_CHECKING:  # nodes.encoders imports the model adapters, which import this module
-    from nodes.encoders import VAE
+from nodes.files import cache_folder
+from nodes.models.components import VAE
 
 FIT_SEED = 0
 FIT_IMAGES = 32
@@ -116,17 +113,20 @@ def vae_fingerprint(vae: VAE, fallback: str) -> str:
     return digest.hexdigest()
 
 
-def cache_path(key: str) -> Path:
-    return cache_dir(CACHE_FOLDER) / f"{key}.json"
+def cache_path(cache_root: Path, key: str) -> Path:
+    return cache_folder(cache_root, CACHE_FOLDER) / f"{key}.json"
 
 
-def cached_linear_preview(vae: VAE, factor: int, key: str) -> LinearPreview:
-    """The VAE's linear preview, read from the cache or fitted on the seeded image set and stored."""
-    path = cache_path(key)
-    if path.is_file():
+def cached_linear_preview(vae: VAE, factor: int, key: str, cache_root: Path | None) -> LinearPreview:
+    """The VAE's linear preview, read from the cache or fitted on the seeded image set and stored (fitted
+    afresh, and kept nowhere, without a cache folder)."""
+    path = None if cache_root is None else cache_path(cache_root, key)
+    if path is not None and path.is_file():
         return LinearPreview.from_json(json.loads(path.read_text(encoding="utf-8")))
     images = synthetic_images(FIT_IMAGES, FIT_SIZE, torch.Generator("cpu").manual_seed(FIT_SEED))
     fitted = fit_linear_preview(vae, factor, images)
+    if path is None:
+        return fitted
     # Written aside and renamed, so a worker on another device never reads half a file.
     partial = path.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(json.dumps(fitted.to_json()), encoding="utf-8")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from nodes.models.base import Conditioning, PipelineFlowModel, VelocityQuery
+from nodes.models.base import PipelineFlowModel, VelocityQuery
+from nodes.models.components import Conditioning
 from nodes.models.schedules import pipeline_sigmas
 
 

@@ -2,7 +2,7 @@
 
 The component's value is the workflow document itself (design §2). Its JavaScript lives in `static/` as ES
 modules written for this project, served by Gradio's static-file route; `js_on_load` only imports `bridge.mjs`
-and calls `mount`. Custom props: `catalogue` (nodes.registry.catalogue()); `validation`, sent with
+and calls `mount`. Custom props: `catalogue` (nodes.catalogue.catalogue()); `validation`, sent with
 `gr.update(validation={"issues": [...], "id": ...})`: issues as dicts `{node, field, code, message, hint}`,
 marked on the nodes (a new `id` each time, since a prop set to an equal value does not reach the editor); and
 `run_state` (app.ui.runs.RunState), shown on the nodes and in the outputs panel.

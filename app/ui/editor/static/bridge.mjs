@@ -488,7 +488,7 @@ function ensureStylesheet() {
 
 /**
  * Start the editor in a gr.HTML. `props.value` is the workflow, `props.catalogue` the node catalogue
- * (nodes.registry.catalogue()), `props.validation.issues` the issues to mark. For tests and debugging the Editor is
+ * (nodes.catalogue.catalogue()), `props.validation.issues` the issues to mark. For tests and debugging the Editor is
  * reachable as `root.flowcanvas` on the `.fc-root` element once mounted (`document.querySelector('.fc-root')` is
  * the page's first editor, the Canvas tab's).
  * @param {{element: HTMLElement, props: {value: object|null, catalogue: object, validation?: {issues: object[]}}, watch(name: string, callback: () => void): void}} context

@@ -1,4 +1,5 @@
-"""Sampling: empty latents, seeded noise drawn as diffusers draws it, and the Sampler node.
+"""The Sampler node, with empty latents and seeded noise drawn as diffusers draws it, and the step reporting
+(progress, live previews, cancellation) that the editors share.
 
 The Sampler composes a model's guided velocity with any SIGMAS schedule and SOLVER (k-diffusion's
 decomposition): same seed, schedule and solver as a diffusers pipeline give the same bits.
@@ -6,6 +7,7 @@ decomposition): same seed, schedule and solver as a diffusers pipeline give the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +15,12 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from pydantic import Field
 
+from nodes.fields import preview_every_field, seed_field
 from nodes.image import preview_png
-from nodes.models.base import Conditioning, FlowModel, Latent
-from nodes.primitives import MAX_SEED
+from nodes.models.base import FlowModel
+from nodes.models.components import Conditioning, Latent
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
+from nodes.sampling.solvers import Solver, Step
 from nodes.types import SocketType
 
 
@@ -36,8 +40,7 @@ class NoiseNode(Node):
     """Seeded starting noise; seeds mean the same as in diffusers (a CPU torch.Generator)."""
 
     class Params(NodeParams):
-        seed: int = Field(0, ge=0, le=MAX_SEED, description="The seed; the same seed gives the same image.",
-                          json_schema_extra={"widget": "seed"})
+        seed: int = seed_field(0, "The seed; the same seed gives the same image.")
 
     def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
         ctx.record_seed("seed", params.seed)
@@ -78,6 +81,17 @@ def latent_preview(model: FlowModel, x0: torch.Tensor) -> bytes:
     return preview_png(model.preview_rgb(x0[:1]))
 
 
+def step_progress(ctx: NodeContext, model: FlowModel, preview_every: int) -> Callable[[Step], None]:
+    """A step callback that reports progress to the run, with a preview of the clean estimate every
+    `preview_every` steps and at the last (never when 0); every report is also a cancellation point."""
+
+    def report(step: Step) -> None:
+        show = preview_every and (step.done % preview_every == 0 or step.done == step.total)
+        ctx.progress(step.done, step.total, latent_preview(model, step.x0_estimate) if show else None)
+
+    return report
+
+
 @node("Sampler", category="sampling",
       inputs=[Input("model", SocketType.FLOW_MODEL), Input("positive", SocketType.CONDITIONING),
               Input("negative", SocketType.CONDITIONING, "Used by CFG (SD3) and true CFG (FLUX)", optional=True),
@@ -94,10 +108,10 @@ class Sampler(Node):
                                 description="FLUX only: true CFG with the negative prompt when above 1 (two passes).")
         denoise: float = Field(1.0, ge=0.0, le=1.0, json_schema_extra={"step": 0.01}, description=(
             "How much of the input latent to redraw: 1 ignores it (text-to-image), lower keeps more of it."))
-        preview_every: int = Field(4, ge=0, le=1000, description="Show a rough preview every N steps (0: never).")
+        preview_every: int = preview_every_field("Show a rough preview every N steps (0: never).")
 
     def run(self, ctx: NodeContext, params: Params, model: FlowModel, positive: Conditioning, latent: Latent,
-            sigmas: torch.Tensor, solver: Any, noise: NoiseSource, negative: Conditioning | None = None) -> dict[str, Any]:
+            sigmas: torch.Tensor, solver: Solver, noise: NoiseSource, negative: Conditioning | None = None) -> dict[str, Any]:
         require_family(model, positive=positive, negative=negative, latent=latent)
         steps = len(sigmas) - 1
         first = start_index(steps, params.denoise)
@@ -112,11 +126,6 @@ class Sampler(Node):
         def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return model.velocity(x, sigma, positive, negative, params.guidance, params.true_cfg)
 
-        def on_step(index: int, total: int, x: torch.Tensor, x0_estimate: torch.Tensor) -> None:
-            done, every = index + 1, params.preview_every
-            show = every and (done % every == 0 or done == total)
-            ctx.progress(done, total, latent_preview(model, x0_estimate) if show else None)
-
         with torch.inference_mode():
-            result = solver.sample(velocity, x, sigmas, on_step)
+            result = solver.sample(velocity, x, sigmas, step_progress(ctx, model, params.preview_every))
         return {"latent": Latent(result, model.family)}

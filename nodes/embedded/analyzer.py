@@ -29,17 +29,10 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from nodes.shapes.dataset import CANVAS, EXTENT_RANGES, PALETTE, SHAPES, coverage, shape_contains
+from nodes.embedded.dataset import CANVAS, EXTENT_RANGES, SHAPES, coverage, shape_contains
+from nodes.embedded.segment import PALETTE_NAMES, as_rgb_array, segment
 
-# Fewer object pixels than this is noise or nothing, not a shape (the smallest drawn diamond has ~200).
-MIN_OBJECT_PIXELS = 12
-# Distance from the background (RGB in [0, 1]) beyond which a pixel is surely object, before the object's
-# colour is known: under half the closest palette pair's distance (0.44), far above noise of σ ≈ 0.03.
-ROUGH_DISTANCE = 0.2
-# Weight of the pull towards the measured colour when naming the object's colour (see step 2).
-COLOUR_PULL = 0.02
 # How far around those pixels the matching looks (pixels): room for blurred edges, not for far-off noise.
 MATCH_REACH = 4
 # Between the largest small extent and the smallest large one, in canvas pixels.
@@ -48,8 +41,6 @@ SIZE_THRESHOLD = (EXTENT_RANGES["small"][1] + EXTENT_RANGES["large"][0]) / 2
 # small diamond's corners and half fills a small ring's hole, and so must the template it is matched with.
 TEMPLATE_BLURS = (0.0, 0.75, 1.5, 2.25)
 
-_NAMES = tuple(PALETTE)
-_RGB = np.array([PALETTE[name] for name in _NAMES], dtype=np.float32) / 255.0
 
 
 @dataclass(frozen=True)
@@ -85,70 +76,26 @@ class Analysis:
         return self.shape is not None
 
 
-def as_rgb_array(image: Any) -> np.ndarray:
-    """A PIL image, or an [H, W, 3] / [3, H, W] array or tensor (uint8, or float in [0, 1]) → float32 [H, W, 3]."""
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    if hasattr(image, "detach"):  # a torch tensor
-        image = image.detach().cpu().numpy()
-    array = np.asarray(image)
-    if array.ndim != 3 or 3 not in (array.shape[0], array.shape[-1]):
-        raise ValueError(f"expected an RGB image [H, W, 3] or [3, H, W], got shape {array.shape}")
-    if array.shape[-1] != 3:
-        array = array.transpose(1, 2, 0)
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    return np.clip(array.astype(np.float32), 0.0, 1.0)
-
-
-def nearest_colour(rgb: np.ndarray) -> np.ndarray:
-    """Index into the palette's names of the nearest palette colour, for RGB in [0, 1] of shape [..., 3]."""
-    distances = ((rgb[..., None, :] - _RGB) ** 2).sum(axis=-1)
-    return distances.argmin(axis=-1)
-
-
 def analyze(image: Any) -> Analysis:
     """Read back background colour, object colour, shape, size and mask from one scene image."""
     pixels = as_rgb_array(image)
     scale = CANVAS / min(pixels.shape[:2])  # image pixels → canvas units
+    found = segment(pixels)
+    if not found.has_object:
+        return _nothing(PALETTE_NAMES[found.background_index], found.background_rgb, found.background_confidence,
+                        pixels.shape[:2])
 
-    border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
-    votes = nearest_colour(border)
-    background_index = int(np.bincount(votes, minlength=len(_NAMES)).argmax())
-    background_rgb = np.median(border[votes == background_index], axis=0)
-    background_confidence = float((votes == background_index).mean())
-    nothing = _nothing(_NAMES[background_index], background_rgb, background_confidence, pixels.shape[:2])
-
-    offset = pixels - background_rgb
-    distance = np.sqrt((offset ** 2).sum(axis=-1))
-    rough = distance > ROUGH_DISTANCE
-    if np.count_nonzero(rough) < MIN_OBJECT_PIXELS:
-        return nothing
-
-    least_mixed = rough & (distance >= np.median(distance[rough]))
-    colour_rgb = np.median(pixels[least_mixed], axis=0)
-    costs = _mixing_costs(offset[rough], background_rgb, colour_rgb)
-    costs[background_index] = np.inf
-    colour_index, runner_up = (int(i) for i in np.argsort(costs)[:2])
-    colour_confidence = 1.0 - float(costs[colour_index] / costs[runner_up]) if costs[runner_up] > 0 else 0.0
-
-    direction = _RGB[colour_index] - background_rgb
-    alpha = (offset @ direction) / float(direction @ direction)
-    mask = alpha >= 0.5
-    if np.count_nonzero(mask) < MIN_OBJECT_PIXELS:
-        return nothing
-
-    scores, fits = _match_shapes(alpha, dilate(rough, MATCH_REACH))
+    scores, fits = _match_shapes(found.alpha, dilate(found.rough, MATCH_REACH))
     best = scores[0][0]
     centre, extent = fits[best]
     extent_canvas = extent * scale
     half_gap = (EXTENT_RANGES["large"][0] - EXTENT_RANGES["small"][1]) / 2
     return Analysis(
-        background=_NAMES[background_index], colour=_NAMES[colour_index], shape=best,
-        size="large" if extent_canvas >= SIZE_THRESHOLD else "small", mask=mask,
+        background=PALETTE_NAMES[found.background_index], colour=PALETTE_NAMES[found.colour_index], shape=best,
+        size="large" if extent_canvas >= SIZE_THRESHOLD else "small", mask=found.mask,
         centre=(centre[0] * scale, centre[1] * scale), extent=extent_canvas,
-        background_rgb=_rgb_tuple(background_rgb), colour_rgb=_rgb_tuple(colour_rgb),
-        background_confidence=background_confidence, colour_confidence=colour_confidence,
+        background_rgb=_rgb_tuple(found.background_rgb), colour_rgb=_rgb_tuple(found.colour_rgb),
+        background_confidence=found.background_confidence, colour_confidence=found.colour_confidence,
         shape_confidence=scores[0][1], size_confidence=min(1.0, abs(extent_canvas - SIZE_THRESHOLD) / half_gap),
         shape_scores=scores,
     )
@@ -165,19 +112,6 @@ def _nothing(background: str, background_rgb: np.ndarray, confidence: float, siz
 
 def _rgb_tuple(rgb: np.ndarray) -> tuple[float, float, float]:
     return (float(rgb[0]), float(rgb[1]), float(rgb[2]))
-
-
-def _mixing_costs(offsets: np.ndarray, background_rgb: np.ndarray, measured_rgb: np.ndarray) -> np.ndarray:
-    """For each palette colour: how badly the pixels (`offsets` from the background, [N, 3]) fit mixtures
-    of it with the background (mean squared distance from the segment), plus the pull towards the
-    measured colour. [len(PALETTE)]."""
-    segments = _RGB - background_rgb
-    lengths = np.maximum((segments * segments).sum(axis=1), 1e-12)
-    positions = np.clip(offsets @ segments.T / lengths, 0.0, 1.0)  # [N, colours]
-    squared = (offsets * offsets).sum(axis=1)[:, None]
-    # |o - t·s|² = |o|² - 2t(o·s) + t²|s|², without building the [N, colours, 3] residuals
-    residuals = squared - 2 * positions * (offsets @ segments.T) + positions ** 2 * lengths
-    return residuals.mean(axis=0) + COLOUR_PULL * ((_RGB - measured_rgb) ** 2).sum(axis=1)
 
 
 def dilate(mask: np.ndarray, steps: int) -> np.ndarray:

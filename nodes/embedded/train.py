@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nodes.models.tokenizers import build_clip_tokenizer
+from nodes.embedded import dataset
 from nodes.image import grid_image, to_pil
-from nodes.shapes import dataset
+from nodes.models.tokenizers import build_clip_tokenizer
 
 
 @dataclass
@@ -105,7 +105,12 @@ def caption_corpus() -> list[str]:
 # ---------------------------------------------------------------------------------------------- models
 
 def build_pipeline(config: TrainConfig):  # -> StableDiffusion3Pipeline
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     torch.manual_seed(config.seed)
@@ -222,7 +227,7 @@ def reconstruction_error(vae, images: torch.Tensor, device: str) -> float:
 def reconstruction_fidelity(vae, scenes: tuple[torch.Tensor, list[str], list[dataset.Scene]],
                             device: str) -> dict[str, float]:
     """The analyzer's accuracy on reconstructions (colour, shape, size): what the flow model can at best reach."""
-    from nodes.shapes.analyzer import analyze
+    from nodes.embedded.analyzer import analyze
 
     images, _, expected = scenes
     vae.eval()
