@@ -24,7 +24,8 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipelines.executor import EventSink
-from pipelines.graph import build_plan, coerce_overrides
+from pipelines.overrides import coerce_overrides
+from pipelines.plan import build_plan
 from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.jobs import RunHandle, RunRequest, WorkerPool
 from pipelines.workflow import Workflow

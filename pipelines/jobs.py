@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from nodes.registry import RunCancelled
 from nodes.runtime import environment, resolve_device
 from pipelines.executor import CancelToken, EventSink, Executor, NodeFailed, OutputCache, RunEvent
-from pipelines.graph import Plan, build_plan, substitute_overrides
+from pipelines.overrides import substitute_overrides
+from pipelines.plan import Plan, build_plan
 from pipelines.workflow import PNG_RUN_KEY, PNG_WORKFLOW_KEY, Workflow, canonical_json
 from storage import ArtifactRecord, NewArtifact, RunRecord, RunStatus, Storage
 

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodes.registry import all_node_classes
-from pipelines.graph import Plan, build_plan, validate_workflow
+from pipelines.plan import Plan, build_plan
+from pipelines.validate import validate_workflow
 from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.workflow import CURRENT_VERSION, FORMAT, Workflow, canonical_json, parse_workflow
 

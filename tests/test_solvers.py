@@ -42,7 +42,7 @@ from nodes.solvers import (
     shifted_sigmas,
 )
 from pipelines.executor import Executor
-from pipelines.graph import build_plan
+from pipelines.plan import build_plan
 from pipelines.workflow import load_workflow
 from nodes.types import SocketType
 from tests.conftest import link, workflow_dict

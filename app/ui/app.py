@@ -1,6 +1,6 @@
 """The browser app: the canvas editor with the embedded txt2img workflow open; validate, run, cancel, follow.
 
-No torch here: the catalogue comes from nodes.registry, validation from pipelines.graph, and runs go through
+No torch here: the catalogue comes from nodes.registry, validation from pipelines.validate, and runs go through
 the shared job worker (pipelines.jobs), whose events app.ui.runs turns into the editor's `run_state`.
 """
 
@@ -25,7 +25,7 @@ from app.ui.studio import CANVAS_TAB, Studio
 from app.ui.uploads import UploadRefused, store_upload
 from nodes.files import confined_path
 from nodes.registry import catalogue
-from pipelines.graph import validate_workflow
+from pipelines.validate import validate_workflow
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import RunRequest, WorkerPool
 from pipelines.workflow import parse_workflow
@@ -46,7 +46,7 @@ def workflow_issues(workflow: Any, file_roots: tuple[Path, ...]) -> list[dict[st
         issues = validate_workflow(parse_workflow(workflow), file_roots=file_roots)
     except WorkflowInvalid as invalid:
         issues = invalid.issues
-    return [issue.model_dump() for issue in issues]
+    return [issue.model_dump(mode="json") for issue in issues]
 
 
 def _validation(issues: list[dict[str, Any]]) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
                 handle = pool.submit(RunRequest(workflow=parse_workflow(document), target=target,
                                                 file_roots=readable_roots))
             except WorkflowInvalid as invalid:  # "run up to here" on a node the plan cannot reach, say
-                issues = [issue.model_dump() for issue in invalid.issues]
+                issues = [issue.model_dump(mode="json") for issue in invalid.issues]
         if issues:
             yield gr.update(validation=_validation(issues), run_state={"status": "invalid", "run_id": None})
             return
