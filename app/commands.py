@@ -1,4 +1,4 @@
-"""What each CLI command does (parsing lives in app/cli.py, so `--help` stays fast)."""
+"""What each CLI command does (parsing lives in app/cli.py, printing helpers in app/console.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, copy_outputs, print_json, table
+from app.console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, copy_outputs, print_json, table
 from app.ui.uploads import MAX_UPLOAD_BYTES
 from nodes.registry import all_node_classes, catalogue
 from pipelines.batch import (
     BatchSpecError,
     ExecutorUnavailable,
-    RayOptions,
     build_groups,
     expand,
     open_executor,
@@ -28,6 +27,7 @@ from pipelines.executor import RunEvent
 from pipelines.validate import validate_workflow
 from pipelines.issues import Issue, IssueCode, WorkflowInvalid
 from pipelines.jobs import TERMINAL_EVENTS, RunHandle, RunOutcome, RunRequest
+from pipelines.ray_options import RayOptions
 from pipelines.workflow import Workflow, canonical_json, load_workflow
 from storage import NotFound, RunStatus, Storage, StorageError, open_storage
 
