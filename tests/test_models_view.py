@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ui.models_view import describe_source, offered_sources
+from app.ui.views.models import describe_source, offered_sources
 from pipelines.jobs import RunRequest, WorkerPool
 from pipelines.workflow import load_workflow
 from storage import RunStatus

@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app.ui.run_records import (
+from app.ui.views.run_records import (
     HISTORY_HEADERS,
     duration_seconds,
     error_text,
