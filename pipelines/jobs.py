@@ -8,6 +8,9 @@ nothing) or wait for its outcome.
 The queue can be paused (the running run goes on; no queued run starts until it is resumed), a queued run
 can be moved to another place in it, and a queued run that is cancelled leaves the queue at once (recorded
 as cancelled), paused or not. The queue lives in this process: after a restart, its rows read `interrupted`.
+
+The pool also answers what models are in memory and frees them (the Models tab): a model is held by the model
+manager (nodes.models.loader) and, as a cached model-loading output, by each device worker's output cache.
 """
 
 from __future__ import annotations

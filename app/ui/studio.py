@@ -1,6 +1,6 @@
 """What every studio view (library, runs, batch, models) shares: storage, the worker pool, the canvas.
 
-Each view is one module with a `build(studio)` that lays out its own `gr.Tab` inside the app's `gr.Tabs`
+Each view is one module of app/ui/views with a `build(studio)` that lays out its own `gr.Tab` inside the app's `gr.Tabs`
 and wires its events. Views open workflows in the canvas through `open_in_canvas`, which returns the updates
 for `studio.canvas_outputs` (the editor's value and the selected tab).
 
