@@ -6,7 +6,7 @@ workflow that arrives here is confined: it may read files only inside the data f
 templates' images) and load only embedded or configured models (nodes.files). Records come back as plain
 JSON; output images as files the client downloads.
 
-No torch here: validation comes from pipelines.graph, runs from pipelines.jobs, records from storage.
+No torch here: validation comes from pipelines.validate, runs from pipelines.jobs, records from storage.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import gradio as gr
 from gradio.data_classes import FileData
 
-from pipelines.graph import validate_workflow
+from pipelines.validate import validate_workflow
 from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.jobs import RunRequest, WorkerPool
 from pipelines.workflow import Workflow, canonical_json, parse_workflow
@@ -30,7 +30,7 @@ RUN_WAIT_SECONDS = 3600.0
 
 
 def _issues(issues: list[Issue]) -> list[dict[str, Any]]:
-    return [issue.model_dump() for issue in issues]
+    return [issue.model_dump(mode="json") for issue in issues]
 
 
 def _workflow_summary(record: WorkflowRecord) -> dict[str, Any]:

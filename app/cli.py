@@ -1,20 +1,19 @@
-"""The headless command line: run, validate, nodes, workflows, runs.
+"""The headless command line: its arguments, and which command (app.commands) each runs.
 
-Exit codes: 0 everything ran (or was valid), 1 a run failed or was cancelled, 2 invalid input.
-Runs go through the same job worker as the UI and the HTTP API.
+Commands: serve (the default), run, validate, nodes, workflows, runs, train-embedded; exit codes in app.console.
+Runs go through the same job worker as the UI and the HTTP API. Only argparse is imported before a command
+is chosen, so `--help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+from app.console import EXIT_OK
 
 
 class _Ordered(argparse.Action):
@@ -154,25 +153,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
 
-
-def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
-    sys.stdout.write("\n")
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def copy_outputs(paths: list[tuple[Path, str]], out: Path) -> list[str]:
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for source, name in paths:
-        target = out / name
-        shutil.copyfile(source, target)
-        written.append(str(target))
-    return written

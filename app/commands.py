@@ -1,4 +1,4 @@
-"""What each CLI command does (parsing lives in app/cli.py, so `--help` stays fast)."""
+"""What each CLI command does (parsing lives in app/cli.py, printing helpers in app/console.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, copy_outputs, print_json, table
+from app.console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, copy_outputs, print_json, table
 from app.ui.uploads import MAX_UPLOAD_BYTES
 from nodes.catalogue import all_node_classes, catalogue
 from pipelines.batch import (
     BatchSpecError,
     ExecutorUnavailable,
-    RayOptions,
     build_groups,
     expand,
     open_executor,
@@ -25,16 +24,17 @@ from pipelines.batch import (
     values_text,
 )
 from pipelines.executor import RunEvent
-from pipelines.graph import validate_workflow
-from pipelines.issues import Issue, WorkflowInvalid
+from pipelines.validate import validate_workflow
+from pipelines.issues import Issue, IssueCode, WorkflowInvalid
 from pipelines.jobs import TERMINAL_EVENTS, RunHandle, RunOutcome, RunRequest
+from pipelines.ray_options import RayOptions
 from pipelines.workflow import Workflow, canonical_json, load_workflow
 from storage import NotFound, RunStatus, Storage, StorageError, open_storage
 
 
 def _report_issues(issues: list[Issue], as_json: bool) -> int:
     if as_json:
-        print_json({"valid": False, "issues": [i.model_dump() for i in issues]})
+        print_json({"valid": False, "issues": [i.model_dump(mode="json") for i in issues]})
     else:
         print(f"invalid workflow: {len(issues)} problem{'s' if len(issues) != 1 else ''}", file=sys.stderr)
         for issue in issues:
@@ -44,7 +44,7 @@ def _report_issues(issues: list[Issue], as_json: bool) -> int:
 
 def _error(message: str, as_json: bool = False) -> int:
     if as_json:
-        print_json({"valid": False, "issues": [{"code": "invalid_input", "message": message}]})
+        print_json({"valid": False, "issues": [{"code": IssueCode.INVALID_INPUT, "message": message}]})
     else:
         print(f"error: {message}", file=sys.stderr)
     return EXIT_INVALID
@@ -58,7 +58,7 @@ def load_source(ref: str, storage: Storage | None) -> tuple[Workflow, str | None
     try:
         record = storage.get_workflow(ref)
     except NotFound:
-        raise WorkflowInvalid([Issue(code="unreadable", message=f"no file {ref!r} and no library workflow by that id or name")]) from None
+        raise WorkflowInvalid([Issue(code=IssueCode.UNREADABLE, message=f"no file {ref!r} and no library workflow by that id or name")]) from None
     version = storage.get_workflow_version(record.id)
     return load_workflow(version.document), record.id, version.version
 

@@ -67,7 +67,7 @@ def score(images: torch.Tensor, expected: list[dataset.Scene]) -> dict[str, list
 def workflow_seconds(source: str, prompt: str, steps: int, guidance: float, size: int) -> float:
     """One image through the whole engine (the txt2img-embedded template), model loaded, text not cached."""
     from pipelines.executor import Executor
-    from pipelines.graph import build_plan
+    from pipelines.plan import build_plan
     from pipelines.workflow import load_workflow
 
     template = load_workflow(Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json")

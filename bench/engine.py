@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nodes.registry import Input, Node, NodeContext, NodeParams, Output, node  # noqa: E402
 from nodes.types import SocketType  # noqa: E402
 from pipelines.executor import Executor, OutputCache  # noqa: E402
-from pipelines.graph import build_plan  # noqa: E402
+from pipelines.plan import build_plan  # noqa: E402
 from pipelines.workflow import load_workflow  # noqa: E402
 
 

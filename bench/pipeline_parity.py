@@ -168,7 +168,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     from tests.tiny_models import saved_tiny_model
     from nodes.models.loader import MANAGER, LoadOptions, ModelLoadError
     from pipelines.executor import Executor
-    from pipelines.graph import build_plan
+    from pipelines.plan import build_plan
     from pipelines.workflow import load_workflow
     from storage.config import data_home
 

@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import ray
 
-from pipelines.batch import BatchExecutor, RayOptions, open_executor, submit_batch
+from pipelines.batch import BatchExecutor, open_executor, submit_batch
 from pipelines.jobs import RunRequest
+from pipelines.ray_options import RayOptions
 from pipelines.workflow import load_workflow
 from storage import RunStatus, open_storage
 

@@ -1,4 +1,5 @@
-"""Sweeps, CSV jobs and the headless runner.
+"""Batches: sweeps and CSV jobs expanded into runs, validated all at once, queued as one batch on an executor
+(this process's job worker, or Ray through pipelines.ray_executor).
 
 Batch semantics follow InvokeAI: values zip within a group, and groups combine as a cartesian product.
 On the command line each `--sweep NAME=VALUES` starts a group, `--zip NAME=VALUES` adds a field to the
@@ -21,10 +22,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from pipelines.executor import EventSink
-from pipelines.graph import build_plan, coerce_overrides
+from pipelines.overrides import coerce_overrides
+from pipelines.plan import build_plan
+from pipelines.ray_options import RayOptions
 from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.jobs import RunHandle, RunRequest, WorkerPool
 from pipelines.workflow import Workflow
@@ -224,21 +225,6 @@ class BatchExecutor(RunSubmitter, Protocol):
 
 ExecutorKind = Literal["local", "ray"]
 EXECUTOR_KINDS: tuple[ExecutorKind, ...] = ("local", "ray")
-
-
-class RayOptions(BaseModel):
-    """How `--executor ray` lays out its workers (one model-holding actor per GPU, or per CPU without GPUs)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    address: str | None = None  # None: start a Ray instance on this machine; "auto" or HOST:PORT: join a cluster
-    workers: int | None = Field(None, ge=1)  # None: as many as the cluster's GPUs (or CPUs) allow
-    gpus_per_worker: float | None = Field(None, ge=0)  # None: 1 when the cluster has GPUs, else 0 (CPU actors)
-    # Torch threads per actor. None: as many as a local run here uses, since CPU results depend on the thread
-    # count (same bits as the local executor); fewer threads per actor pack more actors onto a node's cores.
-    threads_per_worker: int | None = Field(None, ge=1)
-    max_attempts: int = Field(3, ge=1)  # tries per job whose worker dies, and restarts per dead worker
-    start_timeout_s: float = Field(300.0, gt=0)  # for a worker to start (Ray may be waiting for a free CPU/GPU)
 
 
 class ExecutorUnavailable(RuntimeError):

@@ -24,7 +24,8 @@ from pydantic import ValidationError
 
 from nodes.registry import Node, NodeContext, NodeError, OutputItem, RunCancelled
 from nodes.types import value_nbytes
-from pipelines.graph import Plan, PlanNode
+from pipelines.plan import Plan
+from pipelines.validate import PlanNode
 from pipelines.workflow import Link
 from storage.config import data_home
 

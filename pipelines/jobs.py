@@ -8,10 +8,14 @@ nothing) or wait for its outcome.
 The queue can be paused (the running run goes on; no queued run starts until it is resumed), a queued run
 can be moved to another place in it, and a queued run that is cancelled leaves the queue at once (recorded
 as cancelled), paused or not. The queue lives in this process: after a restart, its rows read `interrupted`.
+
+The pool also answers what models are in memory and frees them (the Models tab): a model is held by the model
+manager (nodes.models.loader) and, as a cached model-loading output, by each device worker's output cache.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -26,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from nodes.registry import RunCancelled
 from nodes.runtime import environment, resolve_device
 from pipelines.executor import CancelToken, EventSink, Executor, NodeFailed, OutputCache, RunEvent
-from pipelines.graph import Plan, build_plan, substitute_overrides
+from pipelines.overrides import substitute_overrides
+from pipelines.plan import Plan, build_plan
 from pipelines.workflow import PNG_RUN_KEY, PNG_WORKFLOW_KEY, Workflow, canonical_json
 from storage import ArtifactRecord, NewArtifact, RunRecord, RunStatus, Storage
 
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 
 TERMINAL_EVENTS = {"run_finished", "run_failed", "run_cancelled"}
 FINISHED_HANDLES_KEPT = 64  # finished runs whose events stay in memory for late followers (a reopened page)
+MODEL_HASHES = "model_hashes"  # the record a model-loading node leaves in its cache entry: {source: sha256}
+MODEL_MANAGER = "model manager"  # a LoadedModel holder: nodes.models.loader.MANAGER
 
 
 class RunRequest(BaseModel):
@@ -323,7 +330,7 @@ class JobWorker:
 
         def png_text(records: dict[str, dict[str, Any]]) -> dict[str, str]:
             run_record = {"run_id": run_id, "overrides": request.overrides, "seeds": records.get("seeds", {}),
-                          "model_hashes": records.get("model_hashes", {}), "environment": env}
+                          "model_hashes": records.get(MODEL_HASHES, {}), "environment": env}
             return {PNG_WORKFLOW_KEY: effective, PNG_RUN_KEY: json.dumps(run_record, sort_keys=True, default=str)}
 
         try:
@@ -357,6 +364,18 @@ class JobWorker:
         self.storage.finish_run(run_id, RunStatus.CANCELLED, node_timings={})
         self._emit(job, RunEvent("run_cancelled", run_id))
         return RunOutcome(run_id, RunStatus.CANCELLED)
+
+
+class LoadedModel(BaseModel):
+    """A model in memory, and what holds it: the model manager, and each device worker's run cache."""
+
+    source: str
+    family: str
+    dtype: str
+    device: str
+    nbytes: int
+    sha256: str
+    held_by: list[str]  # MODEL_MANAGER, "cpu run cache", …
 
 
 class WorkerPool:
@@ -424,6 +443,47 @@ class WorkerPool:
     def move(self, run_id: str, position: int) -> bool:
         """Put a queued run at `position` of its device's queue (0: next); False when it is not waiting."""
         return any(worker.move(run_id, position) for worker in self.workers())
+
+    def loaded_models(self) -> list[LoadedModel]:
+        """Every model in memory: those the model manager holds, and those only a worker's run cache still holds
+        (as a cached model-loading output)."""
+        from nodes.models import loader  # here, not above: it imports diffusers, which `runs list` has no use for
+
+        rows: dict[tuple[str, str], LoadedModel] = {}
+        for described in loader.MANAGER.loaded():
+            rows[(described["source"], described["sha256"])] = LoadedModel(
+                source=described["source"], family=described["family"], dtype=described["dtype"],
+                device=described["device"], nbytes=described["bytes"], sha256=described["sha256"],
+                held_by=[MODEL_MANAGER])
+        for worker in self.workers():
+            holder = f"{worker.device} run cache"
+            for _, entry in worker.executor.cache.entries():
+                for source, sha256 in entry.records.get(MODEL_HASHES, {}).items():
+                    row = rows.get((source, sha256))
+                    if row is None:
+                        model = entry.outputs.get("model")
+                        described = model.describe() if callable(getattr(model, "describe", None)) else {}
+                        row = rows[(source, sha256)] = LoadedModel(
+                            source=source, family=str(described.get("family", "?")),
+                            dtype=str(described.get("dtype", "?")), device=str(described.get("device", worker.device)),
+                            nbytes=entry.nbytes, sha256=sha256, held_by=[])
+                    if holder not in row.held_by:
+                        row.held_by.append(holder)
+        return list(rows.values())
+
+    def free_models(self, source: str | None = None) -> int:
+        """Free one source's models (all when None) from the model manager and every run cache, so nothing keeps
+        them alive; returns how many models (manager entries and cache-only ones) went."""
+        from nodes.models import loader  # see loaded_models
+
+        before = {(row.source, row.sha256) for row in self.loaded_models() if source is None or row.source == source}
+        loader.MANAGER.free(source)
+        for worker in self.workers():
+            keys = [key for key, entry in worker.executor.cache.entries()
+                    if entry.records.get(MODEL_HASHES) and (source is None or source in entry.records[MODEL_HASHES])]
+            worker.executor.cache.drop(keys)
+        gc.collect()  # pipelines hold reference cycles (hooks, modules): collect now, not at some later allocation
+        return len(before)
 
     def shutdown(self) -> None:
         with self._lock:

@@ -34,10 +34,10 @@ from pydantic import BaseModel, ConfigDict
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
 
 from nodes.runtime import resolve_device
-from pipelines.batch import RayOptions
 from pipelines.executor import EventSink, RunEvent
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import TERMINAL_EVENTS, EventLog, JobWorker, RunHandle, RunOutcome, RunRequest
+from pipelines.ray_options import RayOptions
 from storage import RunRecord, RunStatus, Storage, StorageError, open_storage
 from storage.records import UNFINISHED_STATUSES
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
-from pipelines.issues import Issue, WorkflowInvalid
+from pipelines.issues import Issue, IssueCode, WorkflowInvalid
 
 FORMAT = "flowcanvas.workflow"
 CURRENT_VERSION = 1
@@ -132,14 +132,14 @@ def parse_workflow(data: Any) -> Workflow:
     """Validate a workflow document (a dict); raise WorkflowInvalid with every problem found."""
     if not isinstance(data, dict):
         raise WorkflowInvalid(
-            [Issue(code="schema", message=f"a workflow is a JSON object, got {type(data).__name__}")]
+            [Issue(code=IssueCode.SCHEMA, message=f"a workflow is a JSON object, got {type(data).__name__}")]
         )
     if data.get("format") != FORMAT:
         found = data.get("format")
         raise WorkflowInvalid(
             [
                 Issue(
-                    code="schema",
+                    code=IssueCode.SCHEMA,
                     field="format",
                     message=f"not a FlowCanvas workflow: format is {found!r}, expected {FORMAT!r}",
                     hint=_foreign_hint(data),
@@ -151,7 +151,7 @@ def parse_workflow(data: Any) -> Workflow:
         raise WorkflowInvalid(
             [
                 Issue(
-                    code="unsupported_version",
+                    code=IssueCode.UNSUPPORTED_VERSION,
                     field="version",
                     message=f"workflow format version {version!r} is not supported (this FlowCanvas reads 1..{CURRENT_VERSION})",
                     hint="upgrade FlowCanvas to open workflows saved by a newer version",
@@ -164,7 +164,7 @@ def parse_workflow(data: Any) -> Workflow:
         issues = []
         for item in error.errors():
             node_id, field = _loc(item["loc"])
-            issues.append(Issue(node=node_id, field=field, code="schema", message=item["msg"]))
+            issues.append(Issue(node=node_id, field=field, code=IssueCode.SCHEMA, message=item["msg"]))
         raise WorkflowInvalid(issues) from None
 
 
@@ -187,7 +187,7 @@ def workflow_from_json(text: str | bytes) -> Workflow:
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise WorkflowInvalid([Issue(code="schema", message=f"not valid JSON: {error}")]) from None
+        raise WorkflowInvalid([Issue(code=IssueCode.SCHEMA, message=f"not valid JSON: {error}")]) from None
     return parse_workflow(data)
 
 
@@ -200,10 +200,10 @@ def workflow_from_png(data: bytes) -> Workflow:
             image.load()
             text = dict(getattr(image, "text", {}) or {})
     except (UnidentifiedImageError, OSError) as error:
-        raise WorkflowInvalid([Issue(code="schema", message=f"not a readable PNG: {error}")]) from None
+        raise WorkflowInvalid([Issue(code=IssueCode.SCHEMA, message=f"not a readable PNG: {error}")]) from None
     if PNG_WORKFLOW_KEY in text:
         return workflow_from_json(text[PNG_WORKFLOW_KEY])
-    raise WorkflowInvalid([Issue(code="no_workflow", message=describe_foreign_png(text))])
+    raise WorkflowInvalid([Issue(code=IssueCode.NO_WORKFLOW, message=describe_foreign_png(text))])
 
 
 def describe_foreign_png(text: dict[str, str]) -> str:
@@ -242,7 +242,7 @@ def load_workflow(source: Workflow | dict[str, Any] | str | bytes | Path) -> Wor
         data = path.read_bytes()
     except OSError as error:
         raise WorkflowInvalid(
-            [Issue(code="unreadable", message=f"cannot read workflow file {str(path)!r}: {error.strerror or error}")]
+            [Issue(code=IssueCode.UNREADABLE, message=f"cannot read workflow file {str(path)!r}: {error.strerror or error}")]
         ) from None
     return workflow_from_png(data) if data.startswith(b"\x89PNG") else workflow_from_json(data)
 

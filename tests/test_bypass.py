@@ -7,7 +7,8 @@ import json
 import pytest
 
 from pipelines.executor import Executor
-from pipelines.graph import build_plan, validate_workflow
+from pipelines.plan import build_plan
+from pipelines.validate import validate_workflow
 from pipelines.issues import WorkflowInvalid
 from pipelines.workflow import canonical_json, load_workflow, parse_workflow
 from tests.conftest import link, workflow_dict

@@ -1,4 +1,4 @@
-"""What the canvas shows of a run (app.ui.runs): node states from the worker's events, relayed live, rebuilt
+"""What the canvas shows of a run (app.ui.canvas_runs): node states from the worker's events, relayed live, rebuilt
 from storage after a restart; and the upload store behind the image widget. No browser here (see
 test_canvas_e2e.py for the same through Chromium)."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.ui.runs import CanvasRuns, RunState
+from app.ui.canvas_runs import CanvasRuns, RunState
 from app.ui.uploads import UploadRefused, store_upload
 from pipelines.executor import RunEvent
 from pipelines.jobs import RunRequest, WorkerPool

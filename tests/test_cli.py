@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from app.cli import EXIT_FAILED, EXIT_INVALID, EXIT_OK, main
+from app.cli import main
+from app.console import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 from nodes.image import MIN_CAPTIONED_CELL
 from pipelines.workflow import PNG_RUN_KEY, PNG_WORKFLOW_KEY, canonical_json, load_workflow
 from storage import RunStatus, Storage, open_storage

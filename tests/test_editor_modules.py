@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from pipelines.graph import flatten, validate_workflow
+from pipelines.flatten import flatten
+from pipelines.validate import validate_workflow
 from pipelines.workflow import ID_SEPARATOR, Link, load_workflow
 
 ROOT = Path(__file__).resolve().parents[1]

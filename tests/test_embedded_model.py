@@ -13,7 +13,7 @@ from nodes.embedded.analyzer import analyze
 from nodes.models.loader import MANAGER, REPO_MODELS, LoadOptions
 from nodes.models.sd3 import SD3Model
 from pipelines.executor import Executor
-from pipelines.graph import build_plan
+from pipelines.plan import build_plan
 from pipelines.workflow import load_workflow
 from tests.tiny_models import saved_tiny_model
 

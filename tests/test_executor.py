@@ -11,7 +11,7 @@ import torch
 from nodes.image import encode_png, to_pil
 from nodes.registry import RunCancelled
 from pipelines.executor import CancelToken, Executor, NodeFailed, OutputCache, RunEvent
-from pipelines.graph import build_plan
+from pipelines.plan import build_plan
 from pipelines.workflow import load_workflow
 from tests.conftest import link, workflow_dict
 from tests.support_nodes import EXECUTIONS

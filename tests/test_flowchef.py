@@ -25,7 +25,7 @@ from nodes.models.loader import MANAGER, LoadedModel, LoadOptions
 from nodes.registry import NodeContext, NodeError, RunCancelled
 from nodes.sampling.solvers import EULER
 from pipelines.executor import CancelToken, Executor, RunEvent
-from pipelines.graph import build_plan
+from pipelines.plan import build_plan
 from pipelines.workflow import load_workflow
 from tests.tiny_models import saved_tiny_model
 

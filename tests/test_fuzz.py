@@ -9,21 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodes.catalogue import all_node_classes
-from pipelines.graph import Plan, build_plan, validate_workflow
-from pipelines.issues import Issue, WorkflowInvalid
+from pipelines.issues import Issue, IssueCode, WorkflowInvalid
+from pipelines.plan import Plan, build_plan
+from pipelines.validate import validate_workflow
 from pipelines.workflow import CURRENT_VERSION, FORMAT, Workflow, canonical_json, parse_workflow
 
 FUZZ = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large, HealthCheck.filter_too_much])
-
-# Every code graph.py documents, plus the parser's own.
-KNOWN_CODES = {
-    "schema", "unsupported_version", "unknown_type", "unsupported_type_version", "unknown_param", "missing_param",
-    "out_of_bounds", "not_in_choices", "invalid_value", "invalid_params", "unknown_input", "missing_input",
-    "multiple_links", "missing_node", "missing_output", "type_mismatch", "cycle", "no_output", "unknown_target",
-    "unknown_subgraph", "subgraph_cycle", "unknown_exposed", "duplicate_label", "unknown_field", "duplicate_field",
-}
 
 CLASSES = list(all_node_classes())
 TYPE_NAMES = sorted(c.type for c in CLASSES)
@@ -140,7 +133,7 @@ def assert_issues(issues: Any) -> None:
     assert isinstance(issues, list)
     for issue in issues:
         assert isinstance(issue, Issue)
-        assert issue.code in KNOWN_CODES, issue.code
+        assert isinstance(issue.code, IssueCode), issue.code  # every code is listed in pipelines.issues
         assert issue.message
         str(issue)
 

@@ -24,7 +24,7 @@ from nodes.image import (
 )
 from nodes.registry import NodeContext, NodeError
 from pipelines.executor import Executor
-from pipelines.graph import build_plan
+from pipelines.plan import build_plan
 from pipelines.workflow import load_workflow
 from tests.conftest import link, workflow_dict
 

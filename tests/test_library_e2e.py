@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from PIL import Image, PngImagePlugin
 
-from app.ui import library_view
-from app.ui.library_view import change_summary, first_sentence, load_templates, starter_card, starter_gallery_html
+from app.ui.views import library
+from app.ui.views.library import change_summary, first_sentence, load_templates, starter_card, starter_gallery_html
 from pipelines.workflow import PNG_WORKFLOW_KEY, canonical_json, load_workflow, parse_workflow
 from storage import NotFound, RunStatus
 from storage.records import NewArtifact
@@ -84,7 +84,7 @@ def test_every_template_file_is_a_card_saying_what_model_it_needs() -> None:
 
 
 def test_a_card_shows_the_thumbnail_when_there_is_one_and_escapes_its_text(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(library_view, "THUMBNAILS", tmp_path)
+    monkeypatch.setattr(library, "THUMBNAILS", tmp_path)
     Image.new("RGB", (64, 64), "#22c55e").save(tmp_path / "swatch.png")
     [swatch_template] = [t for t in load_templates() if t.stem == "swatch"]
     card = starter_card(swatch_template)

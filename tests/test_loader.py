@@ -37,7 +37,7 @@ from nodes.models.loader import (
 )
 from nodes.models.sd3 import SD3Model
 from nodes.registry import NodeContext, NodeError
-from pipelines.graph import validate_workflow
+from pipelines.validate import validate_workflow
 from pipelines.jobs import RunRequest, WorkerPool
 from pipelines.workflow import load_workflow
 from storage import RunStatus, Storage

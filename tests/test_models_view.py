@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.ui.models_view import describe_source, free_models, loaded_models, offered_sources
+from app.ui.views.models import describe_source, offered_sources
 from pipelines.jobs import RunRequest, WorkerPool
 from pipelines.workflow import load_workflow
 from storage import RunStatus
@@ -46,20 +46,20 @@ def test_sources_list_the_embedded_model_with_family_and_hash(monkeypatch: pytes
 
 
 def test_free_releases_the_model_from_the_manager_and_the_run_cache(pool: WorkerPool) -> None:
-    free_models(pool)
+    pool.free_models()
     outcome = pool.submit(RunRequest(workflow=load_workflow(small_starter()), device="cpu")).wait(600)
     assert outcome.status is RunStatus.SUCCEEDED
-    [row] = loaded_models(pool)
+    [row] = pool.loaded_models()
     assert (row.source, row.device, row.family) == ("embedded:shapes", "cpu", "sd3")
     assert row.nbytes > 1_000_000 and set(row.held_by) == {"model manager", "cpu run cache"}
     model = next(entry.outputs["model"] for worker in pool.workers() for _, entry in worker.executor.cache.entries()
                  if "model" in entry.outputs)
     alive = weakref.ref(model)
     del model
-    assert free_models(pool, "embedded:nothing-like-it") == 0 and loaded_models(pool) != []
-    assert free_models(pool, "embedded:shapes") == 1
+    assert pool.free_models("embedded:nothing-like-it") == 0 and pool.loaded_models() != []
+    assert pool.free_models("embedded:shapes") == 1
     gc.collect()
-    assert loaded_models(pool) == [] and alive() is None
+    assert pool.loaded_models() == [] and alive() is None
 
 
 def test_the_models_view_lists_a_loaded_model_and_frees_it(tmp_path: Path) -> None:

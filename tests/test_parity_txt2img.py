@@ -19,7 +19,7 @@ from PIL import Image
 
 from nodes.models.loader import MANAGER, LoadOptions
 from pipelines.executor import Executor
-from pipelines.graph import build_plan
+from pipelines.plan import build_plan
 from pipelines.workflow import load_workflow
 from tests.tiny_models import save_tiny, tiny_flux_pipeline, tiny_sd3_pipeline
 

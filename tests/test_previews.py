@@ -21,7 +21,7 @@ from nodes.models.base import PipelineFlowModel
 from nodes.models.loader import LoadedModel, LoadOptions, load_model
 from nodes.models.previews import FIT_SIZE, cache_path, channel_stretch, synthetic_images, vae_fingerprint
 from pipelines.executor import Executor, RunEvent
-from pipelines.graph import build_plan
+from pipelines.plan import build_plan
 from pipelines.workflow import load_workflow
 from tests.tiny_models import saved_tiny_model
 

@@ -18,10 +18,11 @@ from PIL import Image
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need `pip install -r requirements-ray.txt`")
 
 from app.cli import main
-from pipelines.batch import RayOptions, open_executor, submit_batch
+from pipelines.batch import open_executor, submit_batch
 from pipelines.executor import RunEvent
 from pipelines.jobs import RunOutcome, RunRequest
 from pipelines.ray_executor import RayExecutor, worker_layout
+from pipelines.ray_options import RayOptions
 from pipelines.workflow import load_workflow
 from storage import RunStatus, Storage, open_storage
 

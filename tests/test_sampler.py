@@ -12,7 +12,7 @@ from nodes.models.loader import MANAGER
 from nodes.registry import RunCancelled
 from nodes.sampling.sampler import start_index
 from pipelines.executor import CancelToken, Executor, NodeFailed, RunEvent
-from pipelines.graph import build_plan
+from pipelines.plan import build_plan
 from pipelines.workflow import load_workflow
 from tests.tiny_models import saved_tiny_model
 
@@ -94,7 +94,7 @@ def test_a_latent_from_another_family_is_refused_with_the_field(folders):
 
 def test_sizes_that_are_not_multiples_of_16_are_invalid_before_running(folders):
     workflow, overrides = txt2img(folders["sd3"], 2, Width=40)
-    from pipelines.graph import validate_workflow
+    from pipelines.validate import validate_workflow
 
     issues = validate_workflow(workflow, overrides)
     assert [(i.node, i.field, i.code) for i in issues] == [("latent", "width", "out_of_bounds")]

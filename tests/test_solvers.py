@@ -45,7 +45,7 @@ from nodes.sampling.solvers import (
     sample_heun,
 )
 from pipelines.executor import Executor
-from pipelines.graph import build_plan
+from pipelines.plan import build_plan
 from pipelines.workflow import load_workflow
 from nodes.types import SocketType
 from tests.conftest import link, workflow_dict

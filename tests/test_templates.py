@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from nodes.image import encode_png, to_pil
-from pipelines.graph import validate_workflow
+from pipelines.validate import validate_workflow
 from pipelines.jobs import RunRequest, WorkerPool
 from pipelines.workflow import canonical_json, load_workflow
 from storage import RunStatus

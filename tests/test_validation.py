@@ -10,7 +10,8 @@ from pydantic import Field
 
 from nodes.registry import Node, NodeParams, node, unregister
 from pipelines.executor import Executor
-from pipelines.graph import build_plan, validate_workflow
+from pipelines.plan import build_plan
+from pipelines.validate import validate_workflow
 from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.workflow import Link, Workflow, canonical_json, load_workflow, parse_workflow
 from tests.conftest import link, workflow_dict

@@ -1,7 +1,7 @@
 """The browser app: the canvas editor with the embedded txt2img workflow open; validate, run, cancel, follow.
 
-No torch here: the catalogue comes from nodes.registry, validation from pipelines.graph, and runs go through
-the shared job worker (pipelines.jobs), whose events app.ui.runs turns into the editor's `run_state`.
+No torch here: the catalogue comes from nodes.registry, validation from pipelines.validate, and runs go through
+the shared job worker (pipelines.jobs), whose events app.ui.canvas_runs turns into the editor's `run_state`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from gradio.utils import get_upload_folder
 from PIL import Image, UnidentifiedImageError
 
 from app.api import Api
-from app.ui import batch_view, library_view, models_view, runs_view
 from app.ui.editor import flow_editor
-from app.ui.runs import CanvasRuns
-from app.ui.studio import CANVAS_TAB, Studio
+from app.ui.canvas_runs import CanvasRuns
+from app.ui.studio import CANVAS_TAB, Studio, event_field
 from app.ui.uploads import UploadRefused, store_upload
+from app.ui.views import batch, library, models, runs
 from nodes.catalogue import catalogue
 from nodes.files import confined_path
-from pipelines.graph import validate_workflow
+from pipelines.validate import validate_workflow
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import RunRequest, WorkerPool
 from pipelines.workflow import parse_workflow
@@ -36,7 +36,7 @@ STARTER = REPO / "pipelines" / "templates" / "txt2img-embedded.json"
 TEMPLATE_IMAGES = REPO / "pipelines" / "templates" / "images"
 THUMBNAIL_SIZE = 96
 # The studio views, in tab order after the canvas: each module has build(studio).
-STUDIO_VIEWS = (library_view, runs_view, batch_view, models_view)
+STUDIO_VIEWS = (library, runs, batch, models)
 
 
 def workflow_issues(workflow: Any, file_roots: tuple[Path, ...]) -> list[dict[str, Any]]:
@@ -46,7 +46,7 @@ def workflow_issues(workflow: Any, file_roots: tuple[Path, ...]) -> list[dict[st
         issues = validate_workflow(parse_workflow(workflow), file_roots=file_roots)
     except WorkflowInvalid as invalid:
         issues = invalid.issues
-    return [issue.model_dump() for issue in issues]
+    return [issue.model_dump(mode="json") for issue in issues]
 
 
 def _validation(issues: list[dict[str, Any]]) -> dict[str, Any]:
@@ -54,15 +54,10 @@ def _validation(issues: list[dict[str, Any]]) -> dict[str, Any]:
     return {"issues": issues, "id": uuid.uuid4().hex}
 
 
-def _payload(evt: gr.EventData) -> dict[str, Any]:
-    data = getattr(evt, "_data", None)
-    return data if isinstance(data, dict) else {}
-
-
-def _payload_workflow(payload: dict[str, Any]) -> Any:
+def _event_workflow(evt: gr.EventData) -> Any:
     """The workflow document of a canvas event, sent as JSON text (see bridge.mjs workflowText). Anything that
     does not parse is handed to validation as it is, which says what is wrong with it."""
-    text = payload.get("workflow")
+    text = event_field(evt, "workflow")
     try:
         return json.loads(text) if isinstance(text, str) else text
     except json.JSONDecodeError:
@@ -95,7 +90,7 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
     def file_url(path: str) -> str:
         return f"/gradio_api/file={storage.artifacts.absolute(path)}"
 
-    runs = CanvasRuns(storage, pool, file_url)
+    canvas_runs = CanvasRuns(storage, pool, file_url)
     # What a workflow from the browser or the API may read: the data folder and the starter templates' images.
     readable_roots = (storage.home, TEMPLATE_IMAGES)
     api = Api(storage, pool, readable_roots)
@@ -115,33 +110,32 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
         return None if path is None else thumbnail_data_url(path)
 
     def canvas_validate(evt: gr.EventData) -> Any:
-        return gr.update(validation=_validation(workflow_issues(_payload_workflow(_payload(evt)), readable_roots)))
+        return gr.update(validation=_validation(workflow_issues(_event_workflow(evt), readable_roots)))
 
     def canvas_run(evt: gr.EventData) -> Any:
-        payload = _payload(evt)
-        document = _payload_workflow(payload)
+        document = _event_workflow(evt)
         issues = workflow_issues(document, readable_roots)
-        target = payload.get("target") or None
+        target = event_field(evt, "up_to") or None
         if not issues:
             try:
                 handle = pool.submit(RunRequest(workflow=parse_workflow(document), target=target,
                                                 file_roots=readable_roots))
             except WorkflowInvalid as invalid:  # "run up to here" on a node the plan cannot reach, say
-                issues = [issue.model_dump() for issue in invalid.issues]
+                issues = [issue.model_dump(mode="json") for issue in invalid.issues]
         if issues:
             yield gr.update(validation=_validation(issues), run_state={"status": "invalid", "run_id": None})
             return
         yield gr.update(validation=_validation([]))
-        for state in runs.relay(handle):
+        for state in canvas_runs.relay(handle):
             yield gr.update(run_state=state)
 
     def canvas_follow(evt: gr.EventData) -> Any:
-        run_id = str(_payload(evt).get("run_id") or "")
-        for state in runs.follow(run_id):
+        run_id = str(event_field(evt, "run_id") or "")
+        for state in canvas_runs.follow(run_id):
             yield gr.update(run_state=state)
 
     def canvas_cancel(evt: gr.EventData) -> None:
-        runs.cancel(str(_payload(evt).get("run_id") or ""))
+        canvas_runs.cancel(str(event_field(evt, "run_id") or ""))
 
     with gr.Blocks(title="FlowCanvas") as demo:
         with gr.Tabs(selected=CANVAS_TAB) as tabs:

@@ -1,6 +1,6 @@
 """What every studio view (library, runs, batch, models) shares: storage, the worker pool, the canvas.
 
-Each view is one module with a `build(studio)` that lays out its own `gr.Tab` inside the app's `gr.Tabs`
+Each view is one module of app/ui/views with a `build(studio)` that lays out its own `gr.Tab` inside the app's `gr.Tabs`
 and wires its events. Views open workflows in the canvas through `open_in_canvas`, which returns the updates
 for `studio.canvas_outputs` (the editor's value and the selected tab).
 
@@ -45,3 +45,16 @@ class Studio:
     def open_in_canvas(document: dict[str, Any]) -> tuple[Any, Any]:
         """Updates for `canvas_outputs`: show `document` on the canvas and switch to it."""
         return gr.update(value=document), gr.Tabs(selected=CANVAS_TAB)
+
+
+def event_field(evt: gr.EventData, name: str) -> Any:
+    """One field of the payload a gr.HTML element sent with `trigger(event, {...})`, or None where it sent none.
+
+    Gradio documents reading the payload as attributes of the event (gr.HTML's docstring: `evt.option`) and has
+    no public accessor for the whole payload. A payload key that is also an EventData attribute (`target`: the
+    component) cannot be read this way, so the page's payloads avoid it (bridge.mjs sends "run up to here"
+    as `up_to`)."""
+    try:
+        return getattr(evt, name)
+    except (AttributeError, TypeError):  # TypeError: an event triggered without a payload
+        return None

@@ -5,7 +5,7 @@ modules written for this project, served by Gradio's static-file route; `js_on_l
 and calls `mount`. Custom props: `catalogue` (nodes.catalogue.catalogue()); `validation`, sent with
 `gr.update(validation={"issues": [...], "id": ...})`: issues as dicts `{node, field, code, message, hint}`,
 marked on the nodes (a new `id` each time, since a prop set to an equal value does not reach the editor); and
-`run_state` (app.ui.runs.RunState), shown on the nodes and in the outputs panel.
+`run_state` (app.ui.canvas_runs.RunState), shown on the nodes and in the outputs panel.
 
 Events the editor triggers, each with a dict payload: `validate_graph` {workflow}, `run_graph` {workflow,
 target}, `follow_run` {run_id} and `cancel_run` {run_id}. Gradio makes an event listener of a name only when it

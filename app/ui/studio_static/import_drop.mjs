@@ -2,7 +2,7 @@
 // Python as an `import_file` event {name, path}; Python recognises it (app/ui/sharing.py) and opens a FlowCanvas
 // workflow on the canvas, or says what the file is. Drops that a component handles itself (it calls
 // preventDefault, as Gradio's upload areas do) are left to it, and so are drags that carry no files (the canvas
-// palette's). Mounted by the Library tab's importer (app/ui/library_view.py), which Gradio renders at page load.
+// palette's). Mounted by the Library tab's importer (app/ui/views/library.py), which Gradio renders at page load.
 
 const MAX_BYTES = 32 * 1024 * 1024; // app/ui/sharing.py MAX_IMPORT_BYTES: refused before uploading
 const DROPPING = "fc-dropping"; // class on <html> while files are dragged over the page

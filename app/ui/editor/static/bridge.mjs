@@ -336,7 +336,8 @@ export class Editor {
     if (this.backend === null || this.readonly || this.runView.active) return;
     this.#ownRun = { id: null };
     this.runView.show({ run_id: null, status: "submitting" });
-    this.backend.trigger("run_graph", { workflow: workflowText(this.graph), target: target === null ? null : this.graph.scopePrefix + target });
+    // `up_to`, not `target`: Python reads the payload as attributes of gr.EventData, whose `target` is the component.
+    this.backend.trigger("run_graph", { workflow: workflowText(this.graph), up_to: target === null ? null : this.graph.scopePrefix + target });
   }
 
   cancelRun() {

@@ -1,6 +1,6 @@
 // A run on the canvas: what the toolbar, the status line and the outputs panel show of the `run_state` prop.
 //
-// The state comes from Python (app/ui/runs.py RunState): {run_id, status, nodes: {id: NodeRun}, outputs:
+// The state comes from Python (app/ui/canvas_runs.py RunState): {run_id, status, nodes: {id: NodeRun}, outputs:
 // [{node, url}], error, seconds}. Node decorations are drawn by NodesView from `nodes`; this module keeps the
 // last state, the run buttons and the outputs panel. Images are built with src attributes only, captions as text.
 // Run entries are keyed by the server's node ids (flattened: outer/inner); the canvas shows those of its open scope.

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipelines.executor import RunEvent
-from pipelines.graph import build_plan
+from pipelines.plan import build_plan
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import RunHandle, WorkerPool
 from pipelines.workflow import ID_SEPARATOR, load_workflow

@@ -34,11 +34,11 @@ from urllib.parse import urlsplit
 
 import gradio as gr
 from gradio.utils import get_upload_folder
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from app.ui.editor import flow_editor
 from app.ui.sharing import ImportKind, export_filename, recognise, title_card, workflow_png
-from app.ui.studio import STATIC_DIR, STUDIO_HEAD, Studio
+from app.ui.studio import STATIC_DIR, STUDIO_HEAD, Studio, event_field
 from nodes.catalogue import catalogue
 from nodes.files import EMBEDDED_PREFIX, confined_path
 from nodes.models.loader import LoadFlowModel, ModelLoadError, resolve_source, source_family
@@ -47,7 +47,7 @@ from pipelines.workflow import Workflow, canonical_json, load_workflow, parse_wo
 from storage import NotFound, StorageError, VersionConflict, WorkflowRecord
 
 LIBRARY_TAB = "library"
-TEMPLATES = Path(__file__).resolve().parents[2] / "pipelines" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[3] / "pipelines" / "templates"
 THUMBNAILS = TEMPLATES / "thumbnails"
 VERSION_HEADERS = ["version", "saved (UTC)", "message", "changes from the version before"]
 VERSION_COLUMN_WIDTHS = ["80px", "150px", "25%", "45%"]  # narrow enough for the details column, headers whole
@@ -82,12 +82,6 @@ class StarterCard(BaseModel):
     description: str
     thumbnail: Path | None  # the picture a run of it made, when there is one
     model_note: str  # what model it needs ("embedded model", "needs SD3 weights", …)
-
-
-class StarterChoice(BaseModel):
-    """The payload of a card's button click (see STARTER_SCRIPT)."""
-
-    template: str
 
 
 # ---------------------------------------------------------------- pure helpers (tested in tests/test_library_e2e.py)
@@ -705,10 +699,8 @@ class LibraryView:
     @staticmethod
     def _chosen_template(evt: gr.EventData) -> Template | None:
         """The starter a card's button names (looked up among the template files: the page names no path)."""
-        payload = getattr(evt, "_data", None)
-        try:
-            stem = StarterChoice.model_validate(payload).template
-        except ValidationError:
+        stem = event_field(evt, "template")
+        if not isinstance(stem, str):
             return None
         return next((template for template in load_templates() if template.stem == stem), None)
 
@@ -734,10 +726,8 @@ class LibraryView:
     # ---------------------------------------------------------------- import and sharing
 
     def import_dropped(self, evt: gr.EventData) -> dict[Any, Any]:
-        payload = getattr(evt, "_data", None)
-        payload = payload if isinstance(payload, dict) else {}
-        name = str(payload.get("name") or "the file")
-        raw = payload.get("path")
+        name = str(event_field(evt, "name") or "the file")
+        raw = event_field(evt, "path")
         if not raw:
             return self._import_refused(f"{name}: too large to be a workflow; nothing was imported.")
         # Only Gradio's upload folder: the browser names the file, so it must not be able to name any other.

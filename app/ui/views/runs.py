@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app.ui.run_records import (
+from app.ui.views.run_records import (
     HISTORY_HEADERS,
     duration_seconds,
     error_text,
@@ -27,7 +27,7 @@ from app.ui.run_records import (
     workflow_name,
 )
 from app.ui.studio import Studio
-from pipelines.graph import substitute_overrides
+from pipelines.overrides import substitute_overrides
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import RunRequest
 from pipelines.workflow import canonical_json, load_workflow

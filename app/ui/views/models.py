@@ -2,16 +2,12 @@
 
 Sources are the embedded models (models/*) and those an administrator configured in FLOWCANVAS_MODEL_SOURCES
 (folders, single .safetensors files, hub ids), each with its family and, on request, its content hash (hashing
-reads every weight file once; the loader caches the result). A loaded model is held in two places: the model
-manager (nodes.models.loader, an LRU under a memory budget) and, as a cached LoadFlowModel output, each device
-worker's output cache (pipelines.executor.OutputCache). Freeing drops it from both, so nothing keeps it alive.
-
-No torch here: the loader and the caches describe their values as plain dicts.
+reads every weight file once; the loader caches the result). What is loaded, and freeing it, the view asks of
+the worker pool (pipelines.jobs.WorkerPool.loaded_models and free_models), which knows where models are held.
 """
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 import gradio as gr
@@ -20,14 +16,12 @@ from pydantic import BaseModel
 from app.ui.studio import Studio
 from nodes.files import EMBEDDED_PREFIX, configured_model_sources
 from nodes.models import loader
-from pipelines.jobs import WorkerPool
 from storage.config import data_home
 
 MODELS_TAB = "models"
 SOURCE_HEADERS = ["source", "kind", "family", "location", "sha256"]
 LOADED_HEADERS = ["source", "family", "dtype", "device", "memory", "held by"]
 PRIVATE: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
-MODEL_HASHES = "model_hashes"  # the record a model-loading node leaves in its cache entry: {source: sha256}
 
 
 class SourceInfo(BaseModel):
@@ -36,16 +30,6 @@ class SourceInfo(BaseModel):
     family: str  # sd3 or flux, or why it cannot be told
     location: str
     sha256: str | None = None
-
-
-class LoadedModelInfo(BaseModel):
-    source: str
-    family: str
-    dtype: str
-    device: str
-    nbytes: int
-    sha256: str
-    held_by: list[str]  # "model manager", "cpu run cache", …
 
 
 def offered_sources() -> list[str]:
@@ -66,52 +50,6 @@ def describe_source(source: str, *, with_hash: bool = False) -> SourceInfo:
     except loader.ModelLoadError as problem:
         return SourceInfo(source=source, kind=kind, family=f"unusable: {problem}", location="")
     return SourceInfo(source=source, kind=kind, family=family, location=resolved.location, sha256=sha256)
-
-
-def _cached_models(pool: WorkerPool) -> list[tuple[Any, str, str, str, Any]]:
-    """(worker, cache key, source, sha256, entry) for every model-loading output the workers' caches hold."""
-    found = []
-    for worker in pool.workers():
-        for key, entry in worker.executor.cache.entries():
-            for source, sha256 in entry.records.get(MODEL_HASHES, {}).items():
-                found.append((worker, key, source, sha256, entry))
-    return found
-
-
-def loaded_models(pool: WorkerPool) -> list[LoadedModelInfo]:
-    """Every model in memory: those the model manager holds, and those only a run cache still holds."""
-    cached = _cached_models(pool)
-    rows: dict[tuple[str, str], LoadedModelInfo] = {}
-    for described in loader.MANAGER.loaded():
-        rows[(described["source"], described["sha256"])] = LoadedModelInfo(
-            source=described["source"], family=described["family"], dtype=described["dtype"],
-            device=described["device"], nbytes=described["bytes"], sha256=described["sha256"],
-            held_by=["model manager"])
-    for worker, _, source, sha256, entry in cached:
-        holder = f"{worker.device} run cache"
-        row = rows.get((source, sha256))
-        if row is None:
-            model = entry.outputs.get("model")
-            described = model.describe() if callable(getattr(model, "describe", None)) else {}
-            row = rows[(source, sha256)] = LoadedModelInfo(
-                source=source, family=str(described.get("family", "?")), dtype=str(described.get("dtype", "?")),
-                device=str(described.get("device", worker.device)), nbytes=entry.nbytes, sha256=sha256, held_by=[])
-        if holder not in row.held_by:
-            row.held_by.append(holder)
-    return list(rows.values())
-
-
-def free_models(pool: WorkerPool, source: str | None = None) -> int:
-    """Free one source's models (all when None) from the model manager and every run cache; returns how many
-    models (manager entries and cache-only ones) went."""
-    before = {(row.source, row.sha256) for row in loaded_models(pool) if source is None or row.source == source}
-    loader.MANAGER.free(source)
-    for worker in pool.workers():
-        keys = [key for key, entry in worker.executor.cache.entries()
-                if entry.records.get(MODEL_HASHES) and (source is None or source in entry.records[MODEL_HASHES])]
-        worker.executor.cache.drop(keys)
-    gc.collect()  # pipelines hold reference cycles (hooks, modules): collect now, not at some later allocation
-    return len(before)
 
 
 def _memory(nbytes: int) -> str:
@@ -153,7 +91,7 @@ class ModelsView:
         free_all.click(lambda: self._free(None), outputs=everything, **PRIVATE)
 
     def _sources(self, with_hash: bool) -> dict[Any, Any]:
-        loaded = {row.source: row.sha256 for row in loaded_models(self.pool)}
+        loaded = {row.source: row.sha256 for row in self.pool.loaded_models()}
         rows = []
         for source in offered_sources():
             info = describe_source(source, with_hash=with_hash)
@@ -164,7 +102,7 @@ class ModelsView:
         return {self.sources: _table(SOURCE_HEADERS, rows)}
 
     def _loaded(self) -> dict[Any, Any]:
-        rows = loaded_models(self.pool)
+        rows = self.pool.loaded_models()
         sources = list(dict.fromkeys(row.source for row in rows))
         return {self.loaded: _table(LOADED_HEADERS, [[row.source, row.family, row.dtype, row.device,
                                                        _memory(row.nbytes), ", ".join(row.held_by)] for row in rows]),
@@ -176,7 +114,7 @@ class ModelsView:
         return self._free(source)
 
     def _free(self, source: str | None) -> dict[Any, Any]:
-        freed = free_models(self.pool, source)
+        freed = self.pool.free_models(source)
         what = "every loaded model" if source is None else repr(source)
         return {**self._loaded(), self.status: f"Freed {what}: {freed} model(s) released."}
 

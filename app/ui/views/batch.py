@@ -21,7 +21,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app.ui.run_records import (
+from app.ui.views.run_records import (
     FINISHED,
     RESULT_FIXED_HEADERS,
     image_artifacts,
