@@ -18,9 +18,9 @@ from typing import Any
 import gradio as gr
 from gradio.data_classes import FileData
 
-from pipelines.validate import validate_workflow
 from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.jobs import RunRequest, WorkerPool
+from pipelines.validate import validate_workflow
 from pipelines.workflow import Workflow, canonical_json, parse_workflow
 from storage import Storage
 from storage.errors import Ambiguous, NotFound, VersionConflict
@@ -54,8 +54,18 @@ class Api:
 
     def register(self) -> None:
         """Publish every endpoint (call inside `with gr.Blocks()`). Runs wait on the worker, not on the queue."""
-        for endpoint in (self.validate, self.run, self.run_status, self.cancel, self.workflows_list, self.workflows_get,
-                         self.workflows_save, self.workflows_delete, self.runs_list, self.runs_get):
+        for endpoint in (
+            self.validate,
+            self.run,
+            self.run_status,
+            self.cancel,
+            self.workflows_list,
+            self.workflows_get,
+            self.workflows_save,
+            self.workflows_delete,
+            self.runs_list,
+            self.runs_get,
+        ):
             gr.api(endpoint, api_name=endpoint.__name__, concurrency_limit=None)
 
     # ---------------------------------------------------------------- runs
@@ -69,16 +79,24 @@ class Api:
             return _issues(invalid.issues)
         return _issues(validate_workflow(parsed, overrides or {}, file_roots=self.file_roots))
 
-    def run(self, workflow: dict[str, Any], overrides: dict[str, Any] | None = None, target: str | None = None,
-            wait: bool = True) -> tuple[str, str, list[FileData], list[dict[str, Any]]]:
+    def run(
+        self,
+        workflow: dict[str, Any],
+        overrides: dict[str, Any] | None = None,
+        target: str | None = None,
+        wait: bool = True,
+    ) -> tuple[str, str, list[FileData], list[dict[str, Any]]]:
         """Queue a workflow (with overrides; `target`: run only up to that node) on the job worker. Returns the
         run id, its status, its output images and the validation issues (an invalid workflow returns no id,
         status "invalid" and the issues, and nothing is queued). With `wait` (default) it returns when the run
         ends; else at once, and run_status follows it."""
         try:
             parsed = parse_workflow(workflow)
-            handle = self.pool.submit(RunRequest(workflow=parsed, overrides=overrides or {}, target=target or None,
-                                                 file_roots=self.file_roots))
+            handle = self.pool.submit(
+                RunRequest(
+                    workflow=parsed, overrides=overrides or {}, target=target or None, file_roots=self.file_roots
+                )
+            )
         except WorkflowInvalid as invalid:
             return "", "invalid", [], _issues(invalid.issues)
         if wait:
@@ -106,13 +124,20 @@ class Api:
         and the list of versions."""
         record = self._workflow(ref)
         chosen = self._call(lambda: self.storage.get_workflow_version(record.id, version))
-        versions = [{"version": v.version, "message": v.message, "created_at": v.created_at.isoformat()}
-                    for v in self.storage.list_versions(record.id)]
-        return {**_workflow_summary(record), "version": chosen.version, "workflow": json.loads(chosen.document),
-                "versions": versions}
+        versions = [
+            {"version": v.version, "message": v.message, "created_at": v.created_at.isoformat()}
+            for v in self.storage.list_versions(record.id)
+        ]
+        return {
+            **_workflow_summary(record),
+            "version": chosen.version,
+            "workflow": json.loads(chosen.document),
+            "versions": versions,
+        }
 
-    def workflows_save(self, workflow: dict[str, Any], workflow_id: str = "", message: str = "",
-                       expected_version: int | None = None) -> dict[str, Any]:
+    def workflows_save(
+        self, workflow: dict[str, Any], workflow_id: str = "", message: str = "", expected_version: int | None = None
+    ) -> dict[str, Any]:
         """Save a document: a new workflow (named by its `name`) when `workflow_id` is empty, else the next version
         of that workflow. With `expected_version`, refuse when someone saved a newer version first. The document
         is checked as a workflow file (not run); an invalid file is refused with its issues."""
@@ -122,12 +147,16 @@ class Api:
             raise gr.Error("; ".join(str(issue) for issue in invalid.issues), title="invalid workflow") from None
         document = canonical_json(parsed)
         if not workflow_id:
-            record = self.storage.create_workflow(parsed.name, document, description=parsed.description,
-                                                  tags=parsed.tags, message=message)
+            record = self.storage.create_workflow(
+                parsed.name, document, description=parsed.description, tags=parsed.tags, message=message
+            )
         else:
             existing = self._workflow(workflow_id)
-            record = self._call(lambda: self.storage.save_workflow_version(
-                existing.id, document, message=message, expected_version=expected_version))
+            record = self._call(
+                lambda: self.storage.save_workflow_version(
+                    existing.id, document, message=message, expected_version=expected_version
+                )
+            )
         return _workflow_summary(record)
 
     def workflows_delete(self, ref: str) -> bool:
@@ -140,8 +169,9 @@ class Api:
         if status and status not in {s.value for s in RunStatus}:
             raise gr.Error(f"status {status!r} is not one of: {', '.join(s.value for s in RunStatus)}")
         workflow_id = self._workflow(workflow).id if workflow else None
-        records = self.storage.list_runs(limit=max(1, min(limit, 1000)), status=RunStatus(status) if status else None,
-                                         workflow_id=workflow_id)
+        records = self.storage.list_runs(
+            limit=max(1, min(limit, 1000)), status=RunStatus(status) if status else None, workflow_id=workflow_id
+        )
         return [_run_summary(r) for r in records]
 
     def runs_get(self, run_id: str) -> tuple[dict[str, Any], list[FileData]]:

@@ -19,8 +19,13 @@ from app.console import EXIT_OK
 class _Ordered(argparse.Action):
     """Keeps --sweep and --zip in the order given, since a --zip belongs to the --sweep before it."""
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         items = list(getattr(namespace, self.dest) or [])
         items.append((self.const, values))
         setattr(namespace, self.dest, items)
@@ -41,34 +46,73 @@ def _non_negative_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python run.py", description="FlowCanvas: node workflows for flow image models.")
+    parser = argparse.ArgumentParser(
+        prog="python run.py", description="FlowCanvas: node workflows for flow image models."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a workflow (file, PNG or library workflow) headlessly")
     run.add_argument("workflow", help="a .json or .png file, or a library workflow id/name")
-    run.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
-                     help="set an exposed field (by label) or node.param")
-    run.add_argument("--sweep", dest="batch", action=_Ordered, const="sweep", metavar="NAME=VALUES",
-                     help="start a sweep group: A..B[:STEP], a JSON list, or comma-separated values")
-    run.add_argument("--zip", dest="batch", action=_Ordered, const="zip", metavar="NAME=VALUES",
-                     help="add a field to the previous --sweep, zipped with it")
+    run.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set an exposed field (by label) or node.param",
+    )
+    run.add_argument(
+        "--sweep",
+        dest="batch",
+        action=_Ordered,
+        const="sweep",
+        metavar="NAME=VALUES",
+        help="start a sweep group: A..B[:STEP], a JSON list, or comma-separated values",
+    )
+    run.add_argument(
+        "--zip",
+        dest="batch",
+        action=_Ordered,
+        const="zip",
+        metavar="NAME=VALUES",
+        help="add a field to the previous --sweep, zipped with it",
+    )
     run.add_argument("--jobs", type=Path, metavar="CSV", help="a CSV of jobs: header = field names, one row per run")
     run.add_argument("--target", metavar="NODE", help="run only up to this node")
     run.add_argument("--out", type=Path, metavar="DIR", help="copy output images into this folder")
     run.add_argument("--grid", action="store_true", help="with a sweep, also write a captioned grid of all outputs")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--json", action="store_true", help="print one machine-readable summary")
-    run.add_argument("--executor", default="local", choices=("local", "ray"),
-                     help="local: this process's job worker (default); ray: one model-holding actor per GPU "
-                          "on a Ray cluster (pip install -r requirements-ray.txt)")
-    run.add_argument("--ray-address", metavar="auto|HOST:PORT",
-                     help="join a running Ray cluster (default: start a Ray instance on this machine)")
-    run.add_argument("--ray-workers", type=_positive_int, metavar="N",
-                     help="number of Ray actors (default: one per GPU, or per CPUs-worth of threads without GPUs)")
-    run.add_argument("--gpus-per-worker", type=_non_negative_float, metavar="N",
-                     help="GPUs per Ray actor, fractions allowed (default: 1 when the cluster has GPUs; 0: CPU actors)")
-    run.add_argument("--threads-per-worker", type=_positive_int, metavar="N",
-                     help="torch threads per Ray actor (default: as many as a local run uses, for the same bits)")
+    run.add_argument(
+        "--executor",
+        default="local",
+        choices=("local", "ray"),
+        help="local: this process's job worker (default); ray: one model-holding actor per GPU "
+        "on a Ray cluster (pip install -r requirements-ray.txt)",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="auto|HOST:PORT",
+        help="join a running Ray cluster (default: start a Ray instance on this machine)",
+    )
+    run.add_argument(
+        "--ray-workers",
+        type=_positive_int,
+        metavar="N",
+        help="number of Ray actors (default: one per GPU, or per CPUs-worth of threads without GPUs)",
+    )
+    run.add_argument(
+        "--gpus-per-worker",
+        type=_non_negative_float,
+        metavar="N",
+        help="GPUs per Ray actor, fractions allowed (default: 1 when the cluster has GPUs; 0: CPU actors)",
+    )
+    run.add_argument(
+        "--threads-per-worker",
+        type=_positive_int,
+        metavar="N",
+        help="torch threads per Ray actor (default: as many as a local run uses, for the same bits)",
+    )
 
     validate = sub.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow")
@@ -116,17 +160,27 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("ref")
     rs.add_argument("--json", action="store_true")
     serve = sub.add_parser("serve", help="start the browser canvas and the HTTP API (what `python run.py` alone does)")
-    serve.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
-                       help="interface to listen on (default: this machine only; 0.0.0.0: every interface)")
+    serve.add_argument(
+        "--listen",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="interface to listen on (default: this machine only; 0.0.0.0: every interface)",
+    )
     serve.add_argument("--port", type=int, default=7860)
-    serve.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (needed with --listen off this machine)")
+    serve.add_argument(
+        "--auth", metavar="USER:PASSWORD", help="require this login (needed with --listen off this machine)"
+    )
     serve.add_argument("--insecure", action="store_true", help="allow --listen off this machine without --auth")
 
     train = sub.add_parser("train-embedded", help="train the embedded default model (models/shapes) from scratch")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     train.add_argument("--minutes", type=float, default=110.0, help="wall-clock budget for all phases")
-    train.add_argument("--decoder-minutes", type=float, default=8.0,
-                       help="of the budget, minutes for sharpening the decoder at the end (phase 3)")
+    train.add_argument(
+        "--decoder-minutes",
+        type=float,
+        default=8.0,
+        help="of the budget, minutes for sharpening the decoder at the end (phase 3)",
+    )
     train.add_argument("--resume", action="store_true", help="continue phase 2 from the last checkpoint")
     train.add_argument("--out", type=Path, help="where to save the model (default: models/shapes)")
     return parser
@@ -145,11 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command is None:  # the app, on this machine only, with the embedded txt2img workflow open
         args = parser.parse_args(["serve"])
-    handler = {"serve": commands.serve, "run": commands.run, "validate": commands.validate, "nodes": commands.nodes,
-               "workflows": commands.workflows, "runs": commands.runs,
-               "train-embedded": commands.train_embedded}[args.command]
+    handler = {
+        "serve": commands.serve,
+        "run": commands.run,
+        "validate": commands.validate,
+        "nodes": commands.nodes,
+        "workflows": commands.workflows,
+        "runs": commands.runs,
+        "train-embedded": commands.train_embedded,
+    }[args.command]
     try:
         return handler(args)
     except BrokenPipeError:
         return EXIT_OK
-

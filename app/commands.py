@@ -24,10 +24,10 @@ from pipelines.batch import (
     values_text,
 )
 from pipelines.executor import RunEvent
-from pipelines.validate import validate_workflow
 from pipelines.issues import Issue, IssueCode, WorkflowInvalid
 from pipelines.jobs import TERMINAL_EVENTS, RunHandle, RunOutcome, RunRequest
 from pipelines.ray_options import RayOptions
+from pipelines.validate import validate_workflow
 from pipelines.workflow import Workflow, canonical_json, load_workflow
 from storage import NotFound, RunStatus, Storage, StorageError, open_storage
 
@@ -58,7 +58,9 @@ def load_source(ref: str, storage: Storage | None) -> tuple[Workflow, str | None
     try:
         record = storage.get_workflow(ref)
     except NotFound:
-        raise WorkflowInvalid([Issue(code=IssueCode.UNREADABLE, message=f"no file {ref!r} and no library workflow by that id or name")]) from None
+        raise WorkflowInvalid(
+            [Issue(code=IssueCode.UNREADABLE, message=f"no file {ref!r} and no library workflow by that id or name")]
+        ) from None
     version = storage.get_workflow_version(record.id)
     return load_workflow(version.document), record.id, version.version
 
@@ -90,9 +92,16 @@ def nodes(args: argparse.Namespace) -> int:
     if args.json:
         print_json(catalogue())
         return EXIT_OK
-    rows = [(cls.category, cls.type, ", ".join(f"{i.name}:{i.type}" for i in cls.inputs),
-             ", ".join(f"{o.name}:{o.type}" for o in cls.outputs), cls.description.splitlines()[0] if cls.description else "")
-            for cls in all_node_classes()]
+    rows = [
+        (
+            cls.category,
+            cls.type,
+            ", ".join(f"{i.name}:{i.type}" for i in cls.inputs),
+            ", ".join(f"{o.name}:{o.type}" for o in cls.outputs),
+            cls.description.splitlines()[0] if cls.description else "",
+        )
+        for cls in all_node_classes()
+    ]
     print(table(("category", "type", "inputs", "outputs", "description"), rows))
     return EXIT_OK
 
@@ -143,23 +152,35 @@ def run(args: argparse.Namespace) -> int:
     try:
         workflow, workflow_id, version = load_source(args.workflow, storage)
         groups = build_groups(
-            [text for kind, text in args.batch or [] if kind == "sweep"],
-            _zip_positions(args.batch or []), args.jobs)
+            [text for kind, text in args.batch or [] if kind == "sweep"], _zip_positions(args.batch or []), args.jobs
+        )
         jobs = expand(groups, _overrides(args.sets))
     except WorkflowInvalid as invalid:
         return _report_issues(invalid.issues, args.json)
     except (BatchSpecError, StorageError) as error:
         return _error(str(error), args.json)
 
-    ray_flags = [flag for flag, value in (("--ray-address", args.ray_address), ("--ray-workers", args.ray_workers),
-                                          ("--gpus-per-worker", args.gpus_per_worker),
-                                          ("--threads-per-worker", args.threads_per_worker)) if value is not None]
+    ray_flags = [
+        flag
+        for flag, value in (
+            ("--ray-address", args.ray_address),
+            ("--ray-workers", args.ray_workers),
+            ("--gpus-per-worker", args.gpus_per_worker),
+            ("--threads-per-worker", args.threads_per_worker),
+        )
+        if value is not None
+    ]
     if ray_flags and args.executor != "ray":
         return _error(f"{', '.join(ray_flags)} only apply with --executor ray", args.json)
-    ray_options = RayOptions(address=args.ray_address, workers=args.ray_workers, gpus_per_worker=args.gpus_per_worker,
-                             threads_per_worker=args.threads_per_worker)
-    request = RunRequest(workflow=workflow, device=args.device, target=args.target,
-                         workflow_id=workflow_id, workflow_version=version)
+    ray_options = RayOptions(
+        address=args.ray_address,
+        workers=args.ray_workers,
+        gpus_per_worker=args.gpus_per_worker,
+        threads_per_worker=args.threads_per_worker,
+    )
+    request = RunRequest(
+        workflow=workflow, device=args.device, target=args.target, workflow_id=workflow_id, workflow_version=version
+    )
     try:
         jobs = prepare_batch(request, jobs)
     except WorkflowInvalid as invalid:
@@ -186,9 +207,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"ok": ok, "batch_id": submission.batch_id, "grid": grid, "runs": summaries})
     else:
-        rows = [(i + 1, s["run_id"], s["status"], f"{s['seconds']:.2f}", values_text(s["values"]) or "-",
-                 "\n".join(s["outputs"]) or (s["error"] or {}).get("message", "-"))
-                for i, s in enumerate(summaries)]
+        rows = [
+            (
+                i + 1,
+                s["run_id"],
+                s["status"],
+                f"{s['seconds']:.2f}",
+                values_text(s["values"]) or "-",
+                "\n".join(s["outputs"]) or (s["error"] or {}).get("message", "-"),
+            )
+            for i, s in enumerate(summaries)
+        ]
         print(table(("#", "run", "status", "seconds", "values", "outputs / error"), rows))
         if grid:
             print(f"grid: {grid}")
@@ -207,13 +236,24 @@ def _zip_positions(batch: list[tuple[str, str]]) -> list[tuple[int, str]]:
 
 def _summarise(storage: Storage, outcome: RunOutcome, values: dict[str, Any], out: Path | None) -> dict[str, Any]:
     images = [a for a in outcome.artifacts if a.kind == "image"]
-    sources = [(storage.artifacts.absolute(a.path),
-                f"{a.meta.get('filename_prefix', 'flowcanvas')}_{outcome.run_id}_{a.node_id}_{a.meta.get('index', 0):02d}.png")
-               for a in images]
+    sources = [
+        (
+            storage.artifacts.absolute(a.path),
+            f"{a.meta.get('filename_prefix', 'flowcanvas')}_{outcome.run_id}_{a.node_id}_{a.meta.get('index', 0):02d}.png",
+        )
+        for a in images
+    ]
     outputs = copy_outputs(sources, out) if out else [str(path) for path, _ in sources]
-    return {"run_id": outcome.run_id, "status": str(outcome.status), "values": values, "outputs": outputs,
-            "seconds": round(sum(outcome.timings.values()), 4), "timings": outcome.timings,
-            "cached": outcome.cached, "error": outcome.error}
+    return {
+        "run_id": outcome.run_id,
+        "status": str(outcome.status),
+        "values": values,
+        "outputs": outputs,
+        "seconds": round(sum(outcome.timings.values()), 4),
+        "timings": outcome.timings,
+        "cached": outcome.cached,
+        "error": outcome.error,
+    }
 
 
 def _write_grid(summaries: list[dict[str, Any]], out: Path) -> str | None:
@@ -237,8 +277,14 @@ def workflows(args: argparse.Namespace) -> int:
 
 
 def _workflow_row(record: Any) -> dict[str, Any]:
-    return {"id": record.id, "name": record.name, "description": record.description, "tags": list(record.tags),
-            "version": record.current_version, "updated_at": record.updated_at.isoformat()}
+    return {
+        "id": record.id,
+        "name": record.name,
+        "description": record.description,
+        "tags": list(record.tags),
+        "version": record.current_version,
+        "updated_at": record.updated_at.isoformat(),
+    }
 
 
 def _workflows_list(storage: Storage, args: argparse.Namespace) -> int:
@@ -246,9 +292,15 @@ def _workflows_list(storage: Storage, args: argparse.Namespace) -> int:
     if args.json:
         print_json([_workflow_row(r) for r in records])
     else:
-        print(table(("id", "name", "version", "tags", "updated"),
-                    [(r.id, r.name, r.current_version, ", ".join(r.tags), r.updated_at.strftime("%Y-%m-%d %H:%M"))
-                     for r in records]))
+        print(
+            table(
+                ("id", "name", "version", "tags", "updated"),
+                [
+                    (r.id, r.name, r.current_version, ", ".join(r.tags), r.updated_at.strftime("%Y-%m-%d %H:%M"))
+                    for r in records
+                ],
+            )
+        )
     return EXIT_OK
 
 
@@ -256,9 +308,12 @@ def _workflows_show(storage: Storage, args: argparse.Namespace) -> int:
     record = storage.get_workflow(args.ref)
     version = storage.get_workflow_version(record.id, args.version)
     workflow = load_workflow(version.document)
-    info = {**_workflow_row(record), "shown_version": version.version,
-            "exposed": [e.model_dump() for e in workflow.exposed],
-            "nodes": {nid: n.type for nid, n in workflow.nodes.items()}}
+    info = {
+        **_workflow_row(record),
+        "shown_version": version.version,
+        "exposed": [e.model_dump() for e in workflow.exposed],
+        "nodes": {nid: n.type for nid, n in workflow.nodes.items()},
+    }
     if args.json:
         print_json(info)
         return EXIT_OK
@@ -285,8 +340,13 @@ def _workflows_export(storage: Storage, args: argparse.Namespace) -> int:
 
 def _workflows_import(storage: Storage, args: argparse.Namespace) -> int:
     workflow = load_workflow(args.file)
-    record = storage.create_workflow(args.name or workflow.name, canonical_json(workflow),
-                                     description=workflow.description, tags=workflow.tags, message=args.message)
+    record = storage.create_workflow(
+        args.name or workflow.name,
+        canonical_json(workflow),
+        description=workflow.description,
+        tags=workflow.tags,
+        message=args.message,
+    )
     print(f"imported {record.name!r} as {record.id}")
     for issue in validate_workflow(workflow):
         print(f"  warning: {issue}", file=sys.stderr)
@@ -298,7 +358,9 @@ def _workflows_delete(storage: Storage, args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             return _error(f"deleting {record.name!r} needs --yes when not asked interactively")
-        answer = input(f"delete workflow {record.name!r} ({record.id}) and its {record.current_version} versions? [y/N] ")
+        answer = input(
+            f"delete workflow {record.name!r} ({record.id}) and its {record.current_version} versions? [y/N] "
+        )
         if answer.strip().lower() not in ("y", "yes"):
             print("kept")
             return EXIT_OK
@@ -311,12 +373,27 @@ def _workflows_versions(storage: Storage, args: argparse.Namespace) -> int:
     record = storage.get_workflow(args.ref)
     versions = storage.list_versions(record.id)
     if args.json:
-        print_json([{"version": v.version, "sha256": v.sha256, "message": v.message,
-                     "created_at": v.created_at.isoformat()} for v in versions])
+        print_json(
+            [
+                {"version": v.version, "sha256": v.sha256, "message": v.message, "created_at": v.created_at.isoformat()}
+                for v in versions
+            ]
+        )
     else:
-        print(table(("version", "saved", "message", "sha256"),
-                    [(f"{v.version}{' *' if v.version == record.current_version else ''}",
-                      v.created_at.strftime("%Y-%m-%d %H:%M:%S"), v.message, v.sha256[:12]) for v in versions]))
+        print(
+            table(
+                ("version", "saved", "message", "sha256"),
+                [
+                    (
+                        f"{v.version}{' *' if v.version == record.current_version else ''}",
+                        v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                        v.message,
+                        v.sha256[:12],
+                    )
+                    for v in versions
+                ],
+            )
+        )
     return EXIT_OK
 
 
@@ -326,9 +403,15 @@ def _workflows_restore(storage: Storage, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_WORKFLOW_ACTIONS = {"list": _workflows_list, "show": _workflows_show, "export": _workflows_export,
-                     "import": _workflows_import, "delete": _workflows_delete, "versions": _workflows_versions,
-                     "restore": _workflows_restore}
+_WORKFLOW_ACTIONS = {
+    "list": _workflows_list,
+    "show": _workflows_show,
+    "export": _workflows_export,
+    "import": _workflows_import,
+    "delete": _workflows_delete,
+    "versions": _workflows_versions,
+    "restore": _workflows_restore,
+}
 
 
 def runs(args: argparse.Namespace) -> int:
@@ -340,17 +423,44 @@ def runs(args: argparse.Namespace) -> int:
             if as_json:
                 print_json([_run_row(r) for r in records])
             else:
-                print(table(("run", "status", "workflow", "created", "seconds", "device"),
-                            [(r.id, r.status, _run_name(r), r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                              f"{sum(r.node_timings.values()):.2f}", r.device) for r in records]))
+                print(
+                    table(
+                        ("run", "status", "workflow", "created", "seconds", "device"),
+                        [
+                            (
+                                r.id,
+                                r.status,
+                                _run_name(r),
+                                r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                                f"{sum(r.node_timings.values()):.2f}",
+                                r.device,
+                            )
+                            for r in records
+                        ],
+                    )
+                )
             return EXIT_OK
         record = storage.get_run(args.ref)
         artifacts = storage.list_artifacts(record.id)
-        info = {**_run_row(record), "overrides": record.overrides, "node_timings": record.node_timings,
-                "error": record.error, "environment": record.environment, "seeds": record.seeds,
-                "model_hashes": record.model_hashes,
-                "artifacts": [{"node": a.node_id, "kind": a.kind, "path": str(storage.artifacts.absolute(a.path)),
-                               "sha256": a.sha256, "size": a.size} for a in artifacts]}
+        info = {
+            **_run_row(record),
+            "overrides": record.overrides,
+            "node_timings": record.node_timings,
+            "error": record.error,
+            "environment": record.environment,
+            "seeds": record.seeds,
+            "model_hashes": record.model_hashes,
+            "artifacts": [
+                {
+                    "node": a.node_id,
+                    "kind": a.kind,
+                    "path": str(storage.artifacts.absolute(a.path)),
+                    "sha256": a.sha256,
+                    "size": a.size,
+                }
+                for a in artifacts
+            ],
+        }
         if as_json:
             print_json(info)
         else:
@@ -376,12 +486,19 @@ def _run_name(record: Any) -> str:
 
 
 def _run_row(record: Any) -> dict[str, Any]:
-    return {"id": record.id, "status": str(record.status), "workflow": _run_name(record),
-            "workflow_id": record.workflow_id, "workflow_version": record.workflow_version, "device": record.device,
-            "created_at": record.created_at.isoformat(),
-            "started_at": record.started_at.isoformat() if record.started_at else None,
-            "finished_at": record.finished_at.isoformat() if record.finished_at else None,
-            "batch_id": record.batch_id, "batch_index": record.batch_index}
+    return {
+        "id": record.id,
+        "status": str(record.status),
+        "workflow": _run_name(record),
+        "workflow_id": record.workflow_id,
+        "workflow_version": record.workflow_version,
+        "device": record.device,
+        "created_at": record.created_at.isoformat(),
+        "started_at": record.started_at.isoformat() if record.started_at else None,
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+        "batch_id": record.batch_id,
+        "batch_index": record.batch_index,
+    }
 
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -406,10 +523,17 @@ def launch_options(listen: str, port: int, auth: str | None, insecure: bool) -> 
             raise ServeRefused("--auth expects USER:PASSWORD, both non-empty")
         credentials = (user, password)
     if not loopback and credentials is None and not insecure:
-        raise ServeRefused(f"--listen {listen} lets other machines reach the server: add --auth USER:PASSWORD "
-                           f"(or --insecure to serve without a login)")
-    return {"server_name": listen, "server_port": port, "auth": credentials, "inbrowser": False,
-            "max_file_size": MAX_UPLOAD_BYTES}
+        raise ServeRefused(
+            f"--listen {listen} lets other machines reach the server: add --auth USER:PASSWORD "
+            f"(or --insecure to serve without a login)"
+        )
+    return {
+        "server_name": listen,
+        "server_port": port,
+        "auth": credentials,
+        "inbrowser": False,
+        "max_file_size": MAX_UPLOAD_BYTES,
+    }
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -85,7 +85,8 @@ def changed(scene: dataset.Scene, attributes: tuple[str, ...], rng: np.random.Ge
             pool = dataset.SHAPES if name == "shape" else dataset.COLOURS
             values[name] = str(rng.choice([v for v in pool if v != values[name]]))
         if values["colour"] != values["background"] and not dataset.is_held_out(
-                values["colour"], values["shape"], values["background"]):
+            values["colour"], values["shape"], values["background"]
+        ):
             return replace(scene, **values)
 
 
@@ -93,11 +94,15 @@ def make_batch(loaded, kind: str, count: int, seed: int) -> Batch:
     rng = np.random.default_rng(seed)
     sources = [dataset.sample_training_scene(rng) for _ in range(count)]
     targets = [changed(scene, KINDS[kind], rng) for scene in sources]
-    images = torch.stack([torch.from_numpy(np.asarray(dataset.render(s), dtype=np.float32) / 255).permute(2, 0, 1)
-                          for s in sources])
+    images = torch.stack(
+        [torch.from_numpy(np.asarray(dataset.render(s), dtype=np.float32) / 255).permute(2, 0, 1) for s in sources]
+    )
     encoder = loaded.text_encoder
-    prompts = EditPrompts(encoder.encode([s.caption for s in sources]), encoder.encode([t.caption for t in targets]),
-                          encoder.encode([""]).repeat_to(count))
+    prompts = EditPrompts(
+        encoder.encode([s.caption for s in sources]),
+        encoder.encode([t.caption for t in targets]),
+        encoder.encode([""]).repeat_to(count),
+    )
     split = [decompose_prompt(s.caption, t.caption) for s, t in zip(sources, targets)]
     parts = len(split[0])
     assert all(len(p) == parts for p in split), "one kind changes the same number of words in every pair"
@@ -111,26 +116,51 @@ def make_batch(loaded, kind: str, count: int, seed: int) -> Batch:
             masks.append(np.ones_like(drawn))
         else:
             masks.append(dilate(drawn, 3))
-    return Batch(kind, sources, targets, images, loaded.vae.encode(images).to(loaded.model.dtype), prompts,
-                 sub_prompts, torch.from_numpy(np.stack(masks).astype(np.float32)))
+    return Batch(
+        kind,
+        sources,
+        targets,
+        images,
+        loaded.vae.encode(images).to(loaded.model.dtype),
+        prompts,
+        sub_prompts,
+        torch.from_numpy(np.stack(masks).astype(np.float32)),
+    )
 
 
 # ---- methods: each maps a batch to edited latents ---------------------------------------------------------------
 
+
 def method_flowedit(loaded, batch: Batch, n_max: int | None = None, steps: int = STEPS) -> torch.Tensor:
     model = loaded.model
     defaults = FLOWEDIT_DEFAULTS["embedded"]
-    return flowedit(model, batch.latents, model.default_sigmas(steps, 64, 64), batch.prompts,
-                    n_max=n_max or defaults.n_max, src_guidance=defaults.src_guidance,
-                    tar_guidance=defaults.tar_guidance, generator=torch.Generator().manual_seed(42))
+    return flowedit(
+        model,
+        batch.latents,
+        model.default_sigmas(steps, 64, 64),
+        batch.prompts,
+        n_max=n_max or defaults.n_max,
+        src_guidance=defaults.src_guidance,
+        tar_guidance=defaults.tar_guidance,
+        generator=torch.Generator().manual_seed(42),
+    )
 
 
 def method_splitflow(loaded, batch: Batch) -> torch.Tensor:
     model = loaded.model
     defaults = FLOWEDIT_DEFAULTS["embedded"]
-    return splitflow(model, batch.latents, model.default_sigmas(STEPS, 64, 64), batch.prompts, batch.sub_prompts,
-                     n_max=defaults.n_max, n_dec=N_DEC_DEFAULTS["embedded"], src_guidance=defaults.src_guidance,
-                     tar_guidance=defaults.tar_guidance, generator=torch.Generator().manual_seed(42))
+    return splitflow(
+        model,
+        batch.latents,
+        model.default_sigmas(STEPS, 64, 64),
+        batch.prompts,
+        batch.sub_prompts,
+        n_max=defaults.n_max,
+        n_dec=N_DEC_DEFAULTS["embedded"],
+        src_guidance=defaults.src_guidance,
+        tar_guidance=defaults.tar_guidance,
+        generator=torch.Generator().manual_seed(42),
+    )
 
 
 def method_flowchef(loaded, batch: Batch) -> torch.Tensor:
@@ -138,38 +168,63 @@ def method_flowchef(loaded, batch: Batch) -> torch.Tensor:
     defaults = FLOWCHEF_DEFAULTS["embedded"]
     # The loss is a mean over the batch: scaled by its size, each edit gets the SGD step it would get alone.
     steps = FLOWEDIT_DEFAULTS["embedded"].n_max  # two flows per step, as FlowEdit's active steps
-    return flowchef(model, model.default_sigmas(steps, 64, 64), batch.prompts.target, task="edit",
-                    source=batch.prompts.source, negative=batch.prompts.negative, source_latent=batch.latents,
-                    mask=batch.edit_masks, max_steps=steps, source_steps=defaults.source_steps,
-                    opt_iters=defaults.opt_iters, lr=defaults.lr, optimizer="sgd",
-                    loss_weight=1000.0 * len(batch.sources), guidance=defaults.guidance, true_cfg=defaults.true_cfg,
-                    generator=torch.Generator().manual_seed(42))
+    return flowchef(
+        model,
+        model.default_sigmas(steps, 64, 64),
+        batch.prompts.target,
+        task="edit",
+        source=batch.prompts.source,
+        negative=batch.prompts.negative,
+        source_latent=batch.latents,
+        mask=batch.edit_masks,
+        max_steps=steps,
+        source_steps=defaults.source_steps,
+        opt_iters=defaults.opt_iters,
+        lr=defaults.lr,
+        optimizer="sgd",
+        loss_weight=1000.0 * len(batch.sources),
+        guidance=defaults.guidance,
+        true_cfg=defaults.true_cfg,
+        generator=torch.Generator().manual_seed(42),
+    )
 
 
 def method_flowopt(loaded, batch: Batch) -> torch.Tensor:
     model = loaded.model
     defaults = FLOWOPT_DEFAULTS["embedded"]
     steps = 15
-    return flowopt(model, batch.latents, model.default_sigmas(steps, 64, 64), batch.prompts, mode="edit",
-                   n_max=defaults.n_max, iterations=2, eta=defaults.eta, src_guidance=defaults.src_guidance,
-                   tar_guidance=defaults.tar_guidance)[-1]
+    return flowopt(
+        model,
+        batch.latents,
+        model.default_sigmas(steps, 64, 64),
+        batch.prompts,
+        mode="edit",
+        n_max=defaults.n_max,
+        iterations=2,
+        eta=defaults.eta,
+        src_guidance=defaults.src_guidance,
+        tar_guidance=defaults.tar_guidance,
+    )[-1]
 
 
 def method_sdedit(strength: float, evaluations: int) -> Callable:
     def run(loaded, batch: Batch) -> torch.Tensor:
         model = loaded.model
         steps = math.ceil(evaluations / (2 * strength))  # CFG: two rows per step
-        sigmas = model.default_sigmas(steps, 64, 64)[start_index(steps, strength):]
+        sigmas = model.default_sigmas(steps, 64, 64)[start_index(steps, strength) :]
         x0 = batch.latents
         noise = torch.cat([NoiseSource(k).draw((1, *x0.shape[1:]), x0.dtype, x0.device) for k in range(len(x0))])
         x = sigmas[0] * noise + (1 - sigmas[0]) * x0
         guidance = FLOWEDIT_DEFAULTS["embedded"].tar_guidance
-        return EULER.sample(lambda x, s: model.velocity(x, s, batch.prompts.target, batch.prompts.negative, guidance),
-                            x, sigmas)
+        return EULER.sample(
+            lambda x, s: model.velocity(x, s, batch.prompts.target, batch.prompts.negative, guidance), x, sigmas
+        )
+
     return run
 
 
 # ---- scoring ----------------------------------------------------------------------------------------------------
+
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(((a - b) ** 2).mean()) if a.size else 0.0
@@ -190,16 +245,17 @@ def score(batch: Batch, edited: torch.Tensor) -> dict[str, list[float]]:
             rows["iou"].append(float((source_mask & found.mask).sum() / union) if union else 0.0)
         if "background" not in changes:
             outside = ~dilate(source_mask | found.mask, 2)
-            rows["psnr_out"].append(psnr(before.permute(1, 2, 0).numpy()[outside],
-                                         after.permute(1, 2, 0).numpy()[outside]))
+            rows["psnr_out"].append(
+                psnr(before.permute(1, 2, 0).numpy()[outside], after.permute(1, 2, 0).numpy()[outside])
+            )
     return rows
 
 
 def count_rows(model) -> tuple[list[int], Callable[[], None]]:
     rows = [0]
     hook = model.transformer.register_forward_pre_hook(
-        lambda module, args, kwargs: rows.__setitem__(0, rows[0] + kwargs["hidden_states"].shape[0]),
-        with_kwargs=True)
+        lambda module, args, kwargs: rows.__setitem__(0, rows[0] + kwargs["hidden_states"].shape[0]), with_kwargs=True
+    )
     return rows, hook.remove
 
 
@@ -221,8 +277,10 @@ def main() -> None:
         **{f"SDEdit {s:.2f}": method_sdedit(s, flowedit_evals) for s in (0.5, 0.65, 0.8)},
     }
     batches = [make_batch(loaded, kind, args.pairs, seed) for seed, kind in enumerate(KINDS)]
-    print(f"model {args.model} ({loaded.model.sha256[:12]}), {args.pairs} pairs × {len(KINDS)} kinds = "
-          f"{args.pairs * len(KINDS)} edits per method, 64×64, CPU ({torch.get_num_threads()} threads)\n")
+    print(
+        f"model {args.model} ({loaded.model.sha256[:12]}), {args.pairs} pairs × {len(KINDS)} kinds = "
+        f"{args.pairs * len(KINDS)} edits per method, 64×64, CPU ({torch.get_num_threads()} threads)\n"
+    )
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
     costs: dict[str, tuple[float, float]] = {}
     grid: list[tuple[torch.Tensor, str]] = []
@@ -253,14 +311,22 @@ def main() -> None:
     print(f"\n{'method':<15}{'success':>9}{'multi ok':>10}{'kept':>8}{'IoU':>8}{'PSNR out':>10}")
     summary: dict[str, dict[str, float]] = {}
     for name in methods:
-        merged = {key: sum((table[name][kind][key] for kind in KINDS), []) for key in ("success", "kept", "iou", "psnr_out")}
+        merged = {
+            key: sum((table[name][kind][key] for kind in KINDS), []) for key in ("success", "kept", "iou", "psnr_out")
+        }
         multi = table[name]["colour+shape"]["success"] + table[name]["all three"]["success"]
-        summary[name] = {"success": float(np.mean(merged["success"])), "multi": float(np.mean(multi)),
-                         "kept": float(np.mean(merged["kept"])), "iou": float(np.mean(merged["iou"])),
-                         "psnr": float(np.mean(merged["psnr_out"]))}
+        summary[name] = {
+            "success": float(np.mean(merged["success"])),
+            "multi": float(np.mean(multi)),
+            "kept": float(np.mean(merged["kept"])),
+            "iou": float(np.mean(merged["iou"])),
+            "psnr": float(np.mean(merged["psnr_out"])),
+        }
         s = summary[name]
-        print(f"{name:<15}{100 * s['success']:>8.1f}%{100 * s['multi']:>9.1f}%{100 * s['kept']:>7.1f}%"
-              f"{s['iou']:>8.3f}{s['psnr']:>9.2f}dB")
+        print(
+            f"{name:<15}{100 * s['success']:>8.1f}%{100 * s['multi']:>9.1f}%{100 * s['kept']:>7.1f}%"
+            f"{s['iou']:>8.3f}{s['psnr']:>9.2f}dB"
+        )
 
     fe = summary["FlowEdit"]
     sdedits = [n for n in methods if n.startswith("SDEdit")]
@@ -269,15 +335,19 @@ def main() -> None:
     if comparable:
         best = max(comparable, key=lambda n: summary[n]["success"])
         met = fe["iou"] > summary[best]["iou"] and fe["psnr"] > summary[best]["psnr"]
-        print(f"  FlowEdit preserves more than SDEdit at equal or lower success ({best}: success "
-              f"{100 * summary[best]['success']:.1f}% vs {100 * fe['success']:.1f}%): IoU {fe['iou']:.3f} vs "
-              f"{summary[best]['iou']:.3f}, PSNR out {fe['psnr']:.2f} vs {summary[best]['psnr']:.2f} dB → "
-              f"{'met' if met else 'NOT met'}")
+        print(
+            f"  FlowEdit preserves more than SDEdit at equal or lower success ({best}: success "
+            f"{100 * summary[best]['success']:.1f}% vs {100 * fe['success']:.1f}%): IoU {fe['iou']:.3f} vs "
+            f"{summary[best]['iou']:.3f}, PSNR out {fe['psnr']:.2f} vs {summary[best]['psnr']:.2f} dB → "
+            f"{'met' if met else 'NOT met'}"
+        )
     else:
         print("  FlowEdit vs SDEdit: every SDEdit strength has higher success than FlowEdit; compare by hand")
     sf = summary["SplitFlow"]
-    print(f"  SplitFlow beats FlowEdit on multi-attribute success: {100 * sf['multi']:.1f}% vs "
-          f"{100 * fe['multi']:.1f}% → {'met' if sf['multi'] > fe['multi'] else 'NOT met'}")
+    print(
+        f"  SplitFlow beats FlowEdit on multi-attribute success: {100 * sf['multi']:.1f}% vs "
+        f"{100 * fe['multi']:.1f}% → {'met' if sf['multi'] > fe['multi'] else 'NOT met'}"
+    )
     if args.grid:
         args.grid.parent.mkdir(parents=True, exist_ok=True)
         sources = [(batch.images[0], f"source: {batch.sources[0].caption}") for batch in batches]

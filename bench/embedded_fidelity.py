@@ -91,8 +91,10 @@ def main() -> None:
 
     size = dataset.CANVAS
     loaded = MANAGER.get(args.model, LoadOptions(device="cpu"), data_home() / "cache")
-    print(f"model {args.model} ({loaded.model.sha256[:12]}), {args.steps} Euler steps, guidance {args.guidance}, "
-          f"{size}×{size}, {args.count} seen + {args.count} held-out captions, batches of {args.batch}")
+    print(
+        f"model {args.model} ({loaded.model.sha256[:12]}), {args.steps} Euler steps, guidance {args.guidance}, "
+        f"{size}×{size}, {args.count} seen + {args.count} held-out captions, batches of {args.batch}"
+    )
     results: dict[str, dict[str, list[bool]]] = {}
     samples: list[tuple[torch.Tensor, str]] = []
     generation_seconds = 0.0
@@ -100,10 +102,16 @@ def main() -> None:
         expected = scenes(args.count, held_out, seed)
         hits: dict[str, list[bool]] = {name: [] for name in ATTRIBUTES}
         for start in range(0, len(expected), args.batch):
-            chunk = expected[start:start + args.batch]
+            chunk = expected[start : start + args.batch]
             started = time.perf_counter()
-            images = generate(loaded, [s.caption for s in chunk], list(range(start, start + len(chunk))),
-                              args.steps, args.guidance, size)
+            images = generate(
+                loaded,
+                [s.caption for s in chunk],
+                list(range(start, start + len(chunk))),
+                args.steps,
+                args.guidance,
+                size,
+            )
             generation_seconds += time.perf_counter() - started
             for name, values in score(images, chunk).items():
                 hits[name] += values
@@ -118,8 +126,10 @@ def main() -> None:
         print(f"  {name:<12}{seen:>7.1f}%{held:>9.1f}%   {goals[name]}")
     per_image = generation_seconds / (2 * args.count)
     single = workflow_seconds(args.model, "a large red circle on a blue background", args.steps, args.guidance, size)
-    print(f"\n  seconds per image: {per_image:.3f} batched ({args.batch}), {single:.3f} one image through the "
-          f"workflow engine (goal ≤ 0.3)")
+    print(
+        f"\n  seconds per image: {per_image:.3f} batched ({args.batch}), {single:.3f} one image through the "
+        f"workflow engine (goal ≤ 0.3)"
+    )
     if args.grid:
         args.grid.parent.mkdir(parents=True, exist_ok=True)
         grid_image([to_pil(image[None])[0] for image, _ in samples], [c for _, c in samples], columns=8).save(args.grid)

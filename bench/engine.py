@@ -25,9 +25,12 @@ from pipelines.plan import build_plan  # noqa: E402
 from pipelines.workflow import load_workflow  # noqa: E402
 
 
-@node("BenchAdd", category="bench",
-      inputs=[Input("a", SocketType.INT, optional=True), Input("b", SocketType.INT, optional=True)],
-      outputs=[Output("value", SocketType.INT)])
+@node(
+    "BenchAdd",
+    category="bench",
+    inputs=[Input("a", SocketType.INT, optional=True), Input("b", SocketType.INT, optional=True)],
+    outputs=[Output("value", SocketType.INT)],
+)
 class BenchAdd(Node):
     """a + b + offset: the cheapest possible node."""
 
@@ -58,8 +61,12 @@ def layered_graph(count: int) -> dict[str, Any]:
             inputs["a"] = {"node": f"n{i - 1}", "output": "value"}
         if i >= 2:
             inputs["b"] = {"node": f"n{i - 2}", "output": "value"}
-        nodes[f"n{i}"] = {"type": "BenchAdd", "params": {"offset": i % 7}, "inputs": inputs,
-                          "position": [i * 10.0, 0.0]}
+        nodes[f"n{i}"] = {
+            "type": "BenchAdd",
+            "params": {"offset": i % 7},
+            "inputs": inputs,
+            "position": [i * 10.0, 0.0],
+        }
     nodes["sink"] = {"type": "BenchSink", "inputs": {"value": {"node": f"n{count - 1}", "output": "value"}}}
     return {"format": "flowcanvas.workflow", "version": 1, "name": "bench", "nodes": nodes}
 
@@ -106,14 +113,22 @@ def main() -> None:
 
     print(f"executor on {nodes} trivial nodes (median of {args.repeat}):")
     print(f"  plain loop over the node functions : {loop * 1e3:8.2f} ms  ({loop / nodes * 1e6:7.1f} µs/node)")
-    print(f"  executor, cold cache (all run)     : {cold * 1e3:8.2f} ms  ({cold / nodes * 1e6:7.1f} µs/node)"
-          f"  ratio to loop {cold / loop:5.1f}x")
-    print(f"  executor, warm cache (all cached)  : {warm * 1e3:8.2f} ms  ({warm / nodes * 1e6:7.1f} µs/node)"
-          f"  ratio to loop {warm / loop:5.1f}x")
-    print(f"  executor overhead per node         : {(cold - loop) / nodes * 1e6:8.1f} µs (cold), "
-          f"{(warm - loop) / nodes * 1e6:.1f} µs (warm)")
-    print(f"validate + schedule, {args.big + 1}-node graph: {schedule * 1e3:.1f} ms "
-          f"(goal < 50 ms: {schedule * 1e3 / 50:.2f} of the goal)")
+    print(
+        f"  executor, cold cache (all run)     : {cold * 1e3:8.2f} ms  ({cold / nodes * 1e6:7.1f} µs/node)"
+        f"  ratio to loop {cold / loop:5.1f}x"
+    )
+    print(
+        f"  executor, warm cache (all cached)  : {warm * 1e3:8.2f} ms  ({warm / nodes * 1e6:7.1f} µs/node)"
+        f"  ratio to loop {warm / loop:5.1f}x"
+    )
+    print(
+        f"  executor overhead per node         : {(cold - loop) / nodes * 1e6:8.1f} µs (cold), "
+        f"{(warm - loop) / nodes * 1e6:.1f} µs (warm)"
+    )
+    print(
+        f"validate + schedule, {args.big + 1}-node graph: {schedule * 1e3:.1f} ms "
+        f"(goal < 50 ms: {schedule * 1e3 / 50:.2f} of the goal)"
+    )
 
 
 if __name__ == "__main__":

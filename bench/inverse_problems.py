@@ -63,42 +63,65 @@ def main() -> None:
 
     def unguided() -> torch.Tensor:
         noise = model.noise_like(torch.empty(model.latent_shape(args.count, 64, 64)), torch.Generator().manual_seed(0))
-        return vae.decode(EULER.sample(lambda x, s: model.velocity(x, s, target, negative, defaults.guidance),
-                                       noise, sigmas))
+        return vae.decode(
+            EULER.sample(lambda x, s: model.velocity(x, s, target, negative, defaults.guidance), noise, sigmas)
+        )
 
     started = time.perf_counter()
     prior = unguided()
     prior_seconds = (time.perf_counter() - started) / args.count
-    print(f"model {args.model} ({model.sha256[:12]}), {args.count} held-out scenes, 64×64, {STEPS} Euler steps, "
-          f"guidance {defaults.guidance}\n")
+    print(
+        f"model {args.model} ({model.sha256[:12]}), {args.count} held-out scenes, 64×64, {STEPS} Euler steps, "
+        f"guidance {defaults.guidance}\n"
+    )
     print(f"{'problem':<20}{'degraded':>10}{'unguided':>10}{'FlowChef':>10}{'s/image':>9}   settings")
     tiles: list[tuple[torch.Tensor, str]] = [(images[0], "ground truth")]
     problems = {
         "inpaint (box 24)": (Degradation("box_inpaint", box_size=BOX), dict(optimizer="sgd", lr=defaults.lr)),
         "super-res ×4": (Degradation("super_resolution", factor=4), dict(optimizer="adam", lr=0.05)),
-        "deblur (k11, σ1)": (Degradation("gaussian_deblur", blur_kernel=11, blur_sigma=1.0),
-                             dict(optimizer="adam", lr=0.05)),
+        "deblur (k11, σ1)": (
+            Degradation("gaussian_deblur", blur_kernel=11, blur_sigma=1.0),
+            dict(optimizer="adam", lr=0.05),
+        ),
     }
     for name, (degradation, optimiser) in problems.items():
         measurement = degradation.apply(images)
         if degradation.operator == "box_inpaint":
             measurement = images * (1 - box) + 0.5 * box  # the hole shown grey
-            task_inputs = dict(task="inpaint", source_latent=vae.encode(measurement).to(model.dtype),
-                               mask=box[None].expand(args.count, 64, 64))
+            task_inputs = dict(
+                task="inpaint",
+                source_latent=vae.encode(measurement).to(model.dtype),
+                mask=box[None].expand(args.count, 64, 64),
+            )
         else:
             task_inputs = dict(task="inverse_problem", degradation=degradation, vae=vae, measurement=measurement)
         started = time.perf_counter()
         # The loss is a mean over the whole batch; scaling by the batch size gives each image the SGD step it
         # would get alone (Adam is scale-free).
-        latents = flowchef(model, sigmas, target, negative=negative, max_steps=STEPS, source_steps=0,
-                           opt_iters=defaults.opt_iters, loss_weight=1000.0 * args.count, guidance=defaults.guidance,
-                           true_cfg=1.0, generator=torch.Generator().manual_seed(0), **optimiser, **task_inputs)
+        latents = flowchef(
+            model,
+            sigmas,
+            target,
+            negative=negative,
+            max_steps=STEPS,
+            source_steps=0,
+            opt_iters=defaults.opt_iters,
+            loss_weight=1000.0 * args.count,
+            guidance=defaults.guidance,
+            true_cfg=1.0,
+            generator=torch.Generator().manual_seed(0),
+            **optimiser,
+            **task_inputs,
+        )
         seconds = (time.perf_counter() - started) / args.count
         restored = vae.decode(latents)
         degraded_view = degradation.view(measurement) if degradation.operator != "box_inpaint" else measurement
         scores = [psnr(view, images) for view in (degraded_view, prior, restored)]
-        print(f"{name:<20}" + "".join(f"{s:>8.2f}dB" for s in scores)
-              + f"{seconds:>9.3f}   {optimiser['optimizer']} lr {optimiser['lr']}")
+        print(
+            f"{name:<20}"
+            + "".join(f"{s:>8.2f}dB" for s in scores)
+            + f"{seconds:>9.3f}   {optimiser['optimizer']} lr {optimiser['lr']}"
+        )
         if degradation.operator == "box_inpaint":
             inside = [psnr(view, images, box) for view in (degraded_view, prior, restored)]
             print(f"{'  inside the box':<20}" + "".join(f"{s:>8.2f}dB" for s in inside))

@@ -79,21 +79,33 @@ class StageClock:
     (diffusers looks for group-offload hooks there): the adapter's `model.device` (read in every predict)
     and `pipe._execution_device` (read once by pipe(), once per prompt by the TextEncoder)."""
 
-    STAGES = ("text encoding", "transformer", "VAE decode", "image out (PIL / PNG)", "latent previews",
-              "model.device (adapter)", "pipe._execution_device")
+    STAGES = (
+        "text encoding",
+        "transformer",
+        "VAE decode",
+        "image out (PIL / PNG)",
+        "latent previews",
+        "model.device (adapter)",
+        "pipe._execution_device",
+    )
 
     def __init__(self, model: Any) -> None:
         import nodes.image
         import nodes.sampling.sampler
 
         pipe = model.pipe
-        self.targets = [(pipe, "encode_prompt", "text encoding"), (pipe.transformer, "forward", "transformer"),
-                        (pipe.vae, "decode", "VAE decode"),
-                        (pipe.image_processor, "postprocess", "image out (PIL / PNG)"),  # pipe(): to PIL
-                        (nodes.image, "_emit_images", "image out (PIL / PNG)"),  # SaveImage: to PIL, PNG
-                        (nodes.sampling.sampler, "latent_preview", "latent previews")]  # Sampler: preview PNGs
-        self.properties = [(type(model), "device", "model.device (adapter)"),
-                           (type(pipe), "_execution_device", "pipe._execution_device")]
+        self.targets = [
+            (pipe, "encode_prompt", "text encoding"),
+            (pipe.transformer, "forward", "transformer"),
+            (pipe.vae, "decode", "VAE decode"),
+            (pipe.image_processor, "postprocess", "image out (PIL / PNG)"),  # pipe(): to PIL
+            (nodes.image, "_emit_images", "image out (PIL / PNG)"),  # SaveImage: to PIL, PNG
+            (nodes.sampling.sampler, "latent_preview", "latent previews"),
+        ]  # Sampler: preview PNGs
+        self.properties = [
+            (type(model), "device", "model.device (adapter)"),
+            (type(pipe), "_execution_device", "pipe._execution_device"),
+        ]
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
 
@@ -142,10 +154,17 @@ class StageClock:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="", help="a diffusers folder, a .safetensors file, a hub id or "
-                                                     "embedded:NAME (default: a tiny random model)")
-    parser.add_argument("--family", choices=("sd3", "flux"), default="sd3",
-                        help="family of the tiny model built when --model is not given")
+    parser.add_argument(
+        "--model",
+        default="",
+        help="a diffusers folder, a .safetensors file, a hub id or embedded:NAME (default: a tiny random model)",
+    )
+    parser.add_argument(
+        "--family",
+        choices=("sd3", "flux"),
+        default="sd3",
+        help="family of the tiny model built when --model is not given",
+    )
     parser.add_argument("--steps", type=int, default=28)
     parser.add_argument("--size", type=int, default=64, help="image width and height in pixels")
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds (the median is reported)")
@@ -165,20 +184,22 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, scratch: Path) -> None:
-    from tests.tiny_models import saved_tiny_model
     from nodes.models.loader import MANAGER, LoadOptions, ModelLoadError
     from pipelines.executor import Executor
     from pipelines.plan import build_plan
     from pipelines.workflow import load_workflow
     from storage.config import data_home
+    from tests.tiny_models import saved_tiny_model
 
     if args.model:
         source = args.model
         print(f"model: {source}")
     else:
         source = str(saved_tiny_model(args.family, scratch / "model", TINY_SEQUENCE_LENGTH))
-        print(f"model: tiny random {args.family.upper()} saved to {source} "
-              f"(tiny random model; use --model for the embedded or a real one)")
+        print(
+            f"model: tiny random {args.family.upper()} saved to {source} "
+            f"(tiny random model; use --model for the embedded or a real one)"
+        )
 
     started = time.perf_counter()
     try:
@@ -193,23 +214,43 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     length = loaded.text_encoder.max_sequence_length
     workflow = load_workflow(TEMPLATES / f"txt2img-{family}.json")
     guidance = args.guidance if args.guidance is not None else float(workflow.nodes["sampler"].params["guidance"])
-    print(f"family {family}, dtype {str(model.dtype).removeprefix('torch.')}, {args.size}×{args.size} px, "
-          f"{args.steps} steps, guidance {guidance}, max_sequence_length {length}, "
-          f"{torch.get_num_threads()} torch threads; loaded once in {load_seconds:.2f} s")
+    print(
+        f"family {family}, dtype {str(model.dtype).removeprefix('torch.')}, {args.size}×{args.size} px, "
+        f"{args.steps} steps, guidance {guidance}, max_sequence_length {length}, "
+        f"{torch.get_num_threads()} torch threads; loaded once in {load_seconds:.2f} s"
+    )
     if family == "flux":
-        print("note: FluxPipeline skips the negative prompt unless true_cfg_scale > 1; the TextEncode node "
-              "always encodes it, so (b) encodes two prompts where (a) encodes one")
+        print(
+            "note: FluxPipeline skips the negative prompt unless true_cfg_scale > 1; the TextEncode node "
+            "always encodes it, so (b) encodes two prompts where (a) encodes one"
+        )
 
     def pipe_image(prompt: str, seed: int) -> Image.Image:
-        return pipe(prompt=prompt, negative_prompt="", num_inference_steps=args.steps, guidance_scale=guidance,
-                    height=args.size, width=args.size, generator=torch.Generator("cpu").manual_seed(seed),
-                    max_sequence_length=length, output_type="pil").images[0]
+        return pipe(
+            prompt=prompt,
+            negative_prompt="",
+            num_inference_steps=args.steps,
+            guidance_scale=guidance,
+            height=args.size,
+            width=args.size,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            max_sequence_length=length,
+            output_type="pil",
+        ).images[0]
 
     executor = Executor(device="cpu")
 
     def overrides(prompt: str, seed: int) -> dict[str, Any]:
-        return {"Model": source, "Prompt": prompt, "Negative prompt": "", "Seed": seed, "Steps": args.steps,
-                "Guidance": guidance, "Width": args.size, "Height": args.size}
+        return {
+            "Model": source,
+            "Prompt": prompt,
+            "Negative prompt": "",
+            "Seed": seed,
+            "Steps": args.steps,
+            "Guidance": guidance,
+            "Width": args.size,
+            "Height": args.size,
+        }
 
     def workflow_run(prompt: str, seed: int) -> Any:
         return executor.execute(build_plan(workflow, overrides(prompt, seed)), run_id="bench")
@@ -230,12 +271,12 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     reseeded_cached: set[str] | None = None
     for index in range(args.repeat):
         prompt = next(captions)
-        seconds, reference = timed(lambda: pipe_image(prompt, args.seed))
+        seconds, reference = timed(lambda prompt=prompt: pipe_image(prompt, args.seed))
         times["a"].append(seconds)
-        seconds, result = timed(lambda: workflow_run(prompt, args.seed))
+        seconds, result = timed(lambda prompt=prompt: workflow_run(prompt, args.seed))
         times["b"].append(seconds)
         assert "prompt" in result.executed, "the new prompt must be encoded again"
-        seconds, reseeded = timed(lambda: workflow_run(prompt, args.seed + 1 + index))
+        seconds, reseeded = timed(lambda prompt=prompt, index=index: workflow_run(prompt, args.seed + 1 + index))
         times["c"].append(seconds)
         cached = set(reseeded.cached)
         reseeded_cached = cached if reseeded_cached is None else reseeded_cached & cached
@@ -248,12 +289,16 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
             max_difference = 255
 
     a, b, c = (statistics.median(times[key]) for key in "abc")
-    rows = [("(a) pipe(), output_type=pil", "a", None),
-            ("(b) workflow, new prompt", "b", 1.02),
-            ("(c) workflow, only the seed changed", "c", 0.9)]
+    rows = [
+        ("(a) pipe(), output_type=pil", "a", None),
+        ("(b) workflow, new prompt", "b", 1.02),
+        ("(c) workflow, only the seed changed", "c", 0.9),
+    ]
     print()
-    print(f"{args.repeat} interleaved rounds (a, b, c, a, b, c, …), seconds; ratios are of medians (the goal) "
-          f"and, as a check against noise, of minimums:")
+    print(
+        f"{args.repeat} interleaved rounds (a, b, c, a, b, c, …), seconds; ratios are of medians (the goal) "
+        f"and, as a check against noise, of minimums:"
+    )
     print(f"  {'':38s} {'median':>9s} {'min':>9s} {'max':>9s} {'ratio':>7s} {'min ratio':>10s}  goal")
     noisy = [key for key in "abc" if statistics.median(times[key]) > 1.15 * min(times[key])]
     caveat = " (unreliable: see WARNING)" if noisy else ""
@@ -261,26 +306,40 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         values = times[key]
         ratio = statistics.median(values) / a
         verdict = "" if goal is None else f"≤ {goal:.2f} {'met' if ratio <= goal else 'NOT met'}{caveat}"
-        print(f"  {label:38s} {statistics.median(values):9.4f} {min(values):9.4f} {max(values):9.4f} "
-              f"{ratio:7.3f} {min(values) / min(times['a']):10.3f}  {verdict}")
+        print(
+            f"  {label:38s} {statistics.median(values):9.4f} {min(values):9.4f} {max(values):9.4f} "
+            f"{ratio:7.3f} {min(values) / min(times['a']):10.3f}  {verdict}"
+        )
     print()
-    print(f"ratio (b)/(a) workflow vs pipe(), same work : {b / a:.3f}  (goal ≤ 1.02: "
-          f"{'met' if b / a <= 1.02 else 'NOT met'}{caveat})")
-    print(f"ratio (c)/(a) seed-only re-run vs pipe()    : {c / a:.3f}  (goal ≤ 0.90: "
-          f"{'met' if c / a <= 0.9 else 'NOT met'}{caveat})")
+    print(
+        f"ratio (b)/(a) workflow vs pipe(), same work : {b / a:.3f}  (goal ≤ 1.02: "
+        f"{'met' if b / a <= 1.02 else 'NOT met'}{caveat})"
+    )
+    print(
+        f"ratio (c)/(a) seed-only re-run vs pipe()    : {c / a:.3f}  (goal ≤ 0.90: "
+        f"{'met' if c / a <= 0.9 else 'NOT met'}{caveat})"
+    )
     print(f"seed-only re-runs took from the cache       : {', '.join(sorted(reseeded_cached or ())) or 'nothing'}")
     verdict = "bit-identical" if identical == args.repeat else f"DIFFERENT (max |Δ| {max_difference}/255)"
     print(f"sanity: workflow image vs pipe() image, same prompt and seed: {identical}/{args.repeat} {verdict}")
     if noisy:
-        print(f"WARNING: rows {', '.join(noisy)} vary by more than 15% between rounds (load average now "
-              f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs): other processes disturbed the timings; "
-              f"re-run on a quiet machine, with more --repeat, or with --threads 1")
+        print(
+            f"WARNING: rows {', '.join(noisy)} vary by more than 15% between rounds (load average now "
+            f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs): other processes disturbed the timings; "
+            f"re-run on a quiet machine, with more --repeat, or with --threads 1"
+        )
 
     breakdown(model, workflow_run, pipe_image, captions, args.seed, args.repeat)
 
 
-def breakdown(model: Any, workflow_run: Callable[[str, int], Any], pipe_image: Callable[[str, int], Any],
-              captions: Iterator[str], seed: int, rounds: int) -> None:
+def breakdown(
+    model: Any,
+    workflow_run: Callable[[str, int], Any],
+    pipe_image: Callable[[str, int], Any],
+    captions: Iterator[str],
+    seed: int,
+    rounds: int,
+) -> None:
     """More interleaved rounds of (a) and (b) with every stage timed (medians), and where the workflow's
     remaining time goes (its node timings, and the engine outside the nodes)."""
     clock = StageClock(model)
@@ -290,7 +349,10 @@ def breakdown(model: Any, workflow_run: Callable[[str, int], Any], pipe_image: C
     with clock.installed():
         for _ in range(rounds):
             prompt = next(captions)
-            for key, call in (("a", lambda: pipe_image(prompt, seed)), ("b", lambda: workflow_run(prompt, seed))):
+            for key, call in (
+                ("a", lambda prompt=prompt: pipe_image(prompt, seed)),
+                ("b", lambda prompt=prompt: workflow_run(prompt, seed)),
+            ):
                 total, result = timed(call)
                 seconds, calls[key] = clock.take()
                 for stage in StageClock.STAGES:
@@ -303,16 +365,19 @@ def breakdown(model: Any, workflow_run: Callable[[str, int], Any], pipe_image: C
                     nodes["(engine, outside the nodes)"].append(total - sum(result.timings.values()))
     median = statistics.median
     print()
-    print(f"where the time goes (median of {rounds} more interleaved rounds with every stage timed; "
-          f"ms, calls per run):")
+    print(
+        f"where the time goes (median of {rounds} more interleaved rounds with every stage timed; ms, calls per run):"
+    )
     print(f"  {'stage':24s} {'(a) pipe()':>15s} {'(b) workflow':>15s} {'b − a':>9s}")
     for stage in (*StageClock.STAGES, "everything else", "total"):
         left, right = median(samples["a"][stage]) * 1e3, median(samples["b"][stage]) * 1e3
         count_a = f"×{calls['a'].get(stage, 0)}" if stage in StageClock.STAGES else ""
         count_b = f"×{calls['b'].get(stage, 0)}" if stage in StageClock.STAGES else ""
         print(f"  {stage:24s} {left:9.2f} {count_a:<5s} {right:9.2f} {count_b:<5s} {right - left:+9.2f}")
-    per_node = ", ".join(f"{node_id} {median(values) * 1e3:.2f}" for node_id, values in
-                         sorted(nodes.items(), key=lambda item: -median(item[1])))
+    per_node = ", ".join(
+        f"{node_id} {median(values) * 1e3:.2f}"
+        for node_id, values in sorted(nodes.items(), key=lambda item: -median(item[1]))
+    )
     print(f"  workflow time by node (ms; nodes not listed came from the cache): {per_node}")
 
 

@@ -29,7 +29,9 @@ from storage import RunStatus, open_storage
 TEMPLATE = Path(__file__).resolve().parent.parent / "pipelines" / "templates" / "txt2img-embedded.json"
 
 
-def measure(executor: BatchExecutor, request: RunRequest, jobs: list[dict[str, int]], warm_up: int) -> tuple[float, float]:
+def measure(
+    executor: BatchExecutor, request: RunRequest, jobs: list[dict[str, int]], warm_up: int
+) -> tuple[float, float]:
     """(start-up seconds, images per second of the sweep)."""
     started = time.perf_counter()
     executor.start()
@@ -60,9 +62,12 @@ def main() -> None:
         rows.append(("local executor", *measure(local, request, jobs, warm_up=1)))
         local.shutdown()
         for workers, threads in ((1, None), (2, None), (2, 1)):
-            executor = open_executor(storage, "ray", device="cpu",
-                                     ray=RayOptions(workers=workers, threads_per_worker=threads))
-            label = f"ray, {workers} actor{'s' if workers > 1 else ''}" + (f", {threads} thread each" if threads else "")
+            executor = open_executor(
+                storage, "ray", device="cpu", ray=RayOptions(workers=workers, threads_per_worker=threads)
+            )
+            label = f"ray, {workers} actor{'s' if workers > 1 else ''}" + (
+                f", {threads} thread each" if threads else ""
+            )
             rows.append((label, *measure(executor, request, jobs, warm_up=workers)))
             executor.shutdown()
         ray.shutdown()

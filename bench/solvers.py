@@ -73,10 +73,17 @@ def rms_per_seed(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="", help="a diffusers folder, a .safetensors file, a hub id or "
-                                                     "embedded:NAME (default: a tiny random model)")
-    parser.add_argument("--family", choices=("sd3", "flux"), default="sd3",
-                        help="family of the tiny model built when --model is not given")
+    parser.add_argument(
+        "--model",
+        default="",
+        help="a diffusers folder, a .safetensors file, a hub id or embedded:NAME (default: a tiny random model)",
+    )
+    parser.add_argument(
+        "--family",
+        choices=("sd3", "flux"),
+        default="sd3",
+        help="family of the tiny model built when --model is not given",
+    )
     parser.add_argument("--size", type=int, default=64, help="image width and height in pixels")
     parser.add_argument("--seeds", type=int, default=4, help="noise seeds 0..N−1 the error is averaged over")
     parser.add_argument("--out", default="/tmp/solvers.png", help="where to write the plot (PNG)")
@@ -100,14 +107,14 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, scratch: Path) -> None:
-    from tests.tiny_models import saved_tiny_model
     from nodes.models.loader import MANAGER, LoadOptions, ModelLoadError
-    from nodes.sampling.sampler import NoiseSource
     from nodes.sampling.boss import boss_cost_matrix, boss_grid, boss_noise_batches, boss_path
-    from nodes.sampling.solvers import EULER, SOLVERS
+    from nodes.sampling.sampler import NoiseSource
     from nodes.sampling.schedules import linear_sigmas, shifted_sigmas
+    from nodes.sampling.solvers import EULER, SOLVERS
     from pipelines.workflow import load_workflow
     from storage.config import data_home
+    from tests.tiny_models import saved_tiny_model
 
     budgets = sorted({int(part) for part in args.nfe.split(",") if part.strip()})
     if not budgets or budgets[0] < 1:
@@ -123,8 +130,10 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         print(f"model: {source}")
     else:
         source = str(saved_tiny_model(args.family, scratch / "model", TINY_SEQUENCE_LENGTH))
-        print(f"model: tiny random {args.family.upper()} saved to {source} "
-              f"(tiny random model; use --model for the embedded or a real one)")
+        print(
+            f"model: tiny random {args.family.upper()} saved to {source} "
+            f"(tiny random model; use --model for the embedded or a real one)"
+        )
     try:
         loaded = MANAGER.get(source, LoadOptions(device="cpu"), data_home() / "cache")
     except ModelLoadError as error:
@@ -145,8 +154,10 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
 
     shape = model.latent_shape(1, args.size, args.size)
     noise = torch.cat([NoiseSource(seed).draw(shape, model.dtype, model.device) for seed in range(args.seeds)])
-    print(f"family {model.family}, {args.size}×{args.size} px (latent {tuple(shape[1:])}), guidance {guidance}, "
-          f"prompt {args.prompt!r}, seeds 0..{args.seeds - 1} batched, {torch.get_num_threads()} torch threads")
+    print(
+        f"family {model.family}, {args.size}×{args.size} px (latent {tuple(shape[1:])}), guidance {guidance}, "
+        f"prompt {args.prompt!r}, seeds 0..{args.seeds - 1} batched, {torch.get_num_threads()} torch threads"
+    )
 
     def sample(solver: Any, sigmas: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -158,9 +169,11 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     half = sample(EULER, model.default_sigmas(args.reference_steps // 2, args.size, args.size))
     reference_error = rms_per_seed(half, reference).mean().item()
     reference_rms = reference.to(torch.float64).flatten(1).square().mean(dim=1).sqrt().mean().item()
-    print(f"reference: Euler, {args.reference_steps} steps, model default schedule ({reference_seconds:.1f} s); "
-          f"latent RMS {reference_rms:.3f}; Euler {args.reference_steps // 2} steps differs from it by "
-          f"{reference_error:.2e} (≈ the reference's own error: smaller errors below are not resolved)")
+    print(
+        f"reference: Euler, {args.reference_steps} steps, model default schedule ({reference_seconds:.1f} s); "
+        f"latent RMS {reference_rms:.3f}; Euler {args.reference_steps // 2} steps differs from it by "
+        f"{reference_error:.2e} (≈ the reference's own error: smaller errors below are not resolved)"
+    )
 
     started = time.perf_counter()
     if args.boss_grid == "shifted":
@@ -168,11 +181,18 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     else:
         grid = boss_grid(args.boss_k_max)
     with torch.inference_mode():
-        cost = boss_cost_matrix(velocity, boss_noise_batches(shape[1:], args.boss_samples, args.boss_samples, BOSS_SEED,
-                                                             dtype=model.dtype, device=model.device),
-                                args.boss_k_max, grid=grid)
-    print(f"BOSS: {args.boss_grid} grid, k_max {args.boss_k_max}, {args.boss_samples} samples "
-          f"(seed {BOSS_SEED}); cost matrix in {time.perf_counter() - started:.1f} s")
+        cost = boss_cost_matrix(
+            velocity,
+            boss_noise_batches(
+                shape[1:], args.boss_samples, args.boss_samples, BOSS_SEED, dtype=model.dtype, device=model.device
+            ),
+            args.boss_k_max,
+            grid=grid,
+        )
+    print(
+        f"BOSS: {args.boss_grid} grid, k_max {args.boss_k_max}, {args.boss_samples} samples "
+        f"(seed {BOSS_SEED}); cost matrix in {time.perf_counter() - started:.1f} s"
+    )
 
     def boss(steps: int) -> torch.Tensor:
         return grid if steps >= args.boss_k_max else grid[boss_path(cost, steps)]
@@ -187,12 +207,13 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
     notes = []
     names_of_schedules = list(schedules)
     for i, first in enumerate(names_of_schedules):
-        for second in names_of_schedules[i + 1:]:
+        for second in names_of_schedules[i + 1 :]:
             if all(torch.equal(schedules[first](b), schedules[second](b)) for b in budgets):
                 notes.append(f"'{first}' and '{second}' are the same schedule for this model (their lines coincide)")
     if any(SOLVERS[name].evaluations(steps_for(SOLVERS[name], b)) != b for name in names for b in budgets):
-        notes.append("heun costs 2N-1 evaluations: at an even budget it runs one evaluation under it (plotted at "
-                     "its actual NFE)")
+        notes.append(
+            "heun costs 2N-1 evaluations: at an even budget it runs one evaluation under it (plotted at its actual NFE)"
+        )
     for note in notes:
         print(f"note: {note}")
 
@@ -209,8 +230,9 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
                 x = sample(solver, sigmas)
                 used = evaluations - before
                 if used != solver.evaluations(steps):
-                    raise AssertionError(f"{name}: {used} evaluations for {steps} steps, "
-                                         f"expected {solver.evaluations(steps)}")
+                    raise AssertionError(
+                        f"{name}: {used} evaluations for {steps} steps, expected {solver.evaluations(steps)}"
+                    )
                 row.nfe.append(used)
                 row.steps.append(steps)
                 row.error.append(rms_per_seed(x, reference).mean().item())
@@ -219,20 +241,26 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
 
     print_table(series, budgets)
     cfg = " ×2 for CFG" if model.family == "sd3" and guidance > 1 else ""
-    print(f"\n{evaluations} model evaluations (batch of {args.seeds}{cfg}); "
-          f"sweep {sweep_seconds:.1f} s, whole run {time.perf_counter() - started_all:.1f} s")
+    print(
+        f"\n{evaluations} model evaluations (batch of {args.seeds}{cfg}); "
+        f"sweep {sweep_seconds:.1f} s, whole run {time.perf_counter() - started_all:.1f} s"
+    )
     best = min(series, key=lambda s: s.error[-1] if math.isfinite(s.error[-1]) else math.inf)
     print(f"lowest error at {budgets[-1]} NFE: {best.label} ({best.error[-1]:.2e})")
-    title = (f"{model.family} {'tiny random' if not args.model else source}, {args.size}px, "
-             f"{args.seeds} seeds, guidance {guidance:g}: RMS error vs Euler {args.reference_steps}")
+    title = (
+        f"{model.family} {'tiny random' if not args.model else source}, {args.size}px, "
+        f"{args.seeds} seeds, guidance {guidance:g}: RMS error vs Euler {args.reference_steps}"
+    )
     plot(series, Path(args.out), title, reference_error, budgets, notes)
     print(f"plot: {args.out}")
 
 
 def print_table(series: list[Series], budgets: list[int]) -> None:
     print()
-    print("RMS error of the final latent vs the reference (mean over seeds); "
-          "(n) = actual NFE where it is under the budget")
+    print(
+        "RMS error of the final latent vs the reference (mean over seeds); "
+        "(n) = actual NFE where it is under the budget"
+    )
     width = 17
     print(f"  {'solver / schedule':30s}" + "".join(f"{f'NFE {b}':>{width}s}" for b in budgets))
     for row in series:
@@ -255,8 +283,13 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
-def _dashed_line(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], colour: tuple[int, int, int],
-                 pattern: tuple[int, ...] | None, width: int) -> None:
+def _dashed_line(
+    draw: ImageDraw.ImageDraw,
+    points: list[tuple[float, float]],
+    colour: tuple[int, int, int],
+    pattern: tuple[int, ...] | None,
+    width: int,
+) -> None:
     if pattern is None:
         draw.line(points, fill=colour, width=width, joint="curve")
         return
@@ -268,8 +301,11 @@ def _dashed_line(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], c
             step = min(left, length - done)
             if on:
                 a, b = done / length, (done + step) / length
-                draw.line([(x0 + (x1 - x0) * a, y0 + (y1 - y0) * a), (x0 + (x1 - x0) * b, y0 + (y1 - y0) * b)],
-                          fill=colour, width=width)
+                draw.line(
+                    [(x0 + (x1 - x0) * a, y0 + (y1 - y0) * a), (x0 + (x1 - x0) * b, y0 + (y1 - y0) * b)],
+                    fill=colour,
+                    width=width,
+                )
             done += step
             left -= step
             if left <= 1e-9:
@@ -290,12 +326,13 @@ def _marker(draw: ImageDraw.ImageDraw, x: float, y: float, kind: str, colour: tu
 
 def _number(value: float) -> str:
     exponent = math.floor(math.log10(value))
-    mantissa = value / 10 ** exponent
+    mantissa = value / 10**exponent
     return f"1e{exponent}" if abs(mantissa - 1) < 1e-6 else f"{mantissa:.0f}e{exponent}"
 
 
-def plot(series: list[Series], out: Path, title: str, reference_error: float, budgets: list[int],
-         notes: list[str]) -> None:
+def plot(
+    series: list[Series], out: Path, title: str, reference_error: float, budgets: list[int], notes: list[str]
+) -> None:
     """Error against NFE on log-log axes, one line per solver × schedule pair, with a legend beside the plot."""
     points = [(n, e) for s in series for n, e in zip(s.nfe, s.error) if math.isfinite(e) and e > 0]
     if not points:
@@ -322,8 +359,8 @@ def plot(series: list[Series], out: Path, title: str, reference_error: float, bu
     # grid and ticks: decades (labelled) and 2..9 (light) on y; the NFE values used on x
     for decade in range(y_lo, y_hi + 1):
         for factor in range(1, 10):
-            value = factor * 10.0 ** decade
-            if value > 10.0 ** y_hi * 1.0001:
+            value = factor * 10.0**decade
+            if value > 10.0**y_hi * 1.0001:
                 break
             _, y = px(10 ** ((x_lo + x_hi) / 2), value)
             draw.line([(left, y), (right, y)], fill=(225, 225, 225) if factor == 1 else (243, 243, 243))
@@ -332,7 +369,7 @@ def plot(series: list[Series], out: Path, title: str, reference_error: float, bu
                 tw = draw.textlength(label, font=small)
                 draw.text((left - 8 - tw, y - 7), label, fill="black", font=small)
     for nfe in sorted({n for n, _ in points} | set(budgets)):
-        x, _ = px(nfe, 10.0 ** y_lo)
+        x, _ = px(nfe, 10.0**y_lo)
         draw.line([(x, top), (x, bottom)], fill=(225, 225, 225) if nfe in budgets else (243, 243, 243))
         if nfe in budgets:  # label the budgets only (Heun's points, one under each, would overlap them)
             label = str(nfe)
@@ -357,8 +394,9 @@ def plot(series: list[Series], out: Path, title: str, reference_error: float, bu
 
     draw.text((left, 14), title, fill="black", font=big)
     x_label = "model evaluations (NFE), log scale"
-    draw.text(((left + right) / 2 - draw.textlength(x_label, font=font) / 2, bottom + 28), x_label,
-              fill="black", font=font)
+    draw.text(
+        ((left + right) / 2 - draw.textlength(x_label, font=font) / 2, bottom + 28), x_label, fill="black", font=font
+    )
     for number, note in enumerate(notes):
         draw.text((left, bottom + 52 + 16 * number), note, fill=(90, 90, 90), font=small)
     y_label = "RMS error of final latent vs reference, log scale"

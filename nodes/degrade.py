@@ -54,7 +54,7 @@ def centre_box(height: int, width: int, size: int) -> torch.Tensor:
     """[height, width] float: 1 in the centred size × size square (clipped to the image), 0 elsewhere."""
     box = torch.zeros(height, width)
     top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-    box[top:top + size, left:left + size] = 1.0
+    box[top : top + size, left : left + size] = 1.0
     return box
 
 
@@ -90,9 +90,13 @@ class Degradation:
 
 
 def operator_field() -> Any:
-    return Field("super_resolution", description=(
-        "The degradation: super_resolution (a downscaled image), gaussian_deblur (a blurred one) or box_inpaint "
-        "(a centre box blanked out)."))
+    return Field(
+        "super_resolution",
+        description=(
+            "The degradation: super_resolution (a downscaled image), gaussian_deblur (a blurred one) or box_inpaint "
+            "(a centre box blanked out)."
+        ),
+    )
 
 
 def factor_field() -> Any:
@@ -100,18 +104,34 @@ def factor_field() -> Any:
 
 
 def blur_kernel_field() -> Any:
-    return Field(11, ge=1, le=101, json_schema_extra={"step": 2},
-                 description="Deblur: the blur's kernel width in pixels (odd); wider reaches further.")
+    return Field(
+        11,
+        ge=1,
+        le=101,
+        json_schema_extra={"step": 2},
+        description="Deblur: the blur's kernel width in pixels (odd); wider reaches further.",
+    )
 
 
 def blur_sigma_field() -> Any:
-    return Field(1.0, gt=0.0, le=50.0, json_schema_extra={"step": 0.1},
-                 description="Deblur: the blur's strength (Gaussian σ in pixels); higher is blurrier.")
+    return Field(
+        1.0,
+        gt=0.0,
+        le=50.0,
+        json_schema_extra={"step": 0.1},
+        description="Deblur: the blur's strength (Gaussian σ in pixels); higher is blurrier.",
+    )
 
 
 def box_size_field() -> Any:
-    return Field(24, ge=1, le=MAX_SIDE, description=(
-        "Box inpainting: the side in pixels of the centred square that is missing (unless a mask is wired)."))
+    return Field(
+        24,
+        ge=1,
+        le=MAX_SIDE,
+        description=(
+            "Box inpainting: the side in pixels of the centred square that is missing (unless a mask is wired)."
+        ),
+    )
 
 
 def blur_kernel_problems(operator: str, blur_kernel: int) -> list[tuple[str, str]]:
@@ -120,9 +140,15 @@ def blur_kernel_problems(operator: str, blur_kernel: int) -> list[tuple[str, str
     return []
 
 
-@node("DegradeImage", category="image", inputs=[Input("image", SocketType.IMAGE, "The clean image")],
-      outputs=[Output("image", SocketType.IMAGE, "The measurement (super-resolution: the low-resolution image)"),
-               Output("view", SocketType.IMAGE, "The measurement at the clean image's scale, to compare by eye")])
+@node(
+    "DegradeImage",
+    category="image",
+    inputs=[Input("image", SocketType.IMAGE, "The clean image")],
+    outputs=[
+        Output("image", SocketType.IMAGE, "The measurement (super-resolution: the low-resolution image)"),
+        Output("view", SocketType.IMAGE, "The measurement at the clean image's scale, to compare by eye"),
+    ],
+)
 class DegradeImage(Node):
     """Degrade a clean image as FlowChef's inverse problems model it (downscale, blur, or blank a box): the
     observation to restore."""
@@ -143,9 +169,11 @@ class DegradeImage(Node):
             raise NodeError(message, field=field)
         height, width = image.shape[-2:]
         if params.operator == "super_resolution" and min(height, width) < params.factor:
-            raise NodeError(f"the image is {width}×{height} px, too small to shrink {params.factor} times",
-                            field="factor")
-        degradation = Degradation(params.operator, params.factor, params.blur_kernel, params.blur_sigma,
-                                  params.box_size)
+            raise NodeError(
+                f"the image is {width}×{height} px, too small to shrink {params.factor} times", field="factor"
+            )
+        degradation = Degradation(
+            params.operator, params.factor, params.blur_kernel, params.blur_sigma, params.box_size
+        )
         measurement = degradation.apply(image)
         return {"image": measurement, "view": degradation.view(measurement)}

@@ -21,4 +21,3 @@ def seed_field(default: int, description: str) -> Any:
 def preview_every_field(description: str = "Show a preview every N steps (0: never).") -> Any:
     """How often a long-running node streams a live preview: every N steps, 0 for never."""
     return Field(4, ge=0, le=1000, description=description)
-

@@ -8,7 +8,7 @@ A param that names something on disk says so in its spec (`json_schema_extra={"r
   `FLOWCANVAS_MODEL_SOURCES` (comma-separated), so a request cannot make the server read or download others.
 
 The local CLI runs unconfined: it may read any path its user names. Validation checks literal values before
-anything runs (pipelines.graph); NodeContext.resolve_path checks again at run time, for values that arrive
+anything runs (pipelines.validate); NodeContext.resolve_path checks again at run time, for values that arrive
 through links.
 
 Derived, re-computable files (model hashes, BOSS cost matrices, preview fits) go to a cache folder the run
@@ -57,11 +57,15 @@ def model_source_allowed(source: str, roots: Sequence[Path]) -> bool:
 def refusal(raw: str, reads: Reads) -> tuple[str, str]:
     """The message and hint for a value a confined run may not read."""
     if reads == "model":
-        return (f"model source {raw!r} is not one this server offers",
-                f"use an embedded model (embedded:shapes), a folder inside the data folder, or ask the administrator "
-                f"to add it to {MODEL_SOURCES_VARIABLE}")
-    return (f"path {raw!r} is outside the folders this run may read",
-            "upload the file (it goes into the data folder) and use the name it gets")
+        return (
+            f"model source {raw!r} is not one this server offers",
+            f"use an embedded model (embedded:shapes), a folder inside the data folder, or ask the administrator "
+            f"to add it to {MODEL_SOURCES_VARIABLE}",
+        )
+    return (
+        f"path {raw!r} is outside the folders this run may read",
+        "upload the file (it goes into the data folder) and use the name it gets",
+    )
 
 
 def cache_folder(root: Path, name: str) -> Path:

@@ -63,8 +63,9 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def grid_image(images: list[Image.Image], captions: list[str], columns: int = 0, padding: int = 4,
-               font_size: int = 12) -> Image.Image:
+def grid_image(
+    images: list[Image.Image], captions: list[str], columns: int = 0, padding: int = 4, font_size: int = 12
+) -> Image.Image:
     """Lay images out row by row on a dark sheet, each with its caption underneath (wrapped to its width)."""
     if not images:
         raise ValueError("a grid needs at least one image")
@@ -78,8 +79,9 @@ def grid_image(images: list[Image.Image], captions: list[str], columns: int = 0,
     wrapped = [_wrap(caption, font, cell_w, measure) for caption in captions]
     line_h = font_size + 3
     caption_h = max((len(lines) for lines in wrapped), default=0) * line_h
-    sheet = Image.new("RGB", (columns * (cell_w + padding) + padding,
-                              rows * (cell_h + caption_h + padding) + padding), (24, 24, 27))
+    sheet = Image.new(
+        "RGB", (columns * (cell_w + padding) + padding, rows * (cell_h + caption_h + padding) + padding), (24, 24, 27)
+    )
     draw = ImageDraw.Draw(sheet)
     for index, img in enumerate(images):
         row, col = divmod(index, columns)
@@ -121,23 +123,34 @@ class EmptyImage(Node):
         width: int = Field(512, ge=1, le=MAX_SIDE, description="Width in pixels.")
         height: int = Field(512, ge=1, le=MAX_SIDE, description="Height in pixels.")
         batch_size: int = Field(1, ge=1, le=64, description="How many images.")
-        color: str = Field("#000000", pattern=r"^#[0-9a-fA-F]{6}$", description="Fill colour as #rrggbb.",
-                           json_schema_extra={"widget": "color"})
+        color: str = Field(
+            "#000000",
+            pattern=r"^#[0-9a-fA-F]{6}$",
+            description="Fill colour as #rrggbb.",
+            json_schema_extra={"widget": "color"},
+        )
 
     def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
-        rgb = torch.tensor([int(params.color[i:i + 2], 16) / 255.0 for i in (1, 3, 5)], dtype=torch.float32)
+        rgb = torch.tensor([int(params.color[i : i + 2], 16) / 255.0 for i in (1, 3, 5)], dtype=torch.float32)
         image = rgb.view(1, 3, 1, 1).expand(params.batch_size, 3, params.height, params.width).contiguous()
         return {"image": image}
 
 
-@node("LoadImage", category="image",
-      outputs=[Output("image", SocketType.IMAGE), Output("mask", SocketType.MASK, "1 where the image is transparent")])
+@node(
+    "LoadImage",
+    category="image",
+    outputs=[Output("image", SocketType.IMAGE), Output("mask", SocketType.MASK, "1 where the image is transparent")],
+)
 class LoadImage(Node):
     """Load a PNG, JPEG or WebP file. Re-runs whenever the file's content changes."""
 
     class Params(NodeParams):
-        path: str = Field(..., min_length=1, description="The image file to load.",
-                          json_schema_extra={"widget": "image_upload", "reads": "file"})
+        path: str = Field(
+            ...,
+            min_length=1,
+            description="The image file to load.",
+            json_schema_extra={"widget": "image_upload", "reads": "file"},
+        )
 
     @classmethod
     def fingerprint(cls, params: Params, ctx: NodeContext) -> str:
@@ -183,26 +196,35 @@ def _read_file(ctx: NodeContext, raw: str) -> bytes:
 def _emit_images(ctx: NodeContext, images: torch.Tensor, kind: str, prefix: str) -> None:
     text = ctx.png_text()
     for index, pil in enumerate(to_pil(images)):
-        ctx.emit_output(kind, encode_png(pil, text), "png",
-                        {"width": pil.width, "height": pil.height, "index": index, "filename_prefix": prefix})
+        ctx.emit_output(
+            kind,
+            encode_png(pil, text),
+            "png",
+            {"width": pil.width, "height": pil.height, "index": index, "filename_prefix": prefix},
+        )
 
 
-@node("SaveImage", category="image", output_node=True,
-      inputs=[Input("images", SocketType.IMAGE, "The images to save")])
+@node("SaveImage", category="image", output_node=True, inputs=[Input("images", SocketType.IMAGE, "The images to save")])
 class SaveImage(Node):
     """Save images as PNG files that carry the workflow and the run record (drop one back to reopen it)."""
 
     class Params(NodeParams):
-        filename_prefix: str = Field("flowcanvas", min_length=1, max_length=80, pattern=r"^[\w\-. ]+$",
-                                     description="Start of the saved files' names.")
+        filename_prefix: str = Field(
+            "flowcanvas",
+            min_length=1,
+            max_length=80,
+            pattern=r"^[\w\-. ]+$",
+            description="Start of the saved files' names.",
+        )
 
     def run(self, ctx: NodeContext, params: Params, images: torch.Tensor) -> dict[str, Any]:
         _emit_images(ctx, images, "image", params.filename_prefix)
         return {}
 
 
-@node("PreviewImage", category="image", output_node=True,
-      inputs=[Input("images", SocketType.IMAGE, "The images to show")])
+@node(
+    "PreviewImage", category="image", output_node=True, inputs=[Input("images", SocketType.IMAGE, "The images to show")]
+)
 class PreviewImage(Node):
     """Show images on the canvas and in the run's outputs without exporting them as files."""
 
@@ -214,8 +236,12 @@ class PreviewImage(Node):
         return {}
 
 
-@node("ResizeImage", category="image", inputs=[Input("image", SocketType.IMAGE)],
-      outputs=[Output("image", SocketType.IMAGE)])
+@node(
+    "ResizeImage",
+    category="image",
+    inputs=[Input("image", SocketType.IMAGE)],
+    outputs=[Output("image", SocketType.IMAGE)],
+)
 class ResizeImage(Node):
     """Resize images to a width and height, stretching or cropping to keep the aspect ratio."""
 
@@ -223,9 +249,11 @@ class ResizeImage(Node):
         width: int = Field(512, ge=1, le=MAX_SIDE, description="Width in pixels.")
         height: int = Field(512, ge=1, le=MAX_SIDE, description="Height in pixels.")
         method: Literal["nearest", "bilinear", "bicubic", "area"] = Field(
-            "bicubic", description="How pixels are interpolated.")
+            "bicubic", description="How pixels are interpolated."
+        )
         fit: Literal["stretch", "crop"] = Field(
-            "stretch", description="stretch: change the aspect ratio; crop: scale to cover, then cut the centre.")
+            "stretch", description="stretch: change the aspect ratio; crop: scale to cover, then cut the centre."
+        )
 
     def run(self, ctx: NodeContext, params: Params, image: torch.Tensor) -> dict[str, Any]:
         return {"image": resize(image, params.width, params.height, params.method, params.fit)}
@@ -238,15 +266,20 @@ def resize(image: torch.Tensor, width: int, height: int, method: str = "bicubic"
         scaled_w, scaled_h = max(width, round(w * scale)), max(height, round(h * scale))
         image = resize(image, scaled_w, scaled_h, method, "stretch")
         top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
-        return image[:, :, top:top + height, left:left + width].contiguous()
+        return image[:, :, top : top + height, left : left + width].contiguous()
     smooth = method in ("bilinear", "bicubic")
-    out = F.interpolate(image, size=(height, width), mode=method,
-                        **({"align_corners": False, "antialias": True} if smooth else {}))
+    out = F.interpolate(
+        image, size=(height, width), mode=method, **({"align_corners": False, "antialias": True} if smooth else {})
+    )
     return out.clamp(0, 1)
 
 
-@node("CropImage", category="image", inputs=[Input("image", SocketType.IMAGE)],
-      outputs=[Output("image", SocketType.IMAGE)])
+@node(
+    "CropImage",
+    category="image",
+    inputs=[Input("image", SocketType.IMAGE)],
+    outputs=[Output("image", SocketType.IMAGE)],
+)
 class CropImage(Node):
     """Cut a rectangle out of images (the rectangle must lie inside them)."""
 
@@ -262,18 +295,24 @@ class CropImage(Node):
             raise NodeError(f"x + width = {params.x + params.width} exceeds the image width {w}", field="width")
         if params.y + params.height > h:
             raise NodeError(f"y + height = {params.y + params.height} exceeds the image height {h}", field="height")
-        return {"image": image[:, :, params.y:params.y + params.height, params.x:params.x + params.width].contiguous()}
+        return {
+            "image": image[:, :, params.y : params.y + params.height, params.x : params.x + params.width].contiguous()
+        }
 
 
-@node("ImageGrid", category="image",
-      inputs=[Input("images", SocketType.IMAGE, "Images to lay out, in link order (batches are unrolled)", multi=True)],
-      outputs=[Output("image", SocketType.IMAGE)])
+@node(
+    "ImageGrid",
+    category="image",
+    inputs=[Input("images", SocketType.IMAGE, "Images to lay out, in link order (batches are unrolled)", multi=True)],
+    outputs=[Output("image", SocketType.IMAGE)],
+)
 class ImageGrid(Node):
     """Lay several images out in a grid with a caption under each, e.g. to compare solvers or a sweep."""
 
     class Params(NodeParams):
-        captions: str = Field("", description="One caption per line, in image order.",
-                              json_schema_extra={"widget": "multiline"})
+        captions: str = Field(
+            "", description="One caption per line, in image order.", json_schema_extra={"widget": "multiline"}
+        )
         columns: int = Field(0, ge=0, le=64, description="Images per row; 0 picks a near-square layout.")
         padding: int = Field(4, ge=0, le=256, description="Gap between cells in pixels.")
 

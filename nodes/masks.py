@@ -27,13 +27,16 @@ LUMA = (0.299, 0.587, 0.114)
 def box_mask(height: int, width: int, x: int, y: int, box_width: int, box_height: int) -> torch.Tensor:
     """[height, width]: 1 inside the box whose top-left corner is (x, y), 0 elsewhere."""
     mask = torch.zeros(height, width)
-    mask[y:y + box_height, x:x + box_width] = 1.0
+    mask[y : y + box_height, x : x + box_width] = 1.0
     return mask
 
 
-@node("BoxMask", category="masks",
-      inputs=[Input("image", SocketType.IMAGE, "Take the mask's size and batch from this image", optional=True)],
-      outputs=[MASK_OUT])
+@node(
+    "BoxMask",
+    category="masks",
+    inputs=[Input("image", SocketType.IMAGE, "Take the mask's size and batch from this image", optional=True)],
+    outputs=[MASK_OUT],
+)
 class BoxMask(Node):
     """A rectangle: 1 inside, 0 outside, on an image's canvas or one of a given size."""
 
@@ -42,19 +45,25 @@ class BoxMask(Node):
         y: int = Field(16, ge=0, le=MAX_SIDE, description="The box's top edge in pixels.")
         width: int = Field(32, ge=1, le=MAX_SIDE, description="The box's width in pixels.")
         height: int = Field(32, ge=1, le=MAX_SIDE, description="The box's height in pixels.")
-        image_width: int = Field(64, ge=1, le=MAX_SIDE,
-                                 description="The mask's width in pixels when no image is wired.")
-        image_height: int = Field(64, ge=1, le=MAX_SIDE,
-                                  description="The mask's height in pixels when no image is wired.")
+        image_width: int = Field(
+            64, ge=1, le=MAX_SIDE, description="The mask's width in pixels when no image is wired."
+        )
+        image_height: int = Field(
+            64, ge=1, le=MAX_SIDE, description="The mask's height in pixels when no image is wired."
+        )
 
     def run(self, ctx: NodeContext, params: Params, image: torch.Tensor | None = None) -> dict[str, Any]:
-        batch, (height, width) = (1, (params.image_height, params.image_width)) if image is None else (
-            image.shape[0], tuple(image.shape[-2:]))
+        batch, (height, width) = (
+            (1, (params.image_height, params.image_width))
+            if image is None
+            else (image.shape[0], tuple(image.shape[-2:]))
+        )
         if params.x + params.width > width:
             raise NodeError(f"x + width = {params.x + params.width} exceeds the image width {width}", field="width")
         if params.y + params.height > height:
-            raise NodeError(f"y + height = {params.y + params.height} exceeds the image height {height}",
-                            field="height")
+            raise NodeError(
+                f"y + height = {params.y + params.height} exceeds the image height {height}", field="height"
+            )
         mask = box_mask(height, width, params.x, params.y, params.width, params.height)
         return {"mask": mask.expand(batch, height, width).contiguous()}
 
@@ -74,16 +83,23 @@ class MaskFromImage(Node):
 
     class Params(NodeParams):
         channel: Literal["luminance", "red", "green", "blue"] = Field(
-            "luminance", description="What selects: the brightness, or one colour channel.")
-        threshold: float | None = Field(0.5, ge=0.0, le=1.0, json_schema_extra={"step": 0.05}, description=(
-            "Pixels above this are selected (1), the rest not (0). Blank: keep the values as a soft mask."))
+            "luminance", description="What selects: the brightness, or one colour channel."
+        )
+        threshold: float | None = Field(
+            0.5,
+            ge=0.0,
+            le=1.0,
+            json_schema_extra={"step": 0.05},
+            description=(
+                "Pixels above this are selected (1), the rest not (0). Blank: keep the values as a soft mask."
+            ),
+        )
 
     def run(self, ctx: NodeContext, params: Params, image: torch.Tensor) -> dict[str, Any]:
         return {"mask": channel_mask(image, params.channel, params.threshold)}
 
 
-@node("ObjectMask", category="masks", inputs=[Input("image", SocketType.IMAGE, "A shape scene")],
-      outputs=[MASK_OUT])
+@node("ObjectMask", category="masks", inputs=[Input("image", SocketType.IMAGE, "A shape scene")], outputs=[MASK_OUT])
 class ObjectMask(Node):
     """The drawn object of a shape scene (one shape on a plain background), found by the shape analyzer;
     empty where no object is found."""
@@ -130,8 +146,14 @@ class GrowMask(Node):
     """Grow or shrink a mask by some pixels, then optionally feather its edge."""
 
     class Params(NodeParams):
-        grow: int = Field(2, ge=-256, le=256, description=(
-            "Pixels to grow the selection by on every side (negative shrinks it): growing covers soft edges."))
+        grow: int = Field(
+            2,
+            ge=-256,
+            le=256,
+            description=(
+                "Pixels to grow the selection by on every side (negative shrinks it): growing covers soft edges."
+            ),
+        )
         blur: int = Field(0, ge=0, le=256, description="Feather the edge over this many pixels (0: a hard edge).")
 
     def run(self, ctx: NodeContext, params: Params, mask: torch.Tensor) -> dict[str, Any]:

@@ -314,10 +314,15 @@ def node_spec(cls: type[Node]) -> dict[str, Any]:
         "description": cls.description,
         "output_node": cls.output_node,
         "inputs": [
-            {"name": i.name, "type": str(i.type), "description": i.description, "optional": i.optional, "multi": i.multi}
+            {
+                "name": i.name,
+                "type": str(i.type),
+                "description": i.description,
+                "optional": i.optional,
+                "multi": i.multi,
+            }
             for i in cls.inputs
         ],
         "outputs": [{"name": o.name, "type": str(o.type), "description": o.description} for o in cls.outputs],
         "params": [param_spec(name, info) for name, info in cls.Params.model_fields.items()],
     }
-

@@ -46,4 +46,3 @@ def environment(device: str) -> dict[str, Any]:
         info["device_name"] = torch.cuda.get_device_name(torch.device(device))
         info["cuda"] = torch.version.cuda
     return info
-

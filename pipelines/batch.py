@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pipelines.executor import EventSink
+from pipelines.issues import Issue, WorkflowInvalid
+from pipelines.jobs import RunHandle, RunRequest, WorkerPool
 from pipelines.overrides import coerce_overrides
 from pipelines.plan import build_plan
 from pipelines.ray_options import RayOptions
-from pipelines.issues import Issue, WorkflowInvalid
-from pipelines.jobs import RunHandle, RunRequest, WorkerPool
 from pipelines.workflow import Workflow
 from storage import Storage
 
@@ -53,7 +53,8 @@ class SweepGroup:
         lengths = {len(v) for v in self.fields.values()}
         if lengths and len(values) not in lengths:
             raise BatchSpecError(
-                f"zipped fields must have equal lengths: {name!r} has {len(values)} values, the group has {lengths.pop()}")
+                f"zipped fields must have equal lengths: {name!r} has {len(values)} values, the group has {lengths.pop()}"
+            )
         self.fields[name] = values
 
     def __len__(self) -> int:
@@ -143,8 +144,9 @@ def read_jobs_csv(source: Path | str) -> SweepGroup:
     return group
 
 
-def build_groups(sweeps: Sequence[str] = (), zips: Sequence[tuple[int, str]] = (),
-                 jobs_csv: Path | None = None) -> list[SweepGroup]:
+def build_groups(
+    sweeps: Sequence[str] = (), zips: Sequence[tuple[int, str]] = (), jobs_csv: Path | None = None
+) -> list[SweepGroup]:
     """Groups from CLI arguments; `zips` pairs each --zip with the index of the --sweep it follows."""
     groups = []
     for text in sweeps:
@@ -183,8 +185,12 @@ def expand(groups: Sequence[SweepGroup], base: dict[str, Any] | None = None) -> 
     return jobs
 
 
-def validate_jobs(workflow: Workflow, jobs: list[dict[str, Any]], target: str | None = None,
-                  file_roots: tuple[Path, ...] | None = None) -> None:
+def validate_jobs(
+    workflow: Workflow,
+    jobs: list[dict[str, Any]],
+    target: str | None = None,
+    file_roots: tuple[Path, ...] | None = None,
+) -> None:
     """Validate every job (file-reading nodes confined to `file_roots` when given) before any is queued; raise
     WorkflowInvalid naming the failing jobs."""
     issues: list[Issue] = []
@@ -252,8 +258,9 @@ class LocalExecutor:
         self.pool.shutdown()
 
 
-def open_executor(storage: Storage, kind: ExecutorKind = "local", *, device: str = "auto",
-                  ray: RayOptions | None = None) -> BatchExecutor:
+def open_executor(
+    storage: Storage, kind: ExecutorKind = "local", *, device: str = "auto", ray: RayOptions | None = None
+) -> BatchExecutor:
     """The batch executor of that kind; Ray is imported only here, only for `ray`."""
     if kind == "local":
         return LocalExecutor(storage, device)
@@ -264,7 +271,8 @@ def open_executor(storage: Storage, kind: ExecutorKind = "local", *, device: str
             if missing.name != "ray":
                 raise
             raise ExecutorUnavailable(
-                "--executor ray needs Ray, an optional dependency: pip install -r requirements-ray.txt") from None
+                "--executor ray needs Ray, an optional dependency: pip install -r requirements-ray.txt"
+            ) from None
         return RayExecutor(storage, ray, device=device)
     raise ValueError(f"unknown executor {kind!r}: expected one of {', '.join(EXECUTOR_KINDS)}")
 
@@ -291,8 +299,10 @@ def prepare_batch(base: RunRequest, jobs: list[dict[str, Any]]) -> list[dict[str
 def queue_batch(pool: RunSubmitter, base: RunRequest, jobs: list[dict[str, Any]]) -> BatchSubmission:
     """Queue jobs that prepare_batch returned, as one batch."""
     batch_id = pool.storage.create_batch({"jobs": jobs}, len(jobs)) if len(jobs) > 1 else None
-    handles = [pool.submit(base.model_copy(update={"overrides": values, "batch_id": batch_id, "batch_index": index}))
-               for index, values in enumerate(jobs)]
+    handles = [
+        pool.submit(base.model_copy(update={"overrides": values, "batch_id": batch_id, "batch_index": index}))
+        for index, values in enumerate(jobs)
+    ]
     return BatchSubmission(batch_id, jobs, handles)
 
 

@@ -17,6 +17,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from pipelines.workflow import Link
 from storage.config import data_home
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class RunEvent:
@@ -60,8 +62,16 @@ class CancelToken:
 class NodeFailed(Exception):
     """A node raised; carries its id and type so the error maps back to the canvas."""
 
-    def __init__(self, node_id: str, node_type: str, message: str, *, field: str | None = None,
-                 hint: str | None = None, details: str | None = None) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        node_type: str,
+        message: str,
+        *,
+        field: str | None = None,
+        hint: str | None = None,
+        details: str | None = None,
+    ) -> None:
         super().__init__(f"node {node_id!r} ({node_type}) failed: {message}")
         self.node_id = node_id
         self.node_type = node_type
@@ -71,8 +81,13 @@ class NodeFailed(Exception):
         self.details = details
 
     def as_dict(self) -> dict[str, Any]:
-        return {"node": self.node_id, "node_type": self.node_type, "field": self.field,
-                "message": self.message, "hint": self.hint}
+        return {
+            "node": self.node_id,
+            "node_type": self.node_type,
+            "field": self.field,
+            "message": self.message,
+            "hint": self.hint,
+        }
 
 
 @dataclass
@@ -128,8 +143,11 @@ class OutputCache:
         with self._lock:
             chosen = [self._entries[key] for key in keys if key in self._entries]
             held = {id(value) for entry in chosen for value in entry.outputs.values()}
-            doomed = [key for key, entry in self._entries.items()
-                      if any(entry is c for c in chosen) or any(id(value) in held for value in entry.outputs.values())]
+            doomed = [
+                key
+                for key, entry in self._entries.items()
+                if any(entry is c for c in chosen) or any(id(value) in held for value in entry.outputs.values())
+            ]
             for key in doomed:
                 self.nbytes -= self._entries.pop(key).nbytes
             return len(doomed)
@@ -155,15 +173,26 @@ class RunResult:
 def _defaults(cls: type[Node]) -> dict[str, Any]:
     found = getattr(cls, "_param_defaults", None)
     if found is None or found[0] is not cls:
-        found = (cls, {name: info.get_default(call_default_factory=True)
-                       for name, info in cls.Params.model_fields.items() if not info.is_required()})
+        found = (
+            cls,
+            {
+                name: info.get_default(call_default_factory=True)
+                for name, info in cls.Params.model_fields.items()
+                if not info.is_required()
+            },
+        )
         cls._param_defaults = found  # type: ignore[attr-defined]
     return found[1]
 
 
 def cache_key(node: PlanNode, params_json: dict[str, Any], input_keys: dict[str, Any], fingerprint: str | None) -> str:
-    material = {"type": node.cls.type, "version": node.cls.version, "params": params_json,
-                "inputs": input_keys, "fingerprint": fingerprint}
+    material = {
+        "type": node.cls.type,
+        "version": node.cls.version,
+        "params": params_json,
+        "inputs": input_keys,
+        "fingerprint": fingerprint,
+    }
     text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -174,8 +203,9 @@ class Executor:
     `cache_root` is where nodes keep derived files between runs (model hashes, BOSS cost matrices, preview
     fits); by default `cache/` in the data folder, read when a run starts."""
 
-    def __init__(self, *, device: str = "cpu", cache: OutputCache | None = None,
-                 cache_root: Path | None = None) -> None:
+    def __init__(
+        self, *, device: str = "cpu", cache: OutputCache | None = None, cache_root: Path | None = None
+    ) -> None:
         self.device = device
         self.cache = cache if cache is not None else OutputCache()
         self.cache_root = cache_root
@@ -217,17 +247,26 @@ class Executor:
             inputs = {name: self._read(value, values) for name, value in node.inputs.items()}
             params = self._validated_params(node, values)
             ctx = NodeContext(
-                node_id=node.id, node_type=node.cls.type, device=self.device,
+                node_id=node.id,
+                node_type=node.cls.type,
+                device=self.device,
                 on_progress=lambda step, total, preview, nid=node.id: emit(
-                    "node_progress", nid, step=step, total=total, **({"preview_png": preview} if preview is not None else {})),
+                    "node_progress",
+                    nid,
+                    step=step,
+                    total=total,
+                    **({"preview_png": preview} if preview is not None else {}),
+                ),
                 is_cancelled=lambda: cancel.cancelled,
                 png_text=current_png_text,
                 file_roots=file_roots,
                 cache_root=cache_root,
             )
             input_keys = {name: _link_keys(value, keys) for name, value in node.inputs.items()}
-            input_keys.update({f"wired:{name}": [keys[link.node], link.output] for name, link in node.wired_params.items()})
-            fingerprint = self._guard(node, lambda: node.cls.fingerprint(params, ctx))
+            input_keys.update(
+                {f"wired:{name}": [keys[link.node], link.output] for name, link in node.wired_params.items()}
+            )
+            fingerprint = self._guard(node, partial(node.cls.fingerprint, params, ctx))
             key = cache_key(node, params.model_dump(mode="json"), input_keys, fingerprint)
             keys[node.id] = key
 
@@ -240,7 +279,7 @@ class Executor:
             else:
                 emit("node_started", node.id, type=node.cls.type)
                 started = time.perf_counter()
-                outputs = self._guard(node, lambda: node.cls().run(ctx, params, **inputs))
+                outputs = self._guard(node, partial(node.cls().run, ctx, params, **inputs))
                 seconds = time.perf_counter() - started
                 self._check_outputs(node, outputs)
                 _merge(records, ctx.records)
@@ -292,8 +331,9 @@ class Executor:
         except NodeError as error:
             raise NodeFailed(node.id, node.cls.type, str(error), field=error.field, hint=error.hint) from error
         except Exception as error:
-            raise NodeFailed(node.id, node.cls.type, f"{type(error).__name__}: {error}",
-                             details=traceback.format_exc()) from error
+            raise NodeFailed(
+                node.id, node.cls.type, f"{type(error).__name__}: {error}", details=traceback.format_exc()
+            ) from error
 
     @staticmethod
     def _check_outputs(node: PlanNode, outputs: Any) -> None:

@@ -73,35 +73,53 @@ class _Flattener:
         for local_id, entry in nodes.items():
             node_id = prefix + local_id
             if not local_id or ID_SEPARATOR in local_id:
-                self.issues.append(Issue(node=node_id, code=IssueCode.SCHEMA, field="id",
-                                         message=f"node ids must be non-empty and may not contain {ID_SEPARATOR!r}"))
+                self.issues.append(
+                    Issue(
+                        node=node_id,
+                        code=IssueCode.SCHEMA,
+                        field="id",
+                        message=f"node ids must be non-empty and may not contain {ID_SEPARATOR!r}",
+                    )
+                )
                 continue
             inputs = {name: _prefixed(value, prefix) for name, value in entry.inputs.items()}
             self.types[node_id] = entry.type
             if entry.bypass:
                 self._bypass(node_id, entry, inputs)
             elif entry.type != SUBGRAPH_TYPE:
-                self.flat[node_id] = FlatNode(node_id, entry.type, entry.type_version, dict(entry.params), inputs,
-                                              entry.title)
+                self.flat[node_id] = FlatNode(
+                    node_id, entry.type, entry.type_version, dict(entry.params), inputs, entry.title
+                )
             else:
                 self._expand_instance(node_id, entry, inputs, stack)
 
     def _bypass(self, node_id: str, entry: NodeEntry, inputs: dict[str, Link | list[Link]]) -> None:
         if entry.type == SUBGRAPH_TYPE:
-            self.issues.append(Issue(node=node_id, field="bypass", code=IssueCode.INVALID_VALUE,
-                                     message="a Subgraph node cannot be bypassed", hint="bypass nodes inside it"))
+            self.issues.append(
+                Issue(
+                    node=node_id,
+                    field="bypass",
+                    code=IssueCode.INVALID_VALUE,
+                    message="a Subgraph node cannot be bypassed",
+                    hint="bypass nodes inside it",
+                )
+            )
             self.broken.add(node_id)
         else:
             self.bypassed[node_id] = self._passthrough(node_id, entry, inputs)
 
-    def _passthrough(self, node_id: str, entry: NodeEntry,
-                     inputs: dict[str, Link | list[Link]]) -> dict[str, Link | None]:
+    def _passthrough(
+        self, node_id: str, entry: NodeEntry, inputs: dict[str, Link | list[Link]]
+    ) -> dict[str, Link | None]:
         """What a bypassed node's outputs pass on: for each output, the first wired input of the same socket
         type (ComfyUI's bypass); None where it has none."""
         cls = get_node_class(entry.type)
         if cls is None:
-            self.issues.append(Issue(node=node_id, field="type", code=IssueCode.UNKNOWN_TYPE,
-                                     message=f"unknown node type {entry.type!r}"))
+            self.issues.append(
+                Issue(
+                    node=node_id, field="type", code=IssueCode.UNKNOWN_TYPE, message=f"unknown node type {entry.type!r}"
+                )
+            )
             return {}
         passed: dict[str, Link | None] = {}
         for output in cls.outputs:
@@ -113,38 +131,70 @@ class _Flattener:
                     break
         return passed
 
-    def _expand_instance(self, node_id: str, entry: NodeEntry, inputs: dict[str, Link | list[Link]],
-                         stack: tuple[str, ...]) -> None:
+    def _expand_instance(
+        self, node_id: str, entry: NodeEntry, inputs: dict[str, Link | list[Link]], stack: tuple[str, ...]
+    ) -> None:
         sub_id = entry.subgraph
         definition = self.workflow.subgraphs.get(sub_id) if sub_id else None
         if definition is None:
-            message = (f"subgraph {sub_id!r} is not defined in this workflow" if sub_id
-                       else "a Subgraph node needs `subgraph`: the id of its definition")
-            self.issues.append(Issue(node=node_id, field="subgraph", code=IssueCode.UNKNOWN_SUBGRAPH, message=message,
-                                     hint=f"defined: {', '.join(self.workflow.subgraphs) or 'none'}"))
+            message = (
+                f"subgraph {sub_id!r} is not defined in this workflow"
+                if sub_id
+                else "a Subgraph node needs `subgraph`: the id of its definition"
+            )
+            self.issues.append(
+                Issue(
+                    node=node_id,
+                    field="subgraph",
+                    code=IssueCode.UNKNOWN_SUBGRAPH,
+                    message=message,
+                    hint=f"defined: {', '.join(self.workflow.subgraphs) or 'none'}",
+                )
+            )
             self.broken.add(node_id)
             return
         if sub_id in stack:
-            self.issues.append(Issue(node=node_id, field="subgraph", code=IssueCode.SUBGRAPH_CYCLE,
-                                     message=f"subgraph {sub_id!r} contains itself ({' → '.join(stack + (sub_id,))})"))
+            self.issues.append(
+                Issue(
+                    node=node_id,
+                    field="subgraph",
+                    code=IssueCode.SUBGRAPH_CYCLE,
+                    message=f"subgraph {sub_id!r} contains itself ({' → '.join(stack + (sub_id,))})",
+                )
+            )
             self.broken.add(node_id)
             return
         for param in entry.params:
-            self.issues.append(Issue(node=node_id, field=param, code=IssueCode.UNKNOWN_PARAM,
-                                     message="a Subgraph node has no params of its own",
-                                     hint="set inner params as outer/inner.param"))
+            self.issues.append(
+                Issue(
+                    node=node_id,
+                    field=param,
+                    code=IssueCode.UNKNOWN_PARAM,
+                    message="a Subgraph node has no params of its own",
+                    hint="set inner params as outer/inner.param",
+                )
+            )
         inner_prefix = node_id + ID_SEPARATOR
         declared = {port.name: port for port in definition.inputs}
         for name in inputs:
             if name not in declared:
-                self.issues.append(Issue(node=node_id, field=name, code=IssueCode.UNKNOWN_INPUT,
-                                         message=f"subgraph {sub_id!r} has no input {name!r}",
-                                         hint=f"inputs: {', '.join(declared) or 'none'}"))
+                self.issues.append(
+                    Issue(
+                        node=node_id,
+                        field=name,
+                        code=IssueCode.UNKNOWN_INPUT,
+                        message=f"subgraph {sub_id!r} has no input {name!r}",
+                        hint=f"inputs: {', '.join(declared) or 'none'}",
+                    )
+                )
         self.instances[node_id] = _Instance(
             inputs={k: v for k, v in inputs.items() if k in declared},
             targets={port.name: [(inner_prefix + t.node, t.input) for t in port.targets] for port in definition.inputs},
-            outputs={port.name: Link(node=inner_prefix + port.source.node, output=port.source.output)
-                     for port in definition.outputs})
+            outputs={
+                port.name: Link(node=inner_prefix + port.source.node, output=port.source.output)
+                for port in definition.outputs
+            },
+        )
         assert sub_id is not None  # a definition was found under it
         self.expand(definition.nodes, inner_prefix, stack + (sub_id,))
 
@@ -162,14 +212,24 @@ class _Flattener:
                         if target_input in nested.targets:
                             nested.inputs[target_input] = value
                         else:
-                            self.issues.append(Issue(
-                                node=instance_id, field=name, code=IssueCode.UNKNOWN_INPUT,
-                                message=f"subgraph input {name!r} targets {target_id!r}, whose subgraph has no "
-                                        f"input {target_input!r}"))
+                            self.issues.append(
+                                Issue(
+                                    node=instance_id,
+                                    field=name,
+                                    code=IssueCode.UNKNOWN_INPUT,
+                                    message=f"subgraph input {name!r} targets {target_id!r}, whose subgraph has no "
+                                    f"input {target_input!r}",
+                                )
+                            )
                     elif target_id not in self.broken:
-                        self.issues.append(Issue(
-                            node=instance_id, field=name, code=IssueCode.MISSING_NODE,
-                            message=f"subgraph input {name!r} targets missing inner node {target_id!r}"))
+                        self.issues.append(
+                            Issue(
+                                node=instance_id,
+                                field=name,
+                                code=IssueCode.MISSING_NODE,
+                                message=f"subgraph input {name!r} targets missing inner node {target_id!r}",
+                            )
+                        )
 
     def rewire_links(self) -> None:
         """Point every flat node's links at the nodes that produce the values (through instance outputs and
@@ -193,20 +253,24 @@ class _Flattener:
             if link.node in self.instances:
                 mapped = self.instances[link.node].outputs.get(link.output)
                 if mapped is None:
-                    return link, Issue(code=IssueCode.MISSING_OUTPUT,
-                                       message=f"subgraph node {link.node!r} has no output {link.output!r}")
+                    return link, Issue(
+                        code=IssueCode.MISSING_OUTPUT,
+                        message=f"subgraph node {link.node!r} has no output {link.output!r}",
+                    )
             elif link.node in self.bypassed:
                 passed = self.bypassed[link.node]
                 if link.output not in passed:
-                    return link, Issue(code=IssueCode.MISSING_OUTPUT,
-                                       message=f"{link.node!r} has no output {link.output!r}")
+                    return link, Issue(
+                        code=IssueCode.MISSING_OUTPUT, message=f"{link.node!r} has no output {link.output!r}"
+                    )
                 mapped = passed[link.output]
                 if mapped is None:
                     return link, Issue(
                         code=IssueCode.BYPASSED_INPUT,
                         message=f"{link.node!r} is bypassed and has no wired input of the type of its output "
-                                f"{link.output!r} to pass on",
-                        hint=f"wire one into {link.node!r} ({self.types[link.node]}) or stop bypassing it")
+                        f"{link.output!r} to pass on",
+                        hint=f"wire one into {link.node!r} ({self.types[link.node]}) or stop bypassing it",
+                    )
             else:
                 return link, None
             link = mapped

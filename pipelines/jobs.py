@@ -22,6 +22,7 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,15 @@ class RunRequest(BaseModel):
         """Validate (raises WorkflowInvalid, leaving no row behind), then record the run as queued on `device`."""
         plan = self.plan()
         record = storage.create_run(
-            workflow=canonical_json(self.workflow), overrides=self.overrides, device=device,
-            workflow_id=self.workflow_id, workflow_version=self.workflow_version,
-            target_node=self.target, batch_id=self.batch_id, batch_index=self.batch_index)
+            workflow=canonical_json(self.workflow),
+            overrides=self.overrides,
+            device=device,
+            workflow_id=self.workflow_id,
+            workflow_version=self.workflow_version,
+            target_node=self.target,
+            batch_id=self.batch_id,
+            batch_index=self.batch_index,
+        )
         return plan, record
 
 
@@ -95,12 +102,16 @@ class EventLog:
             self._events.append(event)
             self._changed.notify_all()
 
+    def _has_events_after(self, index: int) -> bool:
+        return index < len(self._events)
+
     def follow(self, timeout: float | None = None) -> Iterator[RunEvent]:
         index = 0
         while True:
             with self._changed:
                 if index >= len(self._events) and not self._changed.wait_for(
-                        lambda: index < len(self._events), timeout):
+                    partial(self._has_events_after, index), timeout
+                ):
                     return
                 batch = self._events[index:]
             index += len(batch)
@@ -182,8 +193,9 @@ class JobWorker:
     """Executes the runs of one device in queue order (submission order unless moved), on its own thread, with
     a persistent cache."""
 
-    def __init__(self, storage: Storage, device: str, *, cache_budget_bytes: int = 2 * 1024**3,
-                 paused: bool = False) -> None:
+    def __init__(
+        self, storage: Storage, device: str, *, cache_budget_bytes: int = 2 * 1024**3, paused: bool = False
+    ) -> None:
         self.storage = storage
         self.device = device
         self.executor = Executor(device=device, cache=OutputCache(cache_budget_bytes))
@@ -234,10 +246,15 @@ class JobWorker:
     def queue(self) -> list[QueueEntry]:
         """The running run (if any), then the waiting runs in the order they will start."""
         with self._queue_changed:
-            running = [QueueEntry(self._running.handle.run_id, self.device, running=True, position=0)
-                       ] if self._running is not None else []
-            return running + [QueueEntry(job.handle.run_id, self.device, running=False, position=index)
-                              for index, job in enumerate(self._waiting)]
+            running = (
+                [QueueEntry(self._running.handle.run_id, self.device, running=True, position=0)]
+                if self._running is not None
+                else []
+            )
+            return running + [
+                QueueEntry(job.handle.run_id, self.device, running=False, position=index)
+                for index, job in enumerate(self._waiting)
+            ]
 
     def move(self, run_id: str, position: int) -> bool:
         """Put a waiting run at `position` of the queue (0: next to start; clamped to the queue's ends). False
@@ -279,7 +296,7 @@ class JobWorker:
     def _forget_finished(self) -> None:
         with self._handles_lock:
             finished = [run_id for run_id, handle in self._handles.items() if handle.done]
-            for run_id in finished[:max(0, len(finished) - FINISHED_HANDLES_KEPT)]:
+            for run_id in finished[: max(0, len(finished) - FINISHED_HANDLES_KEPT)]:
                 del self._handles[run_id]
 
     def shutdown(self, timeout: float | None = None) -> None:
@@ -329,14 +346,24 @@ class JobWorker:
         effective = canonical_json(substitute_overrides(request.workflow, request.overrides))
 
         def png_text(records: dict[str, dict[str, Any]]) -> dict[str, str]:
-            run_record = {"run_id": run_id, "overrides": request.overrides, "seeds": records.get("seeds", {}),
-                          "model_hashes": records.get(MODEL_HASHES, {}), "environment": env}
+            run_record = {
+                "run_id": run_id,
+                "overrides": request.overrides,
+                "seeds": records.get("seeds", {}),
+                "model_hashes": records.get(MODEL_HASHES, {}),
+                "environment": env,
+            }
             return {PNG_WORKFLOW_KEY: effective, PNG_RUN_KEY: json.dumps(run_record, sort_keys=True, default=str)}
 
         try:
             result = self.executor.execute(
-                job.plan, run_id=run_id, sinks=[lambda e: self._emit(job, e)], cancel=job.handle.cancel_token,
-                png_text=png_text, file_roots=request.file_roots)
+                job.plan,
+                run_id=run_id,
+                sinks=[lambda e: self._emit(job, e)],
+                cancel=job.handle.cancel_token,
+                png_text=png_text,
+                file_roots=request.file_roots,
+            )
         except RunCancelled:
             return self._cancelled(job)
         except NodeFailed as failure:
@@ -349,14 +376,36 @@ class JobWorker:
         artifacts = []
         for item in result.output_items:
             stored = self.storage.artifacts.put_bytes(item.data, item.suffix)
-            artifacts.append(NewArtifact(node_id=item.node_id, kind=item.kind, path=stored.path,
-                                         sha256=stored.sha256, size=stored.size, meta=item.meta))
-        self.storage.finish_run(run_id, RunStatus.SUCCEEDED, node_timings=result.timings, seeds=result.seeds,
-                                model_hashes=result.model_hashes, artifacts=artifacts)
+            artifacts.append(
+                NewArtifact(
+                    node_id=item.node_id,
+                    kind=item.kind,
+                    path=stored.path,
+                    sha256=stored.sha256,
+                    size=stored.size,
+                    meta=item.meta,
+                )
+            )
+        self.storage.finish_run(
+            run_id,
+            RunStatus.SUCCEEDED,
+            node_timings=result.timings,
+            seeds=result.seeds,
+            model_hashes=result.model_hashes,
+            artifacts=artifacts,
+        )
         records = self.storage.list_artifacts(run_id)
-        self._emit(job, RunEvent("run_finished", run_id, data={
-            "seconds": sum(result.timings.values()),
-            "artifacts": [{"id": a.id, "node": a.node_id, "kind": a.kind, "path": a.path} for a in records]}))
+        self._emit(
+            job,
+            RunEvent(
+                "run_finished",
+                run_id,
+                data={
+                    "seconds": sum(result.timings.values()),
+                    "artifacts": [{"id": a.id, "node": a.node_id, "kind": a.kind, "path": a.path} for a in records],
+                },
+            ),
+        )
         return RunOutcome(run_id, RunStatus.SUCCEEDED, None, records, result.timings, result.executed, result.cached)
 
     def _cancelled(self, job: _Job) -> RunOutcome:
@@ -392,8 +441,9 @@ class WorkerPool:
         resolved = resolve_device(device)
         with self._lock:
             if resolved not in self._workers:
-                self._workers[resolved] = JobWorker(self.storage, resolved, cache_budget_bytes=self.cache_budget_bytes,
-                                                    paused=self._paused)
+                self._workers[resolved] = JobWorker(
+                    self.storage, resolved, cache_budget_bytes=self.cache_budget_bytes, paused=self._paused
+                )
             return self._workers[resolved]
 
     def submit(self, request: RunRequest) -> RunHandle:
@@ -452,9 +502,14 @@ class WorkerPool:
         rows: dict[tuple[str, str], LoadedModel] = {}
         for described in loader.MANAGER.loaded():
             rows[(described["source"], described["sha256"])] = LoadedModel(
-                source=described["source"], family=described["family"], dtype=described["dtype"],
-                device=described["device"], nbytes=described["bytes"], sha256=described["sha256"],
-                held_by=[MODEL_MANAGER])
+                source=described["source"],
+                family=described["family"],
+                dtype=described["dtype"],
+                device=described["device"],
+                nbytes=described["bytes"],
+                sha256=described["sha256"],
+                held_by=[MODEL_MANAGER],
+            )
         for worker in self.workers():
             holder = f"{worker.device} run cache"
             for _, entry in worker.executor.cache.entries():
@@ -464,9 +519,14 @@ class WorkerPool:
                         model = entry.outputs.get("model")
                         described = model.describe() if callable(getattr(model, "describe", None)) else {}
                         row = rows[(source, sha256)] = LoadedModel(
-                            source=source, family=str(described.get("family", "?")),
-                            dtype=str(described.get("dtype", "?")), device=str(described.get("device", worker.device)),
-                            nbytes=entry.nbytes, sha256=sha256, held_by=[])
+                            source=source,
+                            family=str(described.get("family", "?")),
+                            dtype=str(described.get("dtype", "?")),
+                            device=str(described.get("device", worker.device)),
+                            nbytes=entry.nbytes,
+                            sha256=sha256,
+                            held_by=[],
+                        )
                     if holder not in row.held_by:
                         row.held_by.append(holder)
         return list(rows.values())
@@ -479,8 +539,11 @@ class WorkerPool:
         before = {(row.source, row.sha256) for row in self.loaded_models() if source is None or row.source == source}
         loader.MANAGER.free(source)
         for worker in self.workers():
-            keys = [key for key, entry in worker.executor.cache.entries()
-                    if entry.records.get(MODEL_HASHES) and (source is None or source in entry.records[MODEL_HASHES])]
+            keys = [
+                key
+                for key, entry in worker.executor.cache.entries()
+                if entry.records.get(MODEL_HASHES) and (source is None or source in entry.records[MODEL_HASHES])
+            ]
             worker.executor.cache.drop(keys)
         gc.collect()  # pipelines hold reference cycles (hooks, modules): collect now, not at some later allocation
         return len(before)

@@ -14,8 +14,9 @@ from pipelines.issues import Issue, IssueCode
 from pipelines.workflow import Workflow, resolve_field
 
 
-def apply_overrides(workflow: Workflow, flat: dict[str, FlatNode], overrides: dict[str, Any],
-                    bypassed: set[str] = frozenset()) -> list[Issue]:
+def apply_overrides(
+    workflow: Workflow, flat: dict[str, FlatNode], overrides: dict[str, Any], bypassed: set[str] = frozenset()
+) -> list[Issue]:
     """Set each `label` or `node.param` override on the flat nodes, coerced to the param's type when possible
     (an override of a bypassed node's param is accepted and changes nothing)."""
     issues = []
@@ -27,17 +28,24 @@ def apply_overrides(workflow: Workflow, flat: dict[str, FlatNode], overrides: di
             issues.append(Issue(field=name, code=IssueCode.UNKNOWN_FIELD, message=str(error.args[0])))
             continue
         if (node_id, param) in named:
-            issues.append(Issue(node=node_id, field=param, code=IssueCode.DUPLICATE_FIELD,
-                                message=f"{name!r} and {named[node_id, param]!r} both set {node_id}.{param}",
-                                hint="set or sweep each field under one name"))
+            issues.append(
+                Issue(
+                    node=node_id,
+                    field=param,
+                    code=IssueCode.DUPLICATE_FIELD,
+                    message=f"{name!r} and {named[node_id, param]!r} both set {node_id}.{param}",
+                    hint="set or sweep each field under one name",
+                )
+            )
             continue
         named[node_id, param] = name
         node = flat.get(node_id)
         if node_id in bypassed:
             continue
         if node is None:
-            issues.append(Issue(node=node_id, field=param, code=IssueCode.UNKNOWN_FIELD,
-                                message=f"{name!r}: no node {node_id!r}"))
+            issues.append(
+                Issue(node=node_id, field=param, code=IssueCode.UNKNOWN_FIELD, message=f"{name!r}: no node {node_id!r}")
+            )
             continue
         node.params[param] = coerce_param(node.type, param, raw)
         node.inputs.pop(param, None)  # an override replaces a wire into that param

@@ -26,8 +26,13 @@ class Plan:
     consumers: dict[str, int] = field(default_factory=dict)  # how many later nodes read each node's outputs
 
 
-def build_plan(workflow: Workflow, overrides: dict[str, Any] | None = None, *, target: str | None = None,
-               file_roots: tuple[Path, ...] | None = None) -> Plan:
+def build_plan(
+    workflow: Workflow,
+    overrides: dict[str, Any] | None = None,
+    *,
+    target: str | None = None,
+    file_roots: tuple[Path, ...] | None = None,
+) -> Plan:
     """Flatten, override, validate (raises WorkflowInvalid with every issue), prune to the ancestors of the
     outputs (or of `target`) and order.
 
@@ -45,4 +50,6 @@ def build_plan(workflow: Workflow, overrides: dict[str, Any] | None = None, *, t
     # Output nodes go last where links allow, so the files they write carry the whole run's record (every seed).
     order = list(nx.lexicographical_topological_sort(graph, key=lambda nid: (planned[nid].cls.output_node, nid)))
     consumers = {nid: graph.out_degree(nid) for nid in keep}
-    return Plan(nodes=[planned[nid] for nid in order], output_nodes=[s for s in order if s in sinks], consumers=consumers)
+    return Plan(
+        nodes=[planned[nid] for nid in order], output_nodes=[s for s in order if s in sinks], consumers=consumers
+    )

@@ -70,8 +70,9 @@ class ModelWorker:
         # FLOWCANVAS_HOME, FLOWCANVAS_DATABASE_URL and FLOWCANVAS_ARTIFACTS come from the driver (runtime_env).
         self.storage = open_storage()
         self.worker = JobWorker(self.storage, resolve_device(device), cache_budget_bytes=cache_budget_bytes)
-        self.info = WorkerInfo(pid=os.getpid(), host=socket.gethostname(), device=self.worker.device,
-                               threads=torch.get_num_threads())
+        self.info = WorkerInfo(
+            pid=os.getpid(), host=socket.gethostname(), device=self.worker.device, threads=torch.get_num_threads()
+        )
         self._handles: dict[str, RunHandle] = {}
         self._cancelled: set[str] = set()
         self._lock = threading.Lock()
@@ -236,8 +237,9 @@ class _JobQueue:
             return left
 
 
-def worker_layout(resources: dict[str, float], device: str, options: RayOptions,
-                  threads: int) -> tuple[str, float, int]:
+def worker_layout(
+    resources: dict[str, float], device: str, options: RayOptions, threads: int
+) -> tuple[str, float, int]:
     """(device type, GPUs per actor, number of actors) for a cluster with these total resources, each CPU actor
     running `threads` torch threads."""
     if device not in ("auto", "cpu", "cuda"):
@@ -257,8 +259,9 @@ def worker_layout(resources: dict[str, float], device: str, options: RayOptions,
         device_type = "cuda"
     else:
         if device == "cuda":
-            raise ValueError("--device cuda, but the Ray workers get no GPU "
-                             f"(the cluster has {gpus:g}; give --gpus-per-worker N)")
+            raise ValueError(
+                f"--device cuda, but the Ray workers get no GPU (the cluster has {gpus:g}; give --gpus-per-worker N)"
+            )
         count = options.workers or max(1, int(cpus) // threads)
         device_type = "cpu"
     if count > cpus:  # every actor reserves one CPU
@@ -270,20 +273,28 @@ def worker_environment(storage: Storage) -> dict[str, str]:
     """The driver's FlowCanvas settings for the actors: the same database, artifact folder and data folder, and
     the repository on the import path (a working_dir shipped to a joined cluster comes first)."""
     env = {name: value for name, value in os.environ.items() if name.startswith("FLOWCANVAS_")}
-    env.update({
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        "FLOWCANVAS_HOME": str(storage.home),
-        "FLOWCANVAS_DATABASE_URL": storage.engine.url.render_as_string(hide_password=False),
-        "FLOWCANVAS_ARTIFACTS": str(storage.artifacts.root),
-    })
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+            "FLOWCANVAS_HOME": str(storage.home),
+            "FLOWCANVAS_DATABASE_URL": storage.engine.url.render_as_string(hide_password=False),
+            "FLOWCANVAS_ARTIFACTS": str(storage.artifacts.root),
+        }
+    )
     return env
 
 
 class RayExecutor:
     """Runs submitted jobs on Ray actors; the same `submit`/handle interface as the local WorkerPool."""
 
-    def __init__(self, storage: Storage, options: RayOptions | None = None, *, device: str = "auto",
-                 cache_budget_bytes: int = 2 * 1024**3) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        options: RayOptions | None = None,
+        *,
+        device: str = "auto",
+        cache_budget_bytes: int = 2 * 1024**3,
+    ) -> None:
         self.storage = storage
         self.options = options or RayOptions()
         self.requested_device = device
@@ -315,25 +326,37 @@ class RayExecutor:
                 # Joining a running cluster: ship the code to its nodes (a local instance runs it from here).
                 runtime_env = {"working_dir": str(REPO_ROOT), "excludes": SHIPPED_EXCLUDES} if joining else None
                 try:
-                    ray.init(address=self.options.address, runtime_env=runtime_env, include_dashboard=False,
-                             log_to_driver=False)
+                    ray.init(
+                        address=self.options.address,
+                        runtime_env=runtime_env,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                    )
                 except ConnectionError as error:
                     raise ValueError(f"cannot reach the Ray cluster at {joining}: {_first_line(error)}") from None
                 self._owns_ray = True
             self.threads = self.options.threads_per_worker or torch.get_num_threads()
-            self.device, gpus, count = worker_layout(ray.cluster_resources(), self.requested_device, self.options,
-                                                     self.threads)
+            self.device, gpus, count = worker_layout(
+                ray.cluster_resources(), self.requested_device, self.options, self.threads
+            )
             if self.storage.engine.dialect.name == "sqlite" and len(ray.nodes()) > 1:
-                log.warning("the Ray cluster has several nodes but the database is SQLite: only workers on this "
-                            "machine can reach it; set FLOWCANVAS_DATABASE_URL to a PostgreSQL database")
+                log.warning(
+                    "the Ray cluster has several nodes but the database is SQLite: only workers on this "
+                    "machine can reach it; set FLOWCANVAS_DATABASE_URL to a PostgreSQL database"
+                )
             actor_class = ray.remote(ModelWorker).options(
-                num_cpus=1, num_gpus=gpus, max_concurrency=2, max_restarts=self.options.max_attempts,
-                runtime_env={"env_vars": worker_environment(self.storage)})
+                num_cpus=1,
+                num_gpus=gpus,
+                max_concurrency=2,
+                max_restarts=self.options.max_attempts,
+                runtime_env={"env_vars": worker_environment(self.storage)},
+            )
             for index in range(count):
                 slot = _Slot(index, actor_class.remote(self.device, self.threads, self.cache_budget_bytes))
                 self._queue.open_slot(index)
-                slot.thread = threading.Thread(target=self._serve, args=(slot,), name=f"flowcanvas-ray-{index}",
-                                               daemon=True)
+                slot.thread = threading.Thread(
+                    target=self._serve, args=(slot,), name=f"flowcanvas-ray-{index}", daemon=True
+                )
                 self._slots.append(slot)
             for slot in self._slots:
                 assert slot.thread is not None
@@ -416,8 +439,10 @@ class RayExecutor:
                     break
                 time.sleep(READY_POLL_SECONDS)
             except GetTimeoutError:
-                reason = (f"did not start within {self.options.start_timeout_s:g} s "
-                          "(is a CPU/GPU free for it in the cluster?)")
+                reason = (
+                    f"did not start within {self.options.start_timeout_s:g} s "
+                    "(is a CPU/GPU free for it in the cluster?)"
+                )
                 break
             except RayActorError as error:
                 reason = f"is gone: {_first_line(error)}"
@@ -516,7 +541,8 @@ class RayExecutor:
         artifacts = self.storage.list_artifacts(record.id)
         if not any(event.kind in TERMINAL_EVENTS for event in job.events.snapshot()):
             kind = {RunStatus.SUCCEEDED: "run_finished", RunStatus.CANCELLED: "run_cancelled"}.get(
-                record.status, "run_failed")
+                record.status, "run_failed"
+            )
             self._emit(job, RunEvent(kind, record.id, data={"error": record.error} if record.error else {}))
         job.handle.finish(RunOutcome(record.id, record.status, record.error, artifacts, dict(record.node_timings)))
 

@@ -15,8 +15,8 @@ from typing import Any
 import networkx as nx
 from pydantic import ValidationError
 
-from nodes.files import confined_path, model_source_allowed, refusal
 from nodes.catalogue import all_node_classes, get_node_class
+from nodes.files import confined_path, model_source_allowed, refusal
 from nodes.registry import Node, param_choices, param_socket_type
 from nodes.types import can_connect
 from pipelines.flatten import FlatNode, flatten
@@ -25,8 +25,17 @@ from pipelines.overrides import apply_overrides
 from pipelines.workflow import Link, Workflow
 
 # pydantic error types, by the issue code they are reported under
-_BOUNDS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_long", "too_short",
-           "string_too_long", "string_too_short", "multiple_of"}
+_BOUNDS = {
+    "greater_than",
+    "greater_than_equal",
+    "less_than",
+    "less_than_equal",
+    "too_long",
+    "too_short",
+    "string_too_long",
+    "string_too_short",
+    "multiple_of",
+}
 _CHOICES = {"literal_error", "enum"}
 
 
@@ -51,28 +60,50 @@ class Checked:
     graph: nx.DiGraph
 
 
-def validate_workflow(workflow: Workflow, overrides: dict[str, Any] | None = None, *, target: str | None = None,
-                      file_roots: tuple[Path, ...] | None = None) -> list[Issue]:
+def validate_workflow(
+    workflow: Workflow,
+    overrides: dict[str, Any] | None = None,
+    *,
+    target: str | None = None,
+    file_roots: tuple[Path, ...] | None = None,
+) -> list[Issue]:
     """Every issue with the workflow (and the overrides), without planning."""
     return check_workflow(workflow, overrides, target=target, file_roots=file_roots).issues
 
 
-def check_workflow(workflow: Workflow, overrides: dict[str, Any] | None = None, *, target: str | None = None,
-                   file_roots: tuple[Path, ...] | None = None) -> Checked:
+def check_workflow(
+    workflow: Workflow,
+    overrides: dict[str, Any] | None = None,
+    *,
+    target: str | None = None,
+    file_roots: tuple[Path, ...] | None = None,
+) -> Checked:
     """Flatten, override and validate. `target`: the node a "run up to here" stops at, which must exist.
     `file_roots`: confine the run (browser and API submissions) to reading inside these folders (nodes.files)."""
     flattened = flatten(workflow)
     issues = list(flattened.issues)
     if overrides:
         issues.extend(apply_overrides(workflow, flattened.nodes, overrides, flattened.bypassed))
-    checked = validate_flat(workflow, flattened.nodes, target=target, reported=flattened.reported,
-                            bypassed=flattened.bypassed, file_roots=file_roots)
+    checked = validate_flat(
+        workflow,
+        flattened.nodes,
+        target=target,
+        reported=flattened.reported,
+        bypassed=flattened.bypassed,
+        file_roots=file_roots,
+    )
     return Checked(issues + checked.issues, checked.nodes, checked.graph)
 
 
-def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *, target: str | None = None,
-                  reported: set[tuple[str, str]] = frozenset(), bypassed: set[str] = frozenset(),
-                  file_roots: tuple[Path, ...] | None = None) -> Checked:
+def validate_flat(
+    workflow: Workflow,
+    flat: dict[str, FlatNode],
+    *,
+    target: str | None = None,
+    reported: set[tuple[str, str]] = frozenset(),
+    bypassed: set[str] = frozenset(),
+    file_roots: tuple[Path, ...] | None = None,
+) -> Checked:
     """Check every node, link and exposed field (and, for a run confined to `file_roots`, every path and model
     source a param names). `reported`: links whose problem flattening already reported."""
     issues: list[Issue] = []
@@ -85,8 +116,13 @@ def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *, target: str 
     graph = _link_graph(flat)
     issues.extend(_check_cycles(graph))
     if not any(c is not None and c.output_node for c in classes.values()):
-        issues.append(Issue(code=IssueCode.NO_OUTPUT, message="the workflow has no output node",
-                            hint="add a Save Image or Preview Image node"))
+        issues.append(
+            Issue(
+                code=IssueCode.NO_OUTPUT,
+                message="the workflow has no output node",
+                hint="add a Save Image or Preview Image node",
+            )
+        )
     if target is not None and target not in flat:
         why = "it is bypassed" if target in bypassed else "no such node"
         issues.append(Issue(node=target, code=IssueCode.UNKNOWN_TARGET, message=f"cannot run up to {target!r}: {why}"))
@@ -94,17 +130,28 @@ def validate_flat(workflow: Workflow, flat: dict[str, FlatNode], *, target: str 
     return Checked(issues, planned, graph)
 
 
-def _check_node(node: FlatNode, classes: dict[str, type[Node] | None], flat: dict[str, FlatNode],
-                reported: set[tuple[str, str]], file_roots: tuple[Path, ...] | None,
-                issues: list[Issue]) -> PlanNode | None:
+def _check_node(
+    node: FlatNode,
+    classes: dict[str, type[Node] | None],
+    flat: dict[str, FlatNode],
+    reported: set[tuple[str, str]],
+    file_roots: tuple[Path, ...] | None,
+    issues: list[Issue],
+) -> PlanNode | None:
     """One node's type, params and links; its PlanNode, or None when its type or version rules it out."""
     node_id = node.id
     cls = classes[node_id]
     if cls is None:
         close = difflib.get_close_matches(node.type, [c.type for c in all_node_classes()], n=3)
-        issues.append(Issue(node=node_id, field="type", code=IssueCode.UNKNOWN_TYPE,
-                            message=f"unknown node type {node.type!r}",
-                            hint=f"did you mean {', '.join(close)}?" if close else "see `python run.py nodes`"))
+        issues.append(
+            Issue(
+                node=node_id,
+                field="type",
+                code=IssueCode.UNKNOWN_TYPE,
+                message=f"unknown node type {node.type!r}",
+                hint=f"did you mean {', '.join(close)}?" if close else "see `python run.py nodes`",
+            )
+        )
         return None
     params = _upgrade_params(cls, node, issues)
     if params is None:
@@ -118,21 +165,39 @@ def _check_node(node: FlatNode, classes: dict[str, type[Node] | None], flat: dic
         if name in input_specs:
             spec = input_specs[name]
             if isinstance(value, list) and not spec.multi:
-                issues.append(Issue(node=node_id, field=name, code=IssueCode.MULTIPLE_LINKS,
-                                    message=f"input {name!r} takes one link, not a list of {len(value)}"))
+                issues.append(
+                    Issue(
+                        node=node_id,
+                        field=name,
+                        code=IssueCode.MULTIPLE_LINKS,
+                        message=f"input {name!r} takes one link, not a list of {len(value)}",
+                    )
+                )
                 continue
             expected = spec.type
             inputs[name] = value
         elif name in fields and (expected := param_socket_type(fields[name])) is not None:
             if isinstance(value, list):
-                issues.append(Issue(node=node_id, field=name, code=IssueCode.MULTIPLE_LINKS,
-                                    message=f"param {name!r} can be fed by one link, got {len(value)}"))
+                issues.append(
+                    Issue(
+                        node=node_id,
+                        field=name,
+                        code=IssueCode.MULTIPLE_LINKS,
+                        message=f"param {name!r} can be fed by one link, got {len(value)}",
+                    )
+                )
                 continue
             wired[name] = value
         else:
-            issues.append(Issue(node=node_id, field=name, code=IssueCode.UNKNOWN_INPUT,
-                                message=f"{cls.type} has no input {name!r}",
-                                hint=f"inputs: {', '.join(input_specs) or 'none'}"))
+            issues.append(
+                Issue(
+                    node=node_id,
+                    field=name,
+                    code=IssueCode.UNKNOWN_INPUT,
+                    message=f"{cls.type} has no input {name!r}",
+                    hint=f"inputs: {', '.join(input_specs) or 'none'}",
+                )
+            )
             continue
         if (node_id, name) in reported:
             continue
@@ -140,10 +205,19 @@ def _check_node(node: FlatNode, classes: dict[str, type[Node] | None], flat: dic
             issues.extend(_check_link(node_id, name, link, expected, flat, classes))
     for spec in cls.inputs:
         if not spec.optional and node.inputs.get(spec.name) in (None, []) and (node_id, spec.name) not in reported:
-            issues.append(Issue(node=node_id, field=spec.name, code=IssueCode.MISSING_INPUT,
-                                message=f"required input {spec.name!r} ({spec.type}) is not connected"))
-    constants = {name: value for name, link in wired.items()
-                 if (value := _constant_value(flat.get(link.node), classes.get(link.node))) is not _UNKNOWN}
+            issues.append(
+                Issue(
+                    node=node_id,
+                    field=spec.name,
+                    code=IssueCode.MISSING_INPUT,
+                    message=f"required input {spec.name!r} ({spec.type}) is not connected",
+                )
+            )
+    constants = {
+        name: value
+        for name, link in wired.items()
+        if (value := _constant_value(flat.get(link.node), classes.get(link.node))) is not _UNKNOWN
+    }
     issues.extend(_check_params(node_id, cls, params, wired, constants))
     if file_roots is not None:
         issues.extend(_check_reads(node_id, cls, params, wired, constants, file_roots))
@@ -156,46 +230,82 @@ def _check_cycles(graph: nx.DiGraph) -> list[Issue]:
     for component in cyclic:
         if len(component) > 1 or any(graph.has_edge(n, n) for n in component):
             members = sorted(component)
-            issues.append(Issue(node=members[0], code=IssueCode.CYCLE,
-                                message=f"these nodes form a cycle: {' → '.join(members)}",
-                                hint="remove one of the links between them"))
+            issues.append(
+                Issue(
+                    node=members[0],
+                    code=IssueCode.CYCLE,
+                    message=f"these nodes form a cycle: {' → '.join(members)}",
+                    hint="remove one of the links between them",
+                )
+            )
     return issues
 
 
 def _upgrade_params(cls: type[Node], node: FlatNode, issues: list[Issue]) -> dict[str, Any] | None:
     params = dict(node.params)
     if node.type_version > cls.version:
-        issues.append(Issue(node=node.id, field="type_version", code=IssueCode.UNSUPPORTED_TYPE_VERSION,
-                            message=f"{cls.type} version {node.type_version} is newer than this FlowCanvas knows ({cls.version})",
-                            hint="upgrade FlowCanvas"))
+        issues.append(
+            Issue(
+                node=node.id,
+                field="type_version",
+                code=IssueCode.UNSUPPORTED_TYPE_VERSION,
+                message=f"{cls.type} version {node.type_version} is newer than this FlowCanvas knows ({cls.version})",
+                hint="upgrade FlowCanvas",
+            )
+        )
         return None
     for version in range(node.type_version, cls.version):
         upgrade = cls.upgrades.get(version)
         if upgrade is None:
-            issues.append(Issue(node=node.id, field="type_version", code=IssueCode.UNSUPPORTED_TYPE_VERSION,
-                                message=f"{cls.type} params saved by version {version} cannot be upgraded to {cls.version}"))
+            issues.append(
+                Issue(
+                    node=node.id,
+                    field="type_version",
+                    code=IssueCode.UNSUPPORTED_TYPE_VERSION,
+                    message=f"{cls.type} params saved by version {version} cannot be upgraded to {cls.version}",
+                )
+            )
             return None
         params = upgrade(params)
     return params
 
 
-def _check_link(node_id: str, name: str, link: Link, expected: Any, flat: dict[str, FlatNode],
-                classes: dict[str, type[Node] | None]) -> list[Issue]:
+def _check_link(
+    node_id: str, name: str, link: Link, expected: Any, flat: dict[str, FlatNode], classes: dict[str, type[Node] | None]
+) -> list[Issue]:
     if link.node not in flat:
-        return [Issue(node=node_id, field=name, code=IssueCode.MISSING_NODE,
-                      message=f"input {name!r} is linked to node {link.node!r}, which does not exist")]
+        return [
+            Issue(
+                node=node_id,
+                field=name,
+                code=IssueCode.MISSING_NODE,
+                message=f"input {name!r} is linked to node {link.node!r}, which does not exist",
+            )
+        ]
     source_cls = classes.get(link.node)
     if source_cls is None:
         return []  # the unknown type is reported on the source node itself
     outputs = {o.name: o for o in source_cls.outputs}
     if link.output not in outputs:
-        return [Issue(node=node_id, field=name, code=IssueCode.MISSING_OUTPUT,
-                      message=f"{source_cls.type} node {link.node!r} has no output {link.output!r}",
-                      hint=f"outputs: {', '.join(outputs) or 'none'}")]
+        return [
+            Issue(
+                node=node_id,
+                field=name,
+                code=IssueCode.MISSING_OUTPUT,
+                message=f"{source_cls.type} node {link.node!r} has no output {link.output!r}",
+                hint=f"outputs: {', '.join(outputs) or 'none'}",
+            )
+        ]
     produced = outputs[link.output].type
     if not can_connect(produced, expected):
-        return [Issue(node=node_id, field=name, code=IssueCode.TYPE_MISMATCH,
-                      message=f"input {name!r} expects {expected}, but {link.node}.{link.output} gives {produced}")]
+        return [
+            Issue(
+                node=node_id,
+                field=name,
+                code=IssueCode.TYPE_MISMATCH,
+                message=f"input {name!r} expects {expected}, but {link.node}.{link.output} gives {produced}",
+            )
+        ]
     return []
 
 
@@ -212,8 +322,9 @@ def _constant_value(source: FlatNode | None, cls: type[Node] | None) -> Any:
     return _UNKNOWN if info is None or info.is_required() else info.get_default(call_default_factory=True)
 
 
-def _check_params(node_id: str, cls: type[Node], params: dict[str, Any], wired: dict[str, Link],
-                  constants: dict[str, Any]) -> list[Issue]:
+def _check_params(
+    node_id: str, cls: type[Node], params: dict[str, Any], wired: dict[str, Link], constants: dict[str, Any]
+) -> list[Issue]:
     """Check literal params, and wired params whose value is a primitive's constant, against the spec."""
     issues = []
     values = {k: v for k, v in params.items() if k not in wired} | constants
@@ -238,7 +349,11 @@ def _check_params(node_id: str, cls: type[Node], params: dict[str, Any], wired: 
             info = cls.Params.model_fields.get(field_name or "")
             if code == IssueCode.UNKNOWN_PARAM:
                 close = difflib.get_close_matches(field_name or "", list(cls.Params.model_fields), n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"params: {', '.join(cls.Params.model_fields) or 'none'}"
+                hint = (
+                    f"did you mean {close[0]!r}?"
+                    if close
+                    else f"params: {', '.join(cls.Params.model_fields) or 'none'}"
+                )
             elif info is not None and (choices := param_choices(info)) is not None:
                 hint = "one of: " + ", ".join(map(str, choices))
             else:
@@ -249,12 +364,20 @@ def _check_params(node_id: str, cls: type[Node], params: dict[str, Any], wired: 
             issues.append(Issue(node=node_id, field=field_name, code=code, message=f"{item['msg']}{got}", hint=hint))
         return issues
     if set(wired) <= set(constants):
-        issues.extend(Issue(node=node_id, field=f, code=IssueCode.INVALID_PARAMS, message=m) for f, m in cls.check(validated))
+        issues.extend(
+            Issue(node=node_id, field=f, code=IssueCode.INVALID_PARAMS, message=m) for f, m in cls.check(validated)
+        )
     return issues
 
 
-def _check_reads(node_id: str, cls: type[Node], params: dict[str, Any], wired: dict[str, Link],
-                 constants: dict[str, Any], roots: tuple[Path, ...]) -> list[Issue]:
+def _check_reads(
+    node_id: str,
+    cls: type[Node],
+    params: dict[str, Any],
+    wired: dict[str, Link],
+    constants: dict[str, Any],
+    roots: tuple[Path, ...],
+) -> list[Issue]:
     """Refuse paths and model sources outside what a confined run may read, before anything reads them."""
     issues = []
     for name, info in cls.Params.model_fields.items():
@@ -263,31 +386,49 @@ def _check_reads(node_id: str, cls: type[Node], params: dict[str, Any], wired: d
         value = constants.get(name) if name in wired else params.get(name)
         if reads is None or not isinstance(value, str) or not value.strip():
             continue
-        allowed = (model_source_allowed(value, roots) if reads == "model"
-                   else confined_path(value, roots) is not None)
+        allowed = model_source_allowed(value, roots) if reads == "model" else confined_path(value, roots) is not None
         if not allowed:
             message, hint = refusal(value, reads)
             issues.append(Issue(node=node_id, field=name, code=IssueCode.NOT_ALLOWED, message=message, hint=hint))
     return issues
 
 
-def _check_exposed(workflow: Workflow, flat: dict[str, FlatNode], classes: dict[str, type[Node] | None],
-                   bypassed: set[str]) -> list[Issue]:
+def _check_exposed(
+    workflow: Workflow, flat: dict[str, FlatNode], classes: dict[str, type[Node] | None], bypassed: set[str]
+) -> list[Issue]:
     issues, labels = [], set()
     for exposed in workflow.exposed:
         if exposed.label in labels:
-            issues.append(Issue(node=exposed.node, field=exposed.param, code=IssueCode.DUPLICATE_LABEL,
-                                message=f"two exposed fields are labelled {exposed.label!r}"))
+            issues.append(
+                Issue(
+                    node=exposed.node,
+                    field=exposed.param,
+                    code=IssueCode.DUPLICATE_LABEL,
+                    message=f"two exposed fields are labelled {exposed.label!r}",
+                )
+            )
         labels.add(exposed.label)
         if exposed.node in bypassed:
             continue  # still addressable; it changes nothing while the node is bypassed
         cls = classes.get(exposed.node)
         if exposed.node not in flat:
-            issues.append(Issue(node=exposed.node, field=exposed.param, code=IssueCode.UNKNOWN_EXPOSED,
-                                message=f"exposed field {exposed.label!r} names missing node {exposed.node!r}"))
+            issues.append(
+                Issue(
+                    node=exposed.node,
+                    field=exposed.param,
+                    code=IssueCode.UNKNOWN_EXPOSED,
+                    message=f"exposed field {exposed.label!r} names missing node {exposed.node!r}",
+                )
+            )
         elif cls is not None and exposed.param not in cls.Params.model_fields:
-            issues.append(Issue(node=exposed.node, field=exposed.param, code=IssueCode.UNKNOWN_EXPOSED,
-                                message=f"exposed field {exposed.label!r}: {cls.type} has no param {exposed.param!r}"))
+            issues.append(
+                Issue(
+                    node=exposed.node,
+                    field=exposed.param,
+                    code=IssueCode.UNKNOWN_EXPOSED,
+                    message=f"exposed field {exposed.label!r}: {cls.type} has no param {exposed.param!r}",
+                )
+            )
     return issues
 
 

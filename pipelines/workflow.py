@@ -1,6 +1,6 @@
 """The workflow file: one format that the editor saves, the CLI runs, the HTTP API accepts and a PNG carries.
 
-Pydantic models for the document (design §2), loading from a file, dict, JSON text or PNG, the
+Pydantic models for the document (docs/architecture.md, "The workflow file"), loading from a file, dict, JSON text or PNG, the
 canonical serialisation (stable key order, 2-space indent) and addressing of exposed fields.
 """
 
@@ -11,7 +11,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, SerializerFunctionWrapHandler, ValidationError, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+)
 
 from pipelines.issues import Issue, IssueCode, WorkflowInvalid
 
@@ -180,7 +188,10 @@ def _foreign_hint(data: dict[str, Any]) -> str | None:
 
 def canonical_json(workflow: Workflow) -> str:
     """The saved form: stable key order, 2-space indent, trailing newline; equal workflows give equal text."""
-    return json.dumps(workflow.model_dump(mode="json", exclude_none=True), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    return (
+        json.dumps(workflow.model_dump(mode="json", exclude_none=True), sort_keys=True, indent=2, ensure_ascii=False)
+        + "\n"
+    )
 
 
 def workflow_from_json(text: str | bytes) -> Workflow:
@@ -242,7 +253,12 @@ def load_workflow(source: Workflow | dict[str, Any] | str | bytes | Path) -> Wor
         data = path.read_bytes()
     except OSError as error:
         raise WorkflowInvalid(
-            [Issue(code=IssueCode.UNREADABLE, message=f"cannot read workflow file {str(path)!r}: {error.strerror or error}")]
+            [
+                Issue(
+                    code=IssueCode.UNREADABLE,
+                    message=f"cannot read workflow file {str(path)!r}: {error.strerror or error}",
+                )
+            ]
         ) from None
     return workflow_from_png(data) if data.startswith(b"\x89PNG") else workflow_from_json(data)
 

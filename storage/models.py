@@ -79,9 +79,7 @@ class WorkflowVersion(Base):
     __table_args__ = (UniqueConstraint("workflow_id", "version"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    workflow_id: Mapped[str] = mapped_column(
-        String(32), ForeignKey("workflows.id", ondelete="CASCADE"), index=True
-    )
+    workflow_id: Mapped[str] = mapped_column(String(32), ForeignKey("workflows.id", ondelete="CASCADE"), index=True)
     version: Mapped[int] = mapped_column(Integer)
     document: Mapped[str] = mapped_column(Text)
     sha256: Mapped[str] = mapped_column(String(64))
@@ -123,9 +121,7 @@ class Run(Base):
     model_hashes: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     owner_pid: Mapped[int | None] = mapped_column(Integer)
     owner_host: Mapped[str | None] = mapped_column(String(255))
-    batch_id: Mapped[str | None] = mapped_column(
-        String(32), ForeignKey("batches.id", ondelete="SET NULL"), index=True
-    )
+    batch_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("batches.id", ondelete="SET NULL"), index=True)
     batch_index: Mapped[int | None] = mapped_column(Integer)
 
 

@@ -15,6 +15,16 @@ from pipelines.jobs import WorkerPool
 from storage import Storage, open_storage
 from tests.support_nodes import EXECUTIONS
 
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/e2e/ drive Chromium against a live app: marked `e2e`, so `-m "not e2e"` runs the fast
+    suites alone."""
+    for item in items:
+        if E2E_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

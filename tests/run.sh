@@ -37,4 +37,8 @@ as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
     -o "-h 127.0.0.1 -p $PG_PORT -k $PG_DIR -F" start >/dev/null
 export FLOWCANVAS_TEST_POSTGRES_URL="postgresql+psycopg://flowcanvas@127.0.0.1:$PG_PORT/postgres"
 
+# Lint and format first: a finding fails the run before the slow suites (rules and why: pyproject.toml).
+python -m ruff check .
+python -m ruff format --check .
+
 python -m pytest "$@"

@@ -18,8 +18,11 @@ from PIL import Image
 
 CHROMIUM = Path("/usr/bin/chromium")
 EDITOR = "document.querySelector('.fc-root').flowcanvas"
-STARTER = json.loads((Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json")
-                     .read_text(encoding="utf-8"))
+STARTER = json.loads(
+    (Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json").read_text(
+        encoding="utf-8"
+    )
+)
 RUN_TIMEOUT_MS = 180_000  # the first run loads the embedded model
 
 
@@ -77,8 +80,11 @@ def markdown(page: Any, element_id: str) -> str:
 
 
 def wait_for_text(page: Any, selector: str, text: str, timeout: float = RUN_TIMEOUT_MS) -> None:
-    page.wait_for_function("([selector, text]) => document.querySelector(selector)?.innerText.includes(text)",
-                           arg=[selector, text], timeout=timeout)
+    page.wait_for_function(
+        "([selector, text]) => document.querySelector(selector)?.innerText.includes(text)",
+        arg=[selector, text],
+        timeout=timeout,
+    )
 
 
 def pixels(path: Path) -> np.ndarray:
@@ -105,7 +111,9 @@ def broken_header_words(page: Any, table: str) -> list[str]:
                }
              }
              return broken;
-           }""", table)
+           }""",
+        table,
+    )
 
 
 # Dispatches a file drop at a client point as a browser would (dragenter, dragover, drop, with a DataTransfer
@@ -132,7 +140,10 @@ def drop_file_at(page: Any, x: float, y: float, name: str, mime: str, data: byte
 def wire_ends_apart(page: Any, root: str = ".fc-root") -> list[float]:
     """How far apart each drawn wire's two ends are (world px) in the editor `root`: 0 for a wire collapsed to a
     point, as wires drawn while the canvas had no size were."""
-    return page.evaluate("""(root) => [...document.querySelector(root).querySelectorAll('path.fc-wire[data-to]')].map((path) => {
+    return page.evaluate(
+        """(root) => [...document.querySelector(root).querySelectorAll('path.fc-wire[data-to]')].map((path) => {
       const numbers = path.getAttribute('d').match(/-?[0-9.]+/g).map(Number);
       return Math.hypot(numbers.at(-2) - numbers[0], numbers.at(-1) - numbers[1]);
-    })""", root)
+    })""",
+        root,
+    )

@@ -31,8 +31,12 @@ class TestConst(Node):
         return {"value": params.value}
 
 
-@node("TestAdd", category="test", inputs=[Input("a", SocketType.INT), Input("b", SocketType.INT, optional=True)],
-      outputs=[Output("value", SocketType.INT)])
+@node(
+    "TestAdd",
+    category="test",
+    inputs=[Input("a", SocketType.INT), Input("b", SocketType.INT, optional=True)],
+    outputs=[Output("value", SocketType.INT)],
+)
 class TestAdd(Node):
     """a + b + offset."""
 

@@ -37,17 +37,34 @@ def client(server) -> Client:
 
 
 def load_image_workflow(path: str) -> dict:
-    return {"format": "flowcanvas.workflow", "version": 1, "name": "load", "nodes": {
-        "load": {"type": "LoadImage", "params": {"path": path}},
-        "show": {"type": "PreviewImage", "inputs": {"images": {"node": "load", "output": "image"}}},
-    }}
+    return {
+        "format": "flowcanvas.workflow",
+        "version": 1,
+        "name": "load",
+        "nodes": {
+            "load": {"type": "LoadImage", "params": {"path": path}},
+            "show": {"type": "PreviewImage", "inputs": {"images": {"node": "load", "output": "image"}}},
+        },
+    }
 
 
 def test_the_api_lists_named_typed_endpoints_and_no_ui_events(client):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
-    assert set(endpoints) == {f"/{name}" for name in (
-        "validate", "run", "run_status", "cancel", "workflows_list", "workflows_get", "workflows_save",
-        "workflows_delete", "runs_list", "runs_get")}
+    assert set(endpoints) == {
+        f"/{name}"
+        for name in (
+            "validate",
+            "run",
+            "run_status",
+            "cancel",
+            "workflows_list",
+            "workflows_get",
+            "workflows_save",
+            "workflows_delete",
+            "runs_list",
+            "runs_get",
+        )
+    }
     run = endpoints["/run"]
     assert [p["parameter_name"] for p in run["parameters"]] == ["workflow", "overrides", "target", "wait"]
     assert run["parameters"][0]["python_type"]["type"].startswith("dict")
@@ -103,7 +120,11 @@ def test_files_outside_the_data_folder_are_refused_and_never_read(client, server
 def test_a_file_in_the_data_folder_and_the_starter_images_may_be_read(client, server):
     home = server[1].home
     Image.new("RGB", (8, 8), "green").save(home / "uploads-test.png")
-    for path in ("uploads-test.png", str(home / "uploads-test.png"), "pipelines/templates/images/red-circle-on-blue.png"):
+    for path in (
+        "uploads-test.png",
+        str(home / "uploads-test.png"),
+        "pipelines/templates/images/red-circle-on-blue.png",
+    ):
         run_id, status, outputs, issues = client.predict(load_image_workflow(path), None, None, True, api_name="/run")
         assert status == "succeeded", (path, issues)
 
@@ -144,8 +165,13 @@ def test_the_library_round_trips_through_the_api(client):
 
 def test_saving_an_invalid_document_is_refused_with_its_issues(client):
     with pytest.raises(Exception, match="a.type"):
-        client.predict({"format": "flowcanvas.workflow", "version": 1, "nodes": {"a": {"params": {}}}}, "", "", None,
-                       api_name="/workflows_save")
+        client.predict(
+            {"format": "flowcanvas.workflow", "version": 1, "nodes": {"a": {"params": {}}}},
+            "",
+            "",
+            None,
+            api_name="/workflows_save",
+        )
 
 
 def test_with_auth_unauthenticated_requests_are_refused(tmp_path_factory):
@@ -153,7 +179,7 @@ def test_with_auth_unauthenticated_requests_are_refused(tmp_path_factory):
         assert requests.get(url + "gradio_api/info", timeout=10).status_code == 401
         response = requests.post(url + "gradio_api/call/validate", json={"data": [STARTER, None]}, timeout=10)
         assert response.status_code == 401
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 (gradio_client raises its own error or httpx's, by version)
             Client(url, verbose=False)
         authed = Client(url, auth=("ada", "s3cret"), verbose=False)
         assert authed.predict(STARTER, None, api_name="/validate") == []

@@ -28,6 +28,7 @@ def group(**fields: list) -> SweepGroup:
 
 # ---------------------------------------------------------------- parse_values: ranges
 
+
 def test_an_integer_range_is_inclusive_and_gives_ints():
     values = parse_values("1..4")
     assert values == [1, 2, 3, 4]
@@ -80,6 +81,7 @@ def test_text_containing_dots_is_not_a_range(text: str):
 
 # ---------------------------------------------------------------- parse_values: lists
 
+
 def test_a_json_list_keeps_its_types_and_its_commas():
     assert parse_values('["a, b", "c", 3, 1.5, true]') == ["a, b", "c", 3, 1.5, True]
 
@@ -108,6 +110,7 @@ def test_text_without_commas_is_a_single_value():
 
 # ---------------------------------------------------------------- parse_assignment
 
+
 def test_an_assignment_splits_at_the_first_equals_sign():
     assert parse_assignment("Prompt=a=b") == ("Prompt", "a=b")
     assert parse_assignment(" node.param =5") == ("node.param", "5")
@@ -124,6 +127,7 @@ def test_an_assignment_without_a_name_or_equals_sign_is_an_error(text: str):
 
 
 # ---------------------------------------------------------------- SweepGroup
+
 
 def test_zipped_fields_give_one_row_per_index():
     zipped = group(color=["#f00", "#0f0"], width=[64, 96])
@@ -151,6 +155,7 @@ def test_an_empty_group_has_no_rows():
 
 # ---------------------------------------------------------------- expand
 
+
 def test_no_groups_give_one_job_with_the_base_values():
     assert expand([], {"Seed": "1"}) == [{"Seed": "1"}]
     assert expand([]) == [{}]
@@ -160,8 +165,12 @@ def test_groups_combine_as_a_product_with_the_last_group_varying_fastest():
     jobs = expand([group(a=[1, 2]), group(b=["x", "y", "z"])])
     assert len(jobs) == 6
     assert jobs == [
-        {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 1, "b": "z"},
-        {"a": 2, "b": "x"}, {"a": 2, "b": "y"}, {"a": 2, "b": "z"},
+        {"a": 1, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 1, "b": "z"},
+        {"a": 2, "b": "x"},
+        {"a": 2, "b": "y"},
+        {"a": 2, "b": "z"},
     ]
 
 
@@ -169,8 +178,12 @@ def test_fields_zipped_in_a_group_move_together_across_the_product():
     jobs = expand([group(color=["red", "green"], width=[64, 96]), group(seed=[1, 2, 3])], {"steps": 4})
     assert len(jobs) == 6
     assert [(j["color"], j["width"], j["seed"]) for j in jobs] == [
-        ("red", 64, 1), ("red", 64, 2), ("red", 64, 3),
-        ("green", 96, 1), ("green", 96, 2), ("green", 96, 3),
+        ("red", 64, 1),
+        ("red", 64, 2),
+        ("red", 64, 3),
+        ("green", 96, 1),
+        ("green", 96, 2),
+        ("green", 96, 3),
     ]
     assert all(j["steps"] == 4 for j in jobs)
 
@@ -189,7 +202,7 @@ def test_a_field_swept_in_two_groups_is_an_error():
 
 
 def test_a_batch_larger_than_max_jobs_is_refused_before_expanding():
-    side = int(MAX_JOBS ** 0.5) + 1
+    side = int(MAX_JOBS**0.5) + 1
     big = [group(a=list(range(side))), group(b=list(range(side)))]
     with pytest.raises(BatchSpecError, match=f"more than {MAX_JOBS}"):
         expand(big)
@@ -201,6 +214,7 @@ def test_a_batch_of_exactly_max_jobs_is_allowed():
 
 
 # ---------------------------------------------------------------- read_jobs_csv
+
 
 def test_a_jobs_csv_is_one_zipped_group_with_quoted_commas_kept(tmp_path: Path):
     path = tmp_path / "jobs.csv"
@@ -249,6 +263,7 @@ def test_a_missing_jobs_file_is_a_batch_spec_error(tmp_path: Path):
 
 # ---------------------------------------------------------------- build_groups
 
+
 def test_build_groups_makes_one_group_per_sweep_and_zips_into_the_sweep_before_it(tmp_path: Path):
     csv_path = tmp_path / "jobs.csv"
     csv_path.write_text("seed\n7\n8\n", encoding="utf-8")
@@ -274,6 +289,7 @@ def test_a_sweep_without_equals_sign_is_an_error():
 
 
 # ---------------------------------------------------------------- validation before queueing
+
 
 def test_a_confined_batch_refuses_a_swept_path_outside_its_folders_before_queueing_any(tmp_path: Path):
     from pipelines.issues import WorkflowInvalid

@@ -1,4 +1,4 @@
-"""BOSS (algorithms.md §5): the Bellman path against brute force, the cost matrix against closed forms, schedules
+"""BOSS (docs/algorithms.md, "BOSS schedules"): the Bellman path against brute force, the cost matrix against closed forms, schedules
 that beat uniform and shifted ones on a flow with a known exact solution, and the cached BossSchedule node."""
 
 from __future__ import annotations
@@ -119,8 +119,9 @@ def test_cost_matrix_of_a_velocity_linear_in_sigma_is_the_closed_form_jump_error
     # v = a·σ: the fine Euler path moves by −(a/K)·Σσ_k, one jump by −(a/K)·(j−i)·σ_i; their gap is
     # a·(j−i)(j−i−1)/(2K²) in every element, whatever the noise.
     k_max, a, elements = 10, 3.0, 6
-    cost = boss_cost_matrix(lambda x, sigma: a * sigma * torch.ones_like(x),
-                            boss_noise_batches((2, 3), 5, 2, seed=0), k_max)
+    cost = boss_cost_matrix(
+        lambda x, sigma: a * sigma * torch.ones_like(x), boss_noise_batches((2, 3), 5, 2, seed=0), k_max
+    )
     expected = torch.zeros(k_max + 1, k_max + 1, dtype=torch.float64)
     for i, j in itertools.combinations(range(k_max + 1), 2):
         expected[i, j] = elements * (a * (j - i) * (j - i - 1) / (2 * k_max**2)) ** 2
@@ -145,8 +146,12 @@ def test_cost_matrix_of_a_linear_velocity_is_the_closed_form_jump_error():
 def test_cost_matrix_needs_no_model_call_per_jump():
     calls = []
     progress = []
-    boss_cost_matrix(lambda x, sigma: calls.append(sigma) or -x, boss_noise_batches((3,), 10, 4, seed=0), 20,
-                     progress=progress.append)
+    boss_cost_matrix(
+        lambda x, sigma: calls.append(sigma) or -x,
+        boss_noise_batches((3,), 10, 4, seed=0),
+        20,
+        progress=progress.append,
+    )
     assert len(calls) == 3 * 20  # three batches (4, 4, 2) × k_max
     assert progress == list(range(1, 61))
 
@@ -187,8 +192,11 @@ def gaussian_cost() -> torch.Tensor:
 def test_boss_ends_closer_to_the_exact_flow_than_uniform_and_shifted_schedules(gaussian_cost, nfe):
     boss = boss_grid(100)[boss_path(gaussian_cost, nfe)]
     assert len(boss) == nfe + 1 and boss[0] == 1 and boss[-1] == 0 and bool((boss[1:] < boss[:-1]).all())
-    for name, rival in [("uniform", boss_grid(nfe)), ("linear", linear_sigmas(nfe)),
-                        ("shifted", shifted_sigmas(nfe, 3.0))]:
+    for name, rival in [
+        ("uniform", boss_grid(nfe)),
+        ("linear", linear_sigmas(nfe)),
+        ("shifted", shifted_sigmas(nfe, 3.0)),
+    ]:
         assert endpoint_error(boss) < endpoint_error(rival), name
 
 
@@ -215,17 +223,35 @@ def model() -> GaussianFlowModel:
 
 
 def boss_params(**changes) -> BossSchedule.Params:
-    values = {"nfe": 4, "k_max": 20, "num_samples": 6, "batch": 4, "width": SIZE, "height": SIZE,
-              "guidance": 2.0, "seed": 3}
+    values = {
+        "nfe": 4,
+        "k_max": 20,
+        "num_samples": 6,
+        "batch": 4,
+        "width": SIZE,
+        "height": SIZE,
+        "guidance": 2.0,
+        "seed": 3,
+    }
     return BossSchedule.Params(**{**values, **changes})
 
 
-def run_boss(flow_model: GaussianFlowModel, params: BossSchedule.Params, *, negative=None,
-             cancelled: bool = False, progress: list | None = None) -> torch.Tensor:
-    ctx = NodeContext(node_id="boss", node_type="BossSchedule", device="cpu", cache_root=data_home() / "cache",
-                      on_progress=lambda step, total, preview: progress.append((step, total)) if progress is not None
-                      else None,
-                      is_cancelled=lambda: cancelled)
+def run_boss(
+    flow_model: GaussianFlowModel,
+    params: BossSchedule.Params,
+    *,
+    negative=None,
+    cancelled: bool = False,
+    progress: list | None = None,
+) -> torch.Tensor:
+    ctx = NodeContext(
+        node_id="boss",
+        node_type="BossSchedule",
+        device="cpu",
+        cache_root=data_home() / "cache",
+        on_progress=lambda step, total, preview: progress.append((step, total)) if progress is not None else None,
+        is_cancelled=lambda: cancelled,
+    )
     return BossSchedule().run(ctx, params, model=flow_model, positive=conditioning(), negative=negative)["sigmas"]
 
 
@@ -276,15 +302,32 @@ def test_boss_node_shifted_grid_comes_from_the_models_schedule(home: Path):
 
 def test_boss_cache_key_changes_with_every_input_it_depends_on():
     flow_model = model()
-    base = dict(model=flow_model, positive=conditioning(), negative=None, guidance=2.0, shape=(4, 2, 2), k_max=20,
-                num_samples=6, seed=3, base_grid="uniform")
+    base = dict(
+        model=flow_model,
+        positive=conditioning(),
+        negative=None,
+        guidance=2.0,
+        shape=(4, 2, 2),
+        k_max=20,
+        num_samples=6,
+        seed=3,
+        base_grid="uniform",
+    )
     key = boss_cache_key(**base)
     assert boss_cache_key(**base) == key
     unprompted = conditioning()
     unprompted = type(unprompted)(unprompted.family, torch.ones(1, 4, 8), unprompted.pooled)
-    for change in [{"positive": conditioning("a dog")}, {"negative": conditioning("")}, {"guidance": 2.5},
-                   {"shape": (4, 4, 4)}, {"k_max": 21}, {"num_samples": 7}, {"seed": 4}, {"base_grid": "shifted"},
-                   {"positive": unprompted}]:
+    for change in [
+        {"positive": conditioning("a dog")},
+        {"negative": conditioning("")},
+        {"guidance": 2.5},
+        {"shape": (4, 4, 4)},
+        {"k_max": 21},
+        {"num_samples": 7},
+        {"seed": 4},
+        {"base_grid": "shifted"},
+        {"positive": unprompted},
+    ]:
         assert boss_cache_key(**{**base, **change}) != key, change
     other_weights = model()
     other_weights.sha256 = "1" * 64

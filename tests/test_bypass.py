@@ -7,9 +7,9 @@ import json
 import pytest
 
 from pipelines.executor import Executor
+from pipelines.issues import WorkflowInvalid
 from pipelines.plan import build_plan
 from pipelines.validate import validate_workflow
-from pipelines.issues import WorkflowInvalid
 from pipelines.workflow import canonical_json, load_workflow, parse_workflow
 from tests.conftest import link, workflow_dict
 from tests.support_nodes import EXECUTIONS
@@ -17,12 +17,15 @@ from tests.support_nodes import EXECUTIONS
 
 def chain(bypass_b: bool = False, bypass_c: bool = False, **extra) -> dict:
     """a(1) → b(+10) → c(+100) → sink."""
-    return workflow_dict({
-        "a": {"type": "TestConst", "params": {"value": 1}},
-        "b": {"type": "TestAdd", "params": {"offset": 10}, "inputs": {"a": link("a")}, "bypass": bypass_b},
-        "c": {"type": "TestAdd", "params": {"offset": 100}, "inputs": {"a": link("b")}, "bypass": bypass_c},
-        "sink": {"type": "TestSink", "inputs": {"value": link("c")}},
-    }, **extra)
+    return workflow_dict(
+        {
+            "a": {"type": "TestConst", "params": {"value": 1}},
+            "b": {"type": "TestAdd", "params": {"offset": 10}, "inputs": {"a": link("a")}, "bypass": bypass_b},
+            "c": {"type": "TestAdd", "params": {"offset": 100}, "inputs": {"a": link("b")}, "bypass": bypass_c},
+            "sink": {"type": "TestSink", "inputs": {"value": link("c")}},
+        },
+        **extra,
+    )
 
 
 def sink_value(document: dict) -> int:
@@ -31,8 +34,9 @@ def sink_value(document: dict) -> int:
     return item.meta["value"]
 
 
-@pytest.mark.parametrize("bypass_b,bypass_c,expected", [(False, False, 111), (True, False, 101), (False, True, 11),
-                                                        (True, True, 1)])
+@pytest.mark.parametrize(
+    "bypass_b,bypass_c,expected", [(False, False, 111), (True, False, 101), (False, True, 11), (True, True, 1)]
+)
 def test_a_bypassed_node_passes_its_input_on_and_does_not_run(bypass_b: bool, bypass_c: bool, expected: int):
     assert sink_value(chain(bypass_b, bypass_c)) == expected
     ran = {node for node, count in EXECUTIONS.items() if count}
@@ -46,10 +50,12 @@ def test_a_bypassed_node_is_not_in_the_plan():
 
 
 def test_a_bypassed_node_with_nothing_to_pass_on_is_reported_at_its_consumer():
-    document = workflow_dict({
-        "a": {"type": "TestConst", "bypass": True},  # no inputs at all
-        "sink": {"type": "TestSink", "inputs": {"value": link("a")}},
-    })
+    document = workflow_dict(
+        {
+            "a": {"type": "TestConst", "bypass": True},  # no inputs at all
+            "sink": {"type": "TestSink", "inputs": {"value": link("a")}},
+        }
+    )
     [issue] = validate_workflow(parse_workflow(document))
     assert (issue.node, issue.field, issue.code) == ("sink", "value", "bypassed_input")
     assert "'a' is bypassed" in issue.message and "TestConst" in issue.hint
@@ -69,15 +75,20 @@ def test_running_up_to_a_bypassed_node_says_so():
 
 
 def test_a_subgraph_node_cannot_be_bypassed():
-    document = workflow_dict({
-        "a": {"type": "TestConst"},
-        "group": {"type": "Subgraph", "subgraph": "inc", "inputs": {"x": link("a")}, "bypass": True},
-        "sink": {"type": "TestSink", "inputs": {"value": link("group", "y")}},
-    }, subgraphs={"inc": {
-        "nodes": {"add": {"type": "TestAdd", "params": {"offset": 1}}},
-        "inputs": [{"name": "x", "type": "INT", "targets": [{"node": "add", "input": "a"}]}],
-        "outputs": [{"name": "y", "type": "INT", "source": {"node": "add", "output": "value"}}],
-    }})
+    document = workflow_dict(
+        {
+            "a": {"type": "TestConst"},
+            "group": {"type": "Subgraph", "subgraph": "inc", "inputs": {"x": link("a")}, "bypass": True},
+            "sink": {"type": "TestSink", "inputs": {"value": link("group", "y")}},
+        },
+        subgraphs={
+            "inc": {
+                "nodes": {"add": {"type": "TestAdd", "params": {"offset": 1}}},
+                "inputs": [{"name": "x", "type": "INT", "targets": [{"node": "add", "input": "a"}]}],
+                "outputs": [{"name": "y", "type": "INT", "source": {"node": "add", "output": "value"}}],
+            }
+        },
+    )
     issues = validate_workflow(parse_workflow(document))
     assert any(i.node == "group" and i.field == "bypass" and "cannot be bypassed" in i.message for i in issues)
 

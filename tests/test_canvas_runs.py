@@ -25,10 +25,12 @@ def url_of(path: str) -> str:
 
 
 def swatch() -> dict:
-    return workflow_dict({
-        "swatch": {"type": "EmptyImage", "params": {"width": 8, "height": 8, "color": "#3b82f6"}},
-        "save": {"type": "SaveImage", "inputs": {"images": link("swatch", "image")}},
-    })
+    return workflow_dict(
+        {
+            "swatch": {"type": "EmptyImage", "params": {"width": 8, "height": 8, "color": "#3b82f6"}},
+            "save": {"type": "SaveImage", "inputs": {"images": link("swatch", "image")}},
+        }
+    )
 
 
 def run_to_end(pool: WorkerPool, document: dict, **request: object) -> list[dict]:
@@ -66,11 +68,13 @@ def test_preview_images_show_on_their_node_and_in_the_outputs_live_and_rebuilt(p
 
 
 def test_progress_steps_reach_the_node_while_it_runs(pool: WorkerPool):
-    document = workflow_dict({
-        "a": {"type": "TestConst", "params": {"value": 1}},
-        "slow": {"type": "TestSlow", "params": {"steps": 6, "delay": 0.05}, "inputs": {"a": link("a")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("slow")}},
-    })
+    document = workflow_dict(
+        {
+            "a": {"type": "TestConst", "params": {"value": 1}},
+            "slow": {"type": "TestSlow", "params": {"steps": 6, "delay": 0.05}, "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("slow")}},
+        }
+    )
     states = run_to_end(pool, document)
     running = [s["nodes"]["slow"] for s in states if s["nodes"].get("slow", {}).get("state") == "running"]
     assert running and all(entry["total"] == 6 for entry in running if "total" in entry)
@@ -79,11 +83,13 @@ def test_progress_steps_reach_the_node_while_it_runs(pool: WorkerPool):
 
 
 def test_a_failed_run_names_its_node_and_drops_the_nodes_that_never_ran(pool: WorkerPool):
-    document = workflow_dict({
-        "a": {"type": "TestConst", "params": {"value": 1}},
-        "fail": {"type": "TestFail", "inputs": {"a": link("a")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("fail")}},
-    })
+    document = workflow_dict(
+        {
+            "a": {"type": "TestConst", "params": {"value": 1}},
+            "fail": {"type": "TestFail", "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("fail")}},
+        }
+    )
     final = run_to_end(pool, document)[-1]
     assert final["status"] == "failed"
     assert final["nodes"]["fail"] == {"state": "failed", "error": "this node always fails"}
@@ -92,11 +98,13 @@ def test_a_failed_run_names_its_node_and_drops_the_nodes_that_never_ran(pool: Wo
 
 
 def test_cancel_stops_the_run_and_marks_the_node_it_stopped_in(pool: WorkerPool):
-    document = workflow_dict({
-        "a": {"type": "TestConst"},
-        "slow": {"type": "TestSlow", "params": {"steps": 2000, "delay": 0.005}, "inputs": {"a": link("a")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("slow")}},
-    })
+    document = workflow_dict(
+        {
+            "a": {"type": "TestConst"},
+            "slow": {"type": "TestSlow", "params": {"steps": 2000, "delay": 0.005}, "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("slow")}},
+        }
+    )
     runs = CanvasRuns(pool.storage, pool, url_of)
     STEP_REACHED.clear()
     handle = pool.submit(RunRequest(workflow=parse_workflow(document), device="cpu"))
@@ -110,17 +118,20 @@ def test_cancel_stops_the_run_and_marks_the_node_it_stopped_in(pool: WorkerPool)
 
 
 def test_run_up_to_a_node_shows_only_what_it_needs(pool: WorkerPool):
-    document = workflow_dict({
-        "a": {"type": "TestConst", "params": {"value": 2}},
-        "b": {"type": "TestAdd", "inputs": {"a": link("a")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("b")}},
-    })
+    document = workflow_dict(
+        {
+            "a": {"type": "TestConst", "params": {"value": 2}},
+            "b": {"type": "TestAdd", "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("b")}},
+        }
+    )
     final = run_to_end(pool, document, target="b")[-1]
     assert final["status"] == "succeeded" and set(final["nodes"]) == {"a", "b"}
 
 
-def test_a_reopened_page_follows_a_held_run_and_after_a_restart_rebuilds_it_from_storage(pool: WorkerPool,
-                                                                                         storage: Storage):
+def test_a_reopened_page_follows_a_held_run_and_after_a_restart_rebuilds_it_from_storage(
+    pool: WorkerPool, storage: Storage
+):
     live = run_to_end(pool, swatch())[-1]
     runs = CanvasRuns(storage, pool, url_of)
     replayed = list(runs.follow(live["run_id"]))
@@ -138,11 +149,13 @@ def test_a_reopened_page_follows_a_held_run_and_after_a_restart_rebuilds_it_from
 
 
 def test_a_failed_run_rebuilt_from_storage_still_marks_its_node(pool: WorkerPool, storage: Storage):
-    document = workflow_dict({
-        "a": {"type": "TestConst"},
-        "fail": {"type": "TestFail", "inputs": {"a": link("a")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("fail")}},
-    })
+    document = workflow_dict(
+        {
+            "a": {"type": "TestConst"},
+            "fail": {"type": "TestFail", "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("fail")}},
+        }
+    )
     live = run_to_end(pool, document)[-1]
     restarted = WorkerPool(storage)
     try:
@@ -157,8 +170,12 @@ def test_a_subgraph_node_is_done_only_when_all_its_inner_nodes_are():
     state = RunState("r", url_of)
     state.apply(RunEvent("run_queued", "r", data={"nodes": ["a", "group/x", "group/y"]}))
     state.apply(RunEvent("run_started", "r"))
-    assert state.to_json()["nodes"] == {"a": {"state": "queued"}, "group": {"state": "queued"},
-                                        "group/x": {"state": "queued"}, "group/y": {"state": "queued"}}
+    assert state.to_json()["nodes"] == {
+        "a": {"state": "queued"},
+        "group": {"state": "queued"},
+        "group/x": {"state": "queued"},
+        "group/y": {"state": "queued"},
+    }
     state.apply(RunEvent("node_started", "r", "group/x"))
     state.apply(RunEvent("node_finished", "r", "group/x", data={"seconds": 0.25}))
     assert state.nodes["group"]["state"] == "running"

@@ -16,9 +16,14 @@ def _declared_node_types() -> set[str]:
     found: set[str] = set()
     for path in (ROOT / "nodes").rglob("*.py"):
         for item in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(item, ast.Call) and isinstance(item.func, ast.Name)
-                    and item.func.id in ("node", "_solver_node") and item.args
-                    and isinstance(item.args[0], ast.Constant) and isinstance(item.args[0].value, str)):
+            if (
+                isinstance(item, ast.Call)
+                and isinstance(item.func, ast.Name)
+                and item.func.id in ("node", "_solver_node")
+                and item.args
+                and isinstance(item.args[0], ast.Constant)
+                and isinstance(item.args[0].value, str)
+            ):
                 found.add(item.args[0].value)
     return found
 

@@ -32,25 +32,41 @@ RUN_KEYS = {"run_id", "status", "values", "outputs", "timings", "error"}
 
 def swatch(color: str = "#336699") -> dict[str, Any]:
     """An 8 x 6 swatch; its height comes from an Int primitive. Exposed: Colour, Width, Height."""
-    return workflow_dict({
-        "h": {"type": "Int", "params": {"value": 6}},
-        "img": {"type": "EmptyImage", "params": {"width": 8, "color": color}, "inputs": {"height": link("h")}},
-        "save": {"type": "SaveImage", "params": {"filename_prefix": "swatch"},
-                 "inputs": {"images": link("img", "image")}},
-    }, name="Swatch", description="a test swatch", tags=["test"], exposed=[
-        {"node": "img", "param": "color", "label": "Colour"},
-        {"node": "img", "param": "width", "label": "Width"},
-        {"node": "h", "param": "value", "label": "Height"},
-    ])
+    return workflow_dict(
+        {
+            "h": {"type": "Int", "params": {"value": 6}},
+            "img": {"type": "EmptyImage", "params": {"width": 8, "color": color}, "inputs": {"height": link("h")}},
+            "save": {
+                "type": "SaveImage",
+                "params": {"filename_prefix": "swatch"},
+                "inputs": {"images": link("img", "image")},
+            },
+        },
+        name="Swatch",
+        description="a test swatch",
+        tags=["test"],
+        exposed=[
+            {"node": "img", "param": "color", "label": "Colour"},
+            {"node": "img", "param": "width", "label": "Width"},
+            {"node": "h", "param": "value", "label": "Height"},
+        ],
+    )
 
 
 def crop_too_big() -> dict[str, Any]:
     """Valid, but fails when run: the crop is wider than its 8 x 8 image."""
-    return workflow_dict({
-        "img": {"type": "EmptyImage", "params": {"width": 8, "height": 8}},
-        "crop": {"type": "CropImage", "params": {"width": 16, "height": 4}, "inputs": {"image": link("img", "image")}},
-        "save": {"type": "SaveImage", "inputs": {"images": link("crop", "image")}},
-    }, name="Bad crop")
+    return workflow_dict(
+        {
+            "img": {"type": "EmptyImage", "params": {"width": 8, "height": 8}},
+            "crop": {
+                "type": "CropImage",
+                "params": {"width": 16, "height": 4},
+                "inputs": {"image": link("img", "image")},
+            },
+            "save": {"type": "SaveImage", "inputs": {"images": link("crop", "image")}},
+        },
+        name="Bad crop",
+    )
 
 
 def write(path: Path, document: dict[str, Any] | str) -> Path:
@@ -82,17 +98,20 @@ def wf(tmp_path: Path) -> Path:
 
 # ---------------------------------------------------------------- run
 
+
 def test_run_exits_0_and_prints_a_table_of_runs(home: Path, wf: Path, capsys):
     code, out, _ = cli(capsys, "run", wf, "--device", "cpu")
     assert code == EXIT_OK
     assert "succeeded" in out and "run" in out.splitlines()[0]
 
 
-def test_run_out_writes_pngs_carrying_the_substituted_workflow_and_the_run_record(home: Path, wf: Path, tmp_path: Path,
-                                                                                  capsys):
+def test_run_out_writes_pngs_carrying_the_substituted_workflow_and_the_run_record(
+    home: Path, wf: Path, tmp_path: Path, capsys
+):
     out_dir = tmp_path / "out"
-    code, summary = cli_json(capsys, "run", wf, "--set", "Colour=#ff0000", "--set", "Height=7", "--out", out_dir,
-                             "--device", "cpu")
+    code, summary = cli_json(
+        capsys, "run", wf, "--set", "Colour=#ff0000", "--set", "Height=7", "--out", out_dir, "--device", "cpu"
+    )
     assert code == EXIT_OK and summary["ok"] is True
     [run] = summary["runs"]
     expected = out_dir / f"swatch_{run['run_id']}_save_00.png"
@@ -125,8 +144,19 @@ def test_run_json_prints_exactly_one_document_with_the_summary_keys(home: Path, 
 
 
 def test_set_by_label_and_by_node_param_coerces_text_to_the_param_type(home: Path, wf: Path, storage: Storage, capsys):
-    code, summary = cli_json(capsys, "run", wf, "--set", "Width=40", "--set", "h.value=3",
-                             "--set", "save.filename_prefix=x", "--device", "cpu")
+    code, summary = cli_json(
+        capsys,
+        "run",
+        wf,
+        "--set",
+        "Width=40",
+        "--set",
+        "h.value=3",
+        "--set",
+        "save.filename_prefix=x",
+        "--device",
+        "cpu",
+    )
     assert code == EXIT_OK
     [run] = summary["runs"]
     assert run["values"] == {"Width": 40, "h.value": 3, "save.filename_prefix": "x"}
@@ -141,14 +171,31 @@ def test_set_matches_an_exposed_label_case_insensitively(home: Path, wf: Path, c
 
 
 def test_sweep_zip_and_a_second_sweep_run_the_product_as_one_batch(home: Path, wf: Path, storage: Storage, capsys):
-    code, summary = cli_json(capsys, "run", wf, "--sweep", "Colour=#ff0000,#00ff00", "--zip", "Width=9..10",
-                             "--sweep", "Height=[1, 2, 3]", "--set", "save.filename_prefix=sw", "--device", "cpu")
+    code, summary = cli_json(
+        capsys,
+        "run",
+        wf,
+        "--sweep",
+        "Colour=#ff0000,#00ff00",
+        "--zip",
+        "Width=9..10",
+        "--sweep",
+        "Height=[1, 2, 3]",
+        "--set",
+        "save.filename_prefix=sw",
+        "--device",
+        "cpu",
+    )
     assert code == EXIT_OK and summary["ok"] is True
     runs = summary["runs"]
     assert len(runs) == 6
     assert [(r["values"]["Colour"], r["values"]["Width"], r["values"]["Height"]) for r in runs] == [
-        ("#ff0000", 9, 1), ("#ff0000", 9, 2), ("#ff0000", 9, 3),
-        ("#00ff00", 10, 1), ("#00ff00", 10, 2), ("#00ff00", 10, 3),
+        ("#ff0000", 9, 1),
+        ("#ff0000", 9, 2),
+        ("#ff0000", 9, 3),
+        ("#00ff00", 10, 1),
+        ("#00ff00", 10, 2),
+        ("#00ff00", 10, 3),
     ]
     assert all(r["values"]["save.filename_prefix"] == "sw" for r in runs)
     assert [png_chunks(r["outputs"][0])[1] for r in runs] == [(9, 1), (9, 2), (9, 3), (10, 1), (10, 2), (10, 3)]
@@ -167,15 +214,18 @@ def test_jobs_csv_runs_one_job_per_row_times_the_sweeps(home: Path, wf: Path, tm
     code, summary = cli_json(capsys, "run", wf, "--jobs", jobs, "--sweep", "Height=1,2", "--device", "cpu")
     assert code == EXIT_OK
     assert [r["values"] for r in summary["runs"]] == [
-        {"Height": 1, "Colour": "#0000ff", "Width": 11}, {"Height": 1, "Colour": "#ffffff", "Width": 12},
-        {"Height": 2, "Colour": "#0000ff", "Width": 11}, {"Height": 2, "Colour": "#ffffff", "Width": 12},
+        {"Height": 1, "Colour": "#0000ff", "Width": 11},
+        {"Height": 1, "Colour": "#ffffff", "Width": 12},
+        {"Height": 2, "Colour": "#0000ff", "Width": 11},
+        {"Height": 2, "Colour": "#ffffff", "Width": 12},
     ]
 
 
 def test_grid_writes_a_captioned_sheet_of_every_output(home: Path, wf: Path, tmp_path: Path, capsys):
     out_dir = tmp_path / "out"
-    code, summary = cli_json(capsys, "run", wf, "--sweep", "Colour=#ff0000,#00ff00,#0000ff", "--out", out_dir, "--grid",
-                             "--device", "cpu")
+    code, summary = cli_json(
+        capsys, "run", wf, "--sweep", "Colour=#ff0000,#00ff00,#0000ff", "--out", out_dir, "--grid", "--device", "cpu"
+    )
     assert code == EXIT_OK
     assert summary["grid"] == str(out_dir / "grid.png")
     assert len([p for p in os.listdir(out_dir) if p.startswith("swatch_")]) == 3
@@ -196,14 +246,17 @@ def test_grid_is_not_written_for_a_single_run(home: Path, wf: Path, tmp_path: Pa
 
 
 def test_out_keeps_the_images_of_two_save_nodes_apart(home: Path, tmp_path: Path, capsys):
-    document = workflow_dict({
-        "a": {"type": "EmptyImage", "params": {"width": 4, "height": 4, "color": "#ff0000"}},
-        "b": {"type": "EmptyImage", "params": {"width": 4, "height": 4, "color": "#00ff00"}},
-        "save_a": {"type": "SaveImage", "inputs": {"images": link("a", "image")}},
-        "save_b": {"type": "SaveImage", "inputs": {"images": link("b", "image")}},
-    })
-    code, summary = cli_json(capsys, "run", write(tmp_path / "two.json", document), "--out", tmp_path / "out",
-                             "--device", "cpu")
+    document = workflow_dict(
+        {
+            "a": {"type": "EmptyImage", "params": {"width": 4, "height": 4, "color": "#ff0000"}},
+            "b": {"type": "EmptyImage", "params": {"width": 4, "height": 4, "color": "#00ff00"}},
+            "save_a": {"type": "SaveImage", "inputs": {"images": link("a", "image")}},
+            "save_b": {"type": "SaveImage", "inputs": {"images": link("b", "image")}},
+        }
+    )
+    code, summary = cli_json(
+        capsys, "run", write(tmp_path / "two.json", document), "--out", tmp_path / "out", "--device", "cpu"
+    )
     assert code == EXIT_OK
     outputs = summary["runs"][0]["outputs"]
     assert len(outputs) == 2
@@ -213,8 +266,10 @@ def test_out_keeps_the_images_of_two_save_nodes_apart(home: Path, tmp_path: Path
 
 # ---------------------------------------------------------------- invalid input
 
+
 def test_an_out_of_bounds_override_exits_2_with_a_structured_issue_and_records_no_run(
-        home: Path, wf: Path, storage: Storage, capsys):
+    home: Path, wf: Path, storage: Storage, capsys
+):
     code, report = cli_json(capsys, "run", wf, "--set", "Width=0", "--device", "cpu")
     assert code == EXIT_INVALID
     assert report["valid"] is False
@@ -244,15 +299,19 @@ def test_an_unknown_field_exits_2_naming_the_exposed_labels(home: Path, wf: Path
     assert storage.list_runs() == []
 
 
-@pytest.mark.parametrize("batch", [
-    ["--zip", "Width=1,2"],
-    ["--sweep", "Width=1..4:0"],
-    ["--sweep", "Colour=#ff0000,#00ff00", "--zip", "Width=1,2,3"],
-    ["--sweep", "Width=1,2", "--sweep", "Width=3,4"],
-    ["--set", "no-equals-sign"],
-])
-def test_a_malformed_batch_spec_exits_2_with_an_invalid_input_issue(home: Path, wf: Path, storage: Storage, capsys,
-                                                                     batch: list[str]):
+@pytest.mark.parametrize(
+    "batch",
+    [
+        ["--zip", "Width=1,2"],
+        ["--sweep", "Width=1..4:0"],
+        ["--sweep", "Colour=#ff0000,#00ff00", "--zip", "Width=1,2,3"],
+        ["--sweep", "Width=1,2", "--sweep", "Width=3,4"],
+        ["--set", "no-equals-sign"],
+    ],
+)
+def test_a_malformed_batch_spec_exits_2_with_an_invalid_input_issue(
+    home: Path, wf: Path, storage: Storage, capsys, batch: list[str]
+):
     code, report = cli_json(capsys, "run", wf, *batch, "--device", "cpu")
     assert code == EXIT_INVALID
     assert report["valid"] is False and report["issues"][0]["code"] == "invalid_input"
@@ -293,8 +352,10 @@ def test_sweeping_one_field_by_label_and_by_node_param_is_an_error(home: Path, w
 
 # ---------------------------------------------------------------- run-time failure
 
-def test_a_run_that_fails_exits_1_naming_the_node_and_is_recorded_as_failed(home: Path, tmp_path: Path,
-                                                                             storage: Storage, capsys):
+
+def test_a_run_that_fails_exits_1_naming_the_node_and_is_recorded_as_failed(
+    home: Path, tmp_path: Path, storage: Storage, capsys
+):
     code, summary = cli_json(capsys, "run", write(tmp_path / "crop.json", crop_too_big()), "--device", "cpu")
     assert code == EXIT_FAILED
     assert summary["ok"] is False
@@ -321,6 +382,7 @@ def test_a_failed_run_shows_its_error_in_the_table(home: Path, tmp_path: Path, c
 
 # ---------------------------------------------------------------- validate
 
+
 def test_validate_a_valid_workflow_exits_0(home: Path, wf: Path, capsys):
     code, out, _ = cli(capsys, "validate", wf)
     assert code == EXIT_OK and "valid: 'Swatch', 3 nodes" in out
@@ -336,7 +398,9 @@ def test_validate_reports_every_issue_and_runs_nothing(home: Path, tmp_path: Pat
     assert code == EXIT_INVALID and report["valid"] is False
     assert all(set(i) == ISSUE_KEYS for i in report["issues"])
     assert {(i["code"], i["node"], i["field"]) for i in report["issues"]} == {
-        ("out_of_bounds", "img", "width"), ("missing_input", "save", "images")}
+        ("out_of_bounds", "img", "width"),
+        ("missing_input", "save", "images"),
+    }
     code, _, err = cli(capsys, "validate", path)
     assert code == EXIT_INVALID and "invalid workflow: 2 problems" in err
     assert storage.list_runs() == []
@@ -355,11 +419,20 @@ def test_validate_a_missing_file_exits_2(home: Path, tmp_path: Path, capsys):
 
 # ---------------------------------------------------------------- nodes
 
+
 def test_nodes_lists_every_built_in_type(capsys):
     code, out, _ = cli(capsys, "nodes")
     assert code == EXIT_OK
-    for type_name in ("EmptyImage", "LoadImage", "SaveImage", "PreviewImage", "ResizeImage", "CropImage", "ImageGrid",
-                      "Int"):
+    for type_name in (
+        "EmptyImage",
+        "LoadImage",
+        "SaveImage",
+        "PreviewImage",
+        "ResizeImage",
+        "CropImage",
+        "ImageGrid",
+        "Int",
+    ):
         assert type_name in out
 
 
@@ -369,8 +442,9 @@ def test_nodes_json_is_the_catalogue_with_param_defaults_and_bounds(capsys):
     specs = {spec["type"]: spec for spec in catalogue["nodes"]}
     save = specs["SaveImage"]
     assert save["output_node"] is True
-    assert save["inputs"] == [{"name": "images", "type": "IMAGE", "description": "The images to save",
-                               "optional": False, "multi": False}]
+    assert save["inputs"] == [
+        {"name": "images", "type": "IMAGE", "description": "The images to save", "optional": False, "multi": False}
+    ]
     [prefix] = save["params"]
     assert prefix["name"] == "filename_prefix" and prefix["default"] == "flowcanvas" and prefix["max_length"] == 80
     assert prefix["type"] == "STRING" and prefix["required"] is False
@@ -382,6 +456,7 @@ def test_nodes_json_is_the_catalogue_with_param_defaults_and_bounds(capsys):
 
 
 # ---------------------------------------------------------------- workflows
+
 
 def import_swatch(capsys, path: Path) -> str:
     code, out, _ = cli(capsys, "workflows", "import", path)
@@ -443,8 +518,9 @@ def test_workflows_export_canonicalises_a_hand_written_file(home: Path, tmp_path
     assert out == canonical_json(load_workflow(path)) and out.endswith("}\n")
 
 
-def test_workflows_restore_makes_an_old_version_current_as_a_new_version(home: Path, wf: Path, storage: Storage,
-                                                                         capsys):
+def test_workflows_restore_makes_an_old_version_current_as_a_new_version(
+    home: Path, wf: Path, storage: Storage, capsys
+):
     workflow_id = import_swatch(capsys, wf)
     storage.save_workflow_version(workflow_id, canonical_json(load_workflow(swatch("#000000"))), message="darker")
     code, versions = cli_json(capsys, "workflows", "versions", "Swatch")
@@ -456,8 +532,10 @@ def test_workflows_restore_makes_an_old_version_current_as_a_new_version(home: P
     assert versions[2]["sha256"] == versions[0]["sha256"] != versions[1]["sha256"]
     current = cli(capsys, "workflows", "export", "Swatch")[1]
     assert current == cli(capsys, "workflows", "export", "Swatch", "--version", "1")[1]
-    assert json.loads(cli(capsys, "workflows", "export", "Swatch", "--version", "2")[1])["nodes"]["img"]["params"][
-        "color"] == "#000000"
+    assert (
+        json.loads(cli(capsys, "workflows", "export", "Swatch", "--version", "2")[1])["nodes"]["img"]["params"]["color"]
+        == "#000000"
+    )
 
 
 def test_workflows_restore_of_a_missing_version_exits_2_and_adds_no_version(home: Path, wf: Path, capsys):
@@ -497,7 +575,8 @@ def test_workflows_delete_asks_on_a_terminal_and_keeps_on_no(home: Path, wf: Pat
 
 
 def test_running_a_library_workflow_records_its_id_and_version_and_the_run_survives_its_deletion(
-        home: Path, wf: Path, storage: Storage, capsys):
+    home: Path, wf: Path, storage: Storage, capsys
+):
     workflow_id = import_swatch(capsys, wf)
     storage.save_workflow_version(workflow_id, canonical_json(load_workflow(swatch("#000000"))), message="v2")
     code, summary = cli_json(capsys, "run", "Swatch", "--device", "cpu")
@@ -515,6 +594,7 @@ def test_running_a_library_workflow_records_its_id_and_version_and_the_run_survi
 
 
 # ---------------------------------------------------------------- runs
+
 
 def test_runs_list_and_show_describe_recorded_runs(home: Path, wf: Path, tmp_path: Path, capsys):
     ok = cli_json(capsys, "run", wf, "--set", "Width=10", "--device", "cpu")[1]["runs"][0]["run_id"]
@@ -571,11 +651,13 @@ def test_no_command_starts_the_app_on_this_machine_only(capsys, monkeypatch: pyt
 
 # ---------------------------------------------------------------- the real entry point
 
+
 def run_py(home: Path, *argv: Any) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FLOWCANVAS_HOME": str(home)}
     env.pop("FLOWCANVAS_DATABASE_URL", None)
-    return subprocess.run([sys.executable, "run.py", *map(str, argv)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "run.py", *map(str, argv)], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_run_py_exit_codes_and_json_output(tmp_path: Path):

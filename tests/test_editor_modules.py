@@ -22,12 +22,16 @@ STATIC = ROOT / "app" / "ui" / "editor" / "static"
 def node_binary() -> str:
     found = shutil.which("node")
     if found is None:
-        pytest.fail("`node` is not on PATH: install Debian's nodejs (apt-get install nodejs) to test the editor's JavaScript")
+        pytest.fail(
+            "`node` is not on PATH: install Debian's nodejs (apt-get install nodejs) to test the editor's JavaScript"
+        )
     return found
 
 
 def test_javascript_suite_passes():
-    result = subprocess.run([node_binary(), "--test", "tests/js/"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [node_binary(), "--test", "tests/js/"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     if result.returncode != 0:
         pytest.fail(f"node --test tests/js/ failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
 
@@ -79,11 +83,15 @@ process.stdout.write(JSON.stringify(out));
 
 @pytest.fixture(scope="module")
 def produced() -> dict[str, dict[str, Any]]:
-    script = (PRODUCE.replace("GRAPH", (STATIC / "graph.mjs").as_uri())
-              .replace("CLIPBOARD", (STATIC / "clipboard.mjs").as_uri())
-              .replace("CATALOGUE", str(ROOT / "tests" / "js" / "catalogue.json"))
-              .replace("TEMPLATES", str(ROOT / "pipelines" / "templates")))
-    result = subprocess.run([node_binary(), "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    script = (
+        PRODUCE.replace("GRAPH", (STATIC / "graph.mjs").as_uri())
+        .replace("CLIPBOARD", (STATIC / "clipboard.mjs").as_uri())
+        .replace("CATALOGUE", str(ROOT / "tests" / "js" / "catalogue.json"))
+        .replace("TEMPLATES", str(ROOT / "pipelines" / "templates"))
+    )
+    result = subprocess.run(
+        [node_binary(), "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     if result.returncode != 0:
         pytest.fail(f"building workflows with the editor's modules failed:\n{result.stderr}")
     return json.loads(result.stdout)
@@ -91,6 +99,7 @@ def produced() -> dict[str, dict[str, Any]]:
 
 def flat_graph(document: dict[str, Any]) -> dict[str, Any]:
     """The flattened nodes with subgraph prefixes stripped: what actually runs, whatever the grouping."""
+
     def local(node_id: str) -> str:
         return node_id.rsplit(ID_SEPARATOR, 1)[-1]
 
@@ -99,8 +108,10 @@ def flat_graph(document: dict[str, Any]) -> dict[str, Any]:
 
     flattened = flatten(load_workflow(document))
     assert flattened.issues == []
-    return {local(n.id): (n.type, n.type_version, n.params, {k: links(v) for k, v in n.inputs.items()}, n.title)
-            for n in flattened.nodes.values()}
+    return {
+        local(n.id): (n.type, n.type_version, n.params, {k: links(v) for k, v in n.inputs.items()}, n.title)
+        for n in flattened.nodes.values()
+    }
 
 
 def test_edited_workflows_are_valid_and_run_the_same_graph(produced: dict[str, dict[str, Any]]):
@@ -119,16 +130,22 @@ def test_the_catalogue_the_javascript_tests_use_is_current():
 
     def shape(spec: dict[str, Any]) -> dict[str, Any]:
         without_descriptions = json.loads(json.dumps(spec))
-        for part in [without_descriptions, *without_descriptions["inputs"], *without_descriptions["outputs"],
-                     *without_descriptions["params"]]:
+        for part in [
+            without_descriptions,
+            *without_descriptions["inputs"],
+            *without_descriptions["outputs"],
+            *without_descriptions["params"],
+        ]:
             part.pop("description", None)
         return without_descriptions
 
     current = {spec["type"]: shape(spec) for spec in catalogue()["nodes"]}
     saved = json.loads((ROOT / "tests" / "js" / "catalogue.json").read_text(encoding="utf-8"))
     stale = [spec["type"] for spec in saved["nodes"] if current.get(spec["type"]) != shape(spec)]
-    assert not stale, f"node specs changed since tests/js/catalogue.json was written ({', '.join(stale)}): " \
-                      "rerun `python run.py nodes --json > tests/js/catalogue.json` and the JavaScript tests"
+    assert not stale, (
+        f"node specs changed since tests/js/catalogue.json was written ({', '.join(stale)}): "
+        "rerun `python run.py nodes --json > tests/js/catalogue.json` and the JavaScript tests"
+    )
 
 
 def test_params_have_titles_a_person_reads():
@@ -145,8 +162,14 @@ def test_params_have_titles_a_person_reads():
 
     specs = {name: param_spec(name, info) for name, info in Params.model_fields.items()}
     assert {name: (spec["name"], spec["title"]) for name, spec in specs.items()} == {
-        "negative_prompt": ("negative_prompt", "Negative prompt"), "vae_tiling": ("vae_tiling", "VAE tiling"),
-        "steps": ("steps", "Sampling steps")}
-    untitled = [f"{spec['type']}.{param['name']}" for spec in catalogue()["nodes"] for param in spec["params"]
-                if not param.get("title")]
+        "negative_prompt": ("negative_prompt", "Negative prompt"),
+        "vae_tiling": ("vae_tiling", "VAE tiling"),
+        "steps": ("steps", "Sampling steps"),
+    }
+    untitled = [
+        f"{spec['type']}.{param['name']}"
+        for spec in catalogue()["nodes"]
+        for param in spec["params"]
+        if not param.get("title")
+    ]
     assert untitled == []

@@ -1,4 +1,4 @@
-"""FlowEdit, SplitFlow, FlowOpt and Decompose Prompt: the invariants and closed forms of algorithms.md §2, §3, §6,
+"""FlowEdit, SplitFlow, FlowOpt and Decompose Prompt: the invariants and closed forms of docs/algorithms.md ("FlowEdit", "SplitFlow and Decompose Prompt", "FlowOpt"),
 and runs on tiny SD3 and FLUX models (shapes, packing, dtypes, determinism per seed)."""
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 def setup(loaded, family: str, source: str = SOURCE, target: str = TARGET, steps: int = 8):
     model = loaded[family]
     x_src = torch.randn(model.model.latent_shape(1, 32, 32), generator=torch.Generator().manual_seed(7))
-    prompts = EditPrompts(model.text_encoder.encode([source]), model.text_encoder.encode([target]),
-                          model.text_encoder.encode([""]))
+    prompts = EditPrompts(
+        model.text_encoder.encode([source]), model.text_encoder.encode([target]), model.text_encoder.encode([""])
+    )
     return model.model, x_src, prompts, model.model.default_sigmas(steps, 32, 32)
 
 
@@ -45,11 +46,15 @@ def generator(seed: int = 42) -> torch.Generator:
 
 # ---- FlowEdit ----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_flowedit_with_the_target_equal_to_the_source_returns_the_source_exactly(loaded, family: str):
     model, x_src, _, sigmas = setup(loaded, family)
-    same = EditPrompts(loaded[family].text_encoder.encode([SOURCE]), loaded[family].text_encoder.encode([SOURCE]),
-                       loaded[family].text_encoder.encode([""]))
+    same = EditPrompts(
+        loaded[family].text_encoder.encode([SOURCE]),
+        loaded[family].text_encoder.encode([SOURCE]),
+        loaded[family].text_encoder.encode([""]),
+    )
     edited = flowedit(model, x_src, sigmas, same, n_max=8, src_guidance=4.0, tar_guidance=4.0, generator=generator())
     assert torch.equal(edited, x_src)
     moved = flowedit(model, x_src, sigmas, same, n_max=8, src_guidance=2.0, tar_guidance=4.0, generator=generator())
@@ -59,8 +64,20 @@ def test_flowedit_with_the_target_equal_to_the_source_returns_the_source_exactly
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_flowedit_is_deterministic_per_seed_and_keeps_shape_and_dtype(loaded, family: str):
     model, x_src, prompts, sigmas = setup(loaded, family)
-    run = lambda seed: flowedit(model, x_src, sigmas, prompts, n_max=6, n_avg=2, src_guidance=1.5,  # noqa: E731
-                                tar_guidance=5.0, generator=generator(seed))
+
+    def run(seed: int) -> torch.Tensor:
+        return flowedit(
+            model,
+            x_src,
+            sigmas,
+            prompts,
+            n_max=6,
+            n_avg=2,
+            src_guidance=1.5,
+            tar_guidance=5.0,
+            generator=generator(seed),
+        )
+
     first, again, other = run(1), run(1), run(2)
     assert first.shape == x_src.shape and first.dtype == x_src.dtype
     assert torch.equal(first, again)
@@ -70,29 +87,29 @@ def test_flowedit_is_deterministic_per_seed_and_keeps_shape_and_dtype(loaded, fa
 
 def test_flowedit_with_no_active_step_returns_the_source(loaded):
     model, x_src, prompts, sigmas = setup(loaded, "sd3")
-    edited = flowedit(model, x_src, sigmas, prompts, n_max=0, src_guidance=3.5, tar_guidance=13.5,
-                      generator=generator())
+    edited = flowedit(
+        model, x_src, sigmas, prompts, n_max=0, src_guidance=3.5, tar_guidance=13.5, generator=generator()
+    )
     assert torch.equal(edited, x_src) and edited is not x_src
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_flowedit_with_n_min_equal_to_n_max_is_sdedit_with_one_noise_draw(loaded, family: str):
     model, x_src, prompts, sigmas = setup(loaded, family)
-    edited = flowedit(model, x_src, sigmas, prompts, n_max=5, n_min=5, src_guidance=1.0, tar_guidance=4.0,
-                      generator=generator(3))
+    edited = flowedit(
+        model, x_src, sigmas, prompts, n_max=5, n_min=5, src_guidance=1.0, tar_guidance=4.0, generator=generator(3)
+    )
     start = len(sigmas) - 1 - 5
     noise = model.noise_like(x_src, generator(3))
     x = sigmas[start] * noise + (1 - sigmas[start]) * x_src
-    expected = sample_euler(lambda x, s: model.velocity(x, s, prompts.target, prompts.negative, 4.0), x,
-                            sigmas[start:])
+    expected = sample_euler(lambda x, s: model.velocity(x, s, prompts.target, prompts.negative, 4.0), x, sigmas[start:])
     torch.testing.assert_close(edited, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_flowedit_rejects_n_min_above_n_max(loaded):
     model, x_src, prompts, sigmas = setup(loaded, "sd3")
     with pytest.raises(ValueError, match="n_min"):
-        flowedit(model, x_src, sigmas, prompts, n_max=3, n_min=4, src_guidance=1, tar_guidance=1,
-                 generator=generator())
+        flowedit(model, x_src, sigmas, prompts, n_max=3, n_min=4, src_guidance=1, tar_guidance=1, generator=generator())
 
 
 def test_flux_editor_noise_is_drawn_packed_as_the_reference_draws_it(loaded):
@@ -108,15 +125,23 @@ def test_batched_velocities_equal_separate_calls(loaded):
         model, x_src, prompts, _ = setup(loaded, family)
         sigma = torch.tensor(0.6)
         other = x_src.flip(-1)
-        batched = model.velocities(sigma, [VelocityQuery(x_src, prompts.source, prompts.negative, 3.0),
-                                           VelocityQuery(other, prompts.target, prompts.negative, 5.0)])
-        separate = [model.velocity(x_src, sigma, prompts.source, prompts.negative, 3.0),
-                    model.velocity(other, sigma, prompts.target, prompts.negative, 5.0)]
+        batched = model.velocities(
+            sigma,
+            [
+                VelocityQuery(x_src, prompts.source, prompts.negative, 3.0),
+                VelocityQuery(other, prompts.target, prompts.negative, 5.0),
+            ],
+        )
+        separate = [
+            model.velocity(x_src, sigma, prompts.source, prompts.negative, 3.0),
+            model.velocity(other, sigma, prompts.target, prompts.negative, 5.0),
+        ]
         for got, expected in zip(batched, separate):
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 # ---- SplitFlow ---------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 @pytest.mark.parametrize("copies", [1, 3])
@@ -137,12 +162,10 @@ def test_splitflow_with_real_sub_prompts_differs_from_flowedit_and_is_determinis
     options = dict(n_max=7, n_dec=3, src_guidance=2.0, tar_guidance=5.0)
     first = splitflow(model, x_src, sigmas, prompts, subs, generator=generator(), **options)
     again = splitflow(model, x_src, sigmas, prompts, subs, generator=generator(), **options)
-    plain = flowedit(model, x_src, sigmas, prompts, n_max=7, src_guidance=2.0, tar_guidance=5.0,
-                     generator=generator())
+    plain = flowedit(model, x_src, sigmas, prompts, n_max=7, src_guidance=2.0, tar_guidance=5.0, generator=generator())
     assert torch.equal(first, again)
     assert not torch.equal(first, plain)
-    no_split = splitflow(model, x_src, sigmas, prompts, subs, generator=generator(),
-                         **{**options, "n_dec": 7})
+    no_split = splitflow(model, x_src, sigmas, prompts, subs, generator=generator(), **{**options, "n_dec": 7})
     assert torch.equal(no_split, plain), "n_dec ≥ n_max is FlowEdit"
 
 
@@ -168,7 +191,7 @@ def test_vfa_weights_sum_to_one_and_the_aggregate_is_their_weighted_sum():
 
 def test_latent_trajectory_projection_per_location():
     direction = torch.tensor([[3.0, 0.0], [0.0, 2.0]]).T.reshape(1, 2, 1, 2)  # location 0: x axis, 1: y axis
-    latent = torch.tensor([[1.0, 5.0], [4.0, -3.0]]).T.reshape(1, 2, 1, 2)   # (1, 4) and (5, −3)
+    latent = torch.tensor([[1.0, 5.0], [4.0, -3.0]]).T.reshape(1, 2, 1, 2)  # (1, 4) and (5, −3)
     projected = project(latent, direction)
     torch.testing.assert_close(projected[0, :, 0, 0], torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(projected[0, :, 0, 1], torch.tensor([0.0, -3.0]))
@@ -176,6 +199,7 @@ def test_latent_trajectory_projection_per_location():
 
 
 # ---- FlowOpt -----------------------------------------------------------------------------------------------------
+
 
 def test_flowopt_iteration_on_a_linear_map_equals_the_analytic_iteration():
     a = torch.tensor([[0.9, 0.1], [-0.2, 1.1]])
@@ -216,8 +240,11 @@ def test_flowopt_runs_and_with_no_iterations_returns_one_sampling_of_the_inversi
 
 # ---- Decompose Prompt --------------------------------------------------------------------------------------------
 
+
 def test_decompose_makes_one_sub_prompt_per_changed_attribute():
-    assert decompose_prompt("a small red circle on a blue background", "a small green square on a yellow background") == [
+    assert decompose_prompt(
+        "a small red circle on a blue background", "a small green square on a yellow background"
+    ) == [
         "a small green circle on a blue background",
         "a small red square on a blue background",
         "a small red circle on a yellow background",
@@ -226,13 +253,17 @@ def test_decompose_makes_one_sub_prompt_per_changed_attribute():
 
 def test_decompose_groups_neighbouring_changes_beyond_the_limit_and_keeps_identical_prompts():
     parts = decompose_prompt("a small red circle on a blue background", "a large green square on a yellow background")
-    assert parts == ["a large green circle on a blue background", "a small red square on a blue background",
-                     "a small red circle on a yellow background"]
+    assert parts == [
+        "a large green circle on a blue background",
+        "a small red square on a blue background",
+        "a small red circle on a yellow background",
+    ]
     assert decompose_prompt("a red circle", "a red circle") == ["a red circle"]
     assert decompose_prompt("a cat", "a cat wearing a hat") == ["a cat wearing a hat"]
 
 
 # ---- nodes -------------------------------------------------------------------------------------------------------
+
 
 def test_flowedit_node_asks_for_the_negative_when_sd3_guidance_needs_it(loaded):
     from nodes.editors.flowedit import FlowEditNode
@@ -243,11 +274,19 @@ def test_flowedit_node_asks_for_the_negative_when_sd3_guidance_needs_it(loaded):
     node = FlowEditNode()
     ctx = NodeContext(node_id="edit", node_type="FlowEdit", device="cpu")
     with pytest.raises(NodeError) as error:
-        node.run(ctx, FlowEditNode.Params(), model=model, source_latent=Latent(x_src, "sd3"), source=prompts.source,
-                 target=prompts.target, sigmas=sigmas)
+        node.run(
+            ctx,
+            FlowEditNode.Params(),
+            model=model,
+            source_latent=Latent(x_src, "sd3"),
+            source=prompts.source,
+            target=prompts.target,
+            sigmas=sigmas,
+        )
     assert error.value.field == "negative"
     assert FlowEditNode.check(FlowEditNode.Params(n_max=3, n_min=4)) == [
-        ("n_min", "n_min (4) must not exceed n_max (3)")]
+        ("n_min", "n_min (4) must not exceed n_max (3)")
+    ]
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
@@ -255,7 +294,8 @@ def test_flowedit_makes_one_forward_call_per_step_for_both_flows(loaded, family:
     model, x_src, prompts, sigmas = setup(loaded, family)
     batches: list[int] = []
     hook = model.transformer.register_forward_pre_hook(
-        lambda module, args, kwargs: batches.append(kwargs["hidden_states"].shape[0]), with_kwargs=True)
+        lambda module, args, kwargs: batches.append(kwargs["hidden_states"].shape[0]), with_kwargs=True
+    )
     try:
         flowedit(model, x_src, sigmas, prompts, n_max=3, src_guidance=2.0, tar_guidance=5.0, generator=generator())
     finally:
@@ -274,8 +314,17 @@ def test_decompose_node_can_use_a_local_language_model(tmp_path: Path):
 
     tokenizer = build_clip_tokenizer([SOURCE, TARGET, "sub prompts one per line"])
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=1, n_head=2,
-                                       eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=256,
+            n_embd=32,
+            n_layer=1,
+            n_head=2,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+    )
     folder = tmp_path / "lm"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -285,8 +334,9 @@ def test_decompose_node_can_use_a_local_language_model(tmp_path: Path):
         node.run(ctx, params)
     assert silent.value.field == "language_model" and "no sub-prompts" in str(silent.value)
     with pytest.raises(NodeError) as missing:
-        node.run(ctx, DecomposePrompt.Params(source_text=SOURCE, target_text=TARGET,
-                                             language_model=str(tmp_path / "absent")))
+        node.run(
+            ctx, DecomposePrompt.Params(source_text=SOURCE, target_text=TARGET, language_model=str(tmp_path / "absent"))
+        )
     assert missing.value.field == "language_model"
 
 
@@ -307,12 +357,41 @@ def test_editors_keep_a_half_precision_model_in_its_dtype(tmp_path: Path, family
     sigmas = model.default_sigmas(4, 32, 32)
     with torch.inference_mode():
         results = [
-            flowedit(model, x_src, sigmas, prompts, n_max=4, n_min=1, src_guidance=2.0, tar_guidance=5.0,
-                     generator=generator()),
-            splitflow(model, x_src, sigmas, prompts, [encoder.encode([TARGET]), encoder.encode([SOURCE])], n_max=4,
-                      n_dec=2, src_guidance=2.0, tar_guidance=5.0, generator=generator()),
-            flowopt(model, x_src, sigmas, prompts, mode="edit", n_max=3, iterations=1, eta=0.01, src_guidance=1.0,
-                    tar_guidance=3.0)[-1],
+            flowedit(
+                model,
+                x_src,
+                sigmas,
+                prompts,
+                n_max=4,
+                n_min=1,
+                src_guidance=2.0,
+                tar_guidance=5.0,
+                generator=generator(),
+            ),
+            splitflow(
+                model,
+                x_src,
+                sigmas,
+                prompts,
+                [encoder.encode([TARGET]), encoder.encode([SOURCE])],
+                n_max=4,
+                n_dec=2,
+                src_guidance=2.0,
+                tar_guidance=5.0,
+                generator=generator(),
+            ),
+            flowopt(
+                model,
+                x_src,
+                sigmas,
+                prompts,
+                mode="edit",
+                n_max=3,
+                iterations=1,
+                eta=0.01,
+                src_guidance=1.0,
+                tar_guidance=3.0,
+            )[-1],
         ]
     for result in results:
         assert result.dtype == torch.bfloat16 and result.shape == x_src.shape
@@ -321,10 +400,14 @@ def test_editors_keep_a_half_precision_model_in_its_dtype(tmp_path: Path, family
 
 def test_decompose_keeps_an_article_with_the_word_it_belongs_to():
     assert decompose_prompt("a large red circle on a blue background", "a large red star on an orange background") == [
-        "a large red star on a blue background", "a large red circle on an orange background"]
+        "a large red star on a blue background",
+        "a large red circle on an orange background",
+    ]
 
 
 def test_decompose_aligns_equal_length_prompts_by_position():
     assert decompose_prompt("a large purple triangle, red background", "a large cyan square, purple background") == [
-        "a large cyan triangle, red background", "a large purple square, red background",
-        "a large purple triangle, purple background"]
+        "a large cyan triangle, red background",
+        "a large purple square, red background",
+        "a large purple triangle, purple background",
+    ]

@@ -47,8 +47,9 @@ def test_it_loads_through_the_same_adapter_path_as_a_saved_tiny_sd3(embedded, tm
 
 def generate(prompt: str, seed: int) -> torch.Tensor:
     workflow = load_workflow(TEMPLATE)
-    result = Executor(device="cpu").execute(build_plan(workflow, {"Prompt": prompt, "Seed": seed}, target="decode"),
-                                            run_id="t")
+    result = Executor(device="cpu").execute(
+        build_plan(workflow, {"Prompt": prompt, "Seed": seed}, target="decode"), run_id="t"
+    )
     return result.target_outputs["decode"]["image"]
 
 
@@ -59,8 +60,10 @@ def test_generation_is_deterministic_per_seed(embedded):
     assert not torch.equal(first, other)
 
 
-@pytest.mark.parametrize("colour,shape,background", [("red", "circle", "blue"), ("yellow", "square", "purple"),
-                                                     ("white", "triangle", "black")])
+@pytest.mark.parametrize(
+    "colour,shape,background",
+    [("red", "circle", "blue"), ("yellow", "square", "purple"), ("white", "triangle", "black")],
+)
 def test_it_draws_what_the_caption_says(embedded, colour: str, shape: str, background: str):
     found = analyze(generate(f"a large {colour} {shape} on a {background} background", seed=1)[0])
     assert (found.background, found.colour, found.shape) == (background, colour, shape)

@@ -19,22 +19,27 @@ from tests.support_nodes import EXECUTIONS
 
 def chain_workflow(offset_b: int = 0, offset_c: int = 0) -> dict:
     """a → b → c → sink, plus an independent branch x → y → sink2."""
-    return workflow_dict({
-        "a": {"type": "TestConst", "params": {"value": 1}},
-        "b": {"type": "TestAdd", "params": {"offset": offset_b}, "inputs": {"a": link("a")}},
-        "c": {"type": "TestAdd", "params": {"offset": offset_c}, "inputs": {"a": link("b")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("c")}},
-        "x": {"type": "TestConst", "params": {"value": 10}},
-        "y": {"type": "TestAdd", "inputs": {"a": link("x")}},
-        "sink2": {"type": "TestSink", "inputs": {"value": link("y")}},
-    })
+    return workflow_dict(
+        {
+            "a": {"type": "TestConst", "params": {"value": 1}},
+            "b": {"type": "TestAdd", "params": {"offset": offset_b}, "inputs": {"a": link("a")}},
+            "c": {"type": "TestAdd", "params": {"offset": offset_c}, "inputs": {"a": link("b")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("c")}},
+            "x": {"type": "TestConst", "params": {"value": 10}},
+            "y": {"type": "TestAdd", "inputs": {"a": link("x")}},
+            "sink2": {"type": "TestSink", "inputs": {"value": link("y")}},
+        }
+    )
 
 
 def run(executor: Executor, document: dict, **kwargs) -> tuple:
     events: list[RunEvent] = []
-    result = executor.execute(build_plan(load_workflow(document), kwargs.pop("overrides", None),
-                                         target=kwargs.pop("target", None)),
-                              run_id="r", sinks=[events.append], **kwargs)
+    result = executor.execute(
+        build_plan(load_workflow(document), kwargs.pop("overrides", None), target=kwargs.pop("target", None)),
+        run_id="r",
+        sinks=[events.append],
+        **kwargs,
+    )
     return result, events
 
 
@@ -93,12 +98,14 @@ def test_overrides_rerun_the_overridden_node():
 
 
 def test_wired_param_takes_the_upstream_value_and_is_part_of_the_key():
-    document = workflow_dict({
-        "n": {"type": "Int", "params": {"value": 3}},
-        "a": {"type": "TestConst", "params": {"value": 1}},
-        "add": {"type": "TestAdd", "inputs": {"a": link("a"), "offset": link("n")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("add")}},
-    })
+    document = workflow_dict(
+        {
+            "n": {"type": "Int", "params": {"value": 3}},
+            "a": {"type": "TestConst", "params": {"value": 1}},
+            "add": {"type": "TestAdd", "inputs": {"a": link("a"), "offset": link("n")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("add")}},
+        }
+    )
     executor = Executor()
     result, _ = run(executor, document)
     assert sink_values(result) == {"sink": 4}
@@ -110,12 +117,14 @@ def test_wired_param_takes_the_upstream_value_and_is_part_of_the_key():
 
 
 def test_wired_value_out_of_bounds_fails_the_node_naming_its_source():
-    document = workflow_dict({
-        "n": {"type": "TestConst", "params": {"value": 5000}},
-        "a": {"type": "TestConst", "params": {"value": 1}},
-        "add": {"type": "TestAdd", "inputs": {"a": link("a"), "offset": link("n")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("add")}},
-    })
+    document = workflow_dict(
+        {
+            "n": {"type": "TestConst", "params": {"value": 5000}},
+            "a": {"type": "TestConst", "params": {"value": 1}},
+            "add": {"type": "TestAdd", "inputs": {"a": link("a"), "offset": link("n")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("add")}},
+        }
+    )
     with pytest.raises(NodeFailed) as failure:
         run(Executor(), document)
     assert failure.value.node_id == "add" and failure.value.field == "offset"
@@ -143,11 +152,13 @@ def test_cache_evicts_least_recently_used_entries_beyond_its_budget():
 
 
 def test_a_node_error_names_the_node_its_type_and_field():
-    document = workflow_dict({
-        "a": {"type": "TestConst"},
-        "boom": {"type": "TestFail", "inputs": {"a": link("a")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("boom")}},
-    })
+    document = workflow_dict(
+        {
+            "a": {"type": "TestConst"},
+            "boom": {"type": "TestFail", "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("boom")}},
+        }
+    )
     with pytest.raises(NodeFailed) as failure:
         run(Executor(), document)
     assert (failure.value.node_id, failure.value.node_type, failure.value.field) == ("boom", "TestFail", "user")
@@ -155,11 +166,13 @@ def test_a_node_error_names_the_node_its_type_and_field():
 
 
 def test_an_unexpected_exception_is_reported_with_its_type_and_traceback():
-    document = workflow_dict({
-        "a": {"type": "TestConst"},
-        "boom": {"type": "TestFail", "params": {"user": False}, "inputs": {"a": link("a")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("boom")}},
-    })
+    document = workflow_dict(
+        {
+            "a": {"type": "TestConst"},
+            "boom": {"type": "TestFail", "params": {"user": False}, "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("boom")}},
+        }
+    )
     with pytest.raises(NodeFailed) as failure:
         run(Executor(), document)
     assert failure.value.message.startswith("ZeroDivisionError")
@@ -167,11 +180,13 @@ def test_an_unexpected_exception_is_reported_with_its_type_and_traceback():
 
 
 def test_progress_events_report_every_step():
-    document = workflow_dict({
-        "a": {"type": "TestConst"},
-        "slow": {"type": "TestSlow", "params": {"steps": 4, "delay": 0}, "inputs": {"a": link("a")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("slow")}},
-    })
+    document = workflow_dict(
+        {
+            "a": {"type": "TestConst"},
+            "slow": {"type": "TestSlow", "params": {"steps": 4, "delay": 0}, "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("slow")}},
+        }
+    )
     _, events = run(Executor(), document)
     steps = [(e.data["step"], e.data["total"]) for e in events if e.kind == "node_progress"]
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
@@ -180,11 +195,13 @@ def test_progress_events_report_every_step():
 
 
 def test_cancel_inside_a_long_node_stops_it_at_the_next_step():
-    document = workflow_dict({
-        "a": {"type": "TestConst"},
-        "slow": {"type": "TestSlow", "params": {"steps": 1000, "delay": 0}, "inputs": {"a": link("a")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("slow")}},
-    })
+    document = workflow_dict(
+        {
+            "a": {"type": "TestConst"},
+            "slow": {"type": "TestSlow", "params": {"steps": 1000, "delay": 0}, "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("slow")}},
+        }
+    )
     token = CancelToken()
     seen: list[int] = []
 
@@ -208,8 +225,9 @@ def test_cancel_between_nodes_runs_nothing_further():
             token.cancel()
 
     with pytest.raises(RunCancelled):
-        Executor().execute(build_plan(load_workflow(chain_workflow())), run_id="r", sinks=[cancel_after_b],
-                           cancel=token)
+        Executor().execute(
+            build_plan(load_workflow(chain_workflow())), run_id="r", sinks=[cancel_after_b], cancel=token
+        )
     assert "c" not in EXECUTIONS and "sink" not in EXECUTIONS
 
 
@@ -229,10 +247,12 @@ def _write_png(path: Path, colour: tuple[float, float, float]) -> None:
 def test_load_image_reruns_when_the_file_content_changes_and_only_then(tmp_path: Path):
     picture = tmp_path / "in.png"
     _write_png(picture, (1.0, 0.0, 0.0))
-    document = workflow_dict({
-        "load": {"type": "LoadImage", "params": {"path": str(picture)}},
-        "preview": {"type": "PreviewImage", "inputs": {"images": link("load", "image")}},
-    })
+    document = workflow_dict(
+        {
+            "load": {"type": "LoadImage", "params": {"path": str(picture)}},
+            "preview": {"type": "PreviewImage", "inputs": {"images": link("load", "image")}},
+        }
+    )
     executor = Executor()
     first, _ = run(executor, document)
     again, _ = run(executor, document)

@@ -1,4 +1,4 @@
-"""FlowChef (algorithms.md §4): the gradient-skipping step in closed form, masked CFG, the degradation operators,
+"""FlowChef (docs/algorithms.md, "FlowChef"): the gradient-skipping step in closed form, masked CFG, the degradation operators,
 every task on tiny SD3 and FLUX models, the node's errors, and its progress through a workflow."""
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def closed_form_case() -> tuple[torch.Tensor, ...]:
 def test_sgd_shrinks_the_masked_residual_by_the_closed_form_factor():
     x, v, y, weight, sigma = closed_form_case()
     lr, loss_weight, iters = 4.0, 5.0, 3
-    stepped = gradient_skip_step(x, v, sigma, lambda x0: masked_mse(x0, y, weight, loss_weight), iters=iters, lr=lr,
-                                 optimizer="sgd")
+    stepped = gradient_skip_step(
+        x, v, sigma, lambda x0: masked_mse(x0, y, weight, loss_weight), iters=iters, lr=lr, optimizer="sgd"
+    )
     before, after = x - sigma * v - y, stepped - sigma * v - y
     factor = (1 - lr * 2 * loss_weight / x.numel()) ** iters  # 1 − 4·2·5/120 = 2/3 per iteration
     inside = weight.expand_as(x).bool()
@@ -161,24 +162,31 @@ def test_box_inpainting_blanks_the_centre_box():
     assert blanked[0, 0, 3:7, 4:8].sum() == 0 and blanked.sum() == 3 * (120 - 16)
 
 
-@pytest.mark.parametrize("params,measured,view", [
-    ({"operator": "super_resolution", "factor": 4}, (10, 15), (40, 60)),
-    ({"operator": "super_resolution", "factor": 2}, (20, 30), (40, 60)),
-    ({"operator": "gaussian_deblur"}, (40, 60), (40, 60)),
-    ({"operator": "box_inpaint"}, (40, 60), (40, 60)),
-])
+@pytest.mark.parametrize(
+    "params,measured,view",
+    [
+        ({"operator": "super_resolution", "factor": 4}, (10, 15), (40, 60)),
+        ({"operator": "super_resolution", "factor": 2}, (20, 30), (40, 60)),
+        ({"operator": "gaussian_deblur"}, (40, 60), (40, 60)),
+        ({"operator": "box_inpaint"}, (40, 60), (40, 60)),
+    ],
+)
 def test_degrade_image_sizes(params: dict[str, Any], measured: tuple[int, int], view: tuple[int, int]):
     image = torch.rand(2, 3, 40, 60, generator=generator())
-    out = DegradeImage().run(NodeContext(node_id="d", node_type="DegradeImage", device="cpu"),
-                             DegradeImage.Params(**params), image=image)
+    out = DegradeImage().run(
+        NodeContext(node_id="d", node_type="DegradeImage", device="cpu"), DegradeImage.Params(**params), image=image
+    )
     assert out["image"].shape == (2, 3, *measured) and out["view"].shape == (2, 3, *view)
     assert out["image"].min() >= 0 and out["image"].max() <= 1
 
 
 def test_degrade_image_refuses_an_image_too_small_to_shrink():
     with pytest.raises(NodeError) as error:
-        DegradeImage().run(NodeContext(node_id="d", node_type="DegradeImage", device="cpu"),
-                           DegradeImage.Params(operator="super_resolution", factor=4), image=torch.rand(1, 3, 3, 8))
+        DegradeImage().run(
+            NodeContext(node_id="d", node_type="DegradeImage", device="cpu"),
+            DegradeImage.Params(operator="super_resolution", factor=4),
+            image=torch.rand(1, 3, 3, 8),
+        )
     assert error.value.field == "factor"
 
 
@@ -201,14 +209,20 @@ def scene(loaded: LoadedModel) -> dict[str, Any]:
     image = torch.rand(1, 3, 36, 40, generator=generator(1))
     mask = torch.zeros(1, 36, 40)
     mask[..., :16] = 1.0
-    return {"image": image, "latent": loaded.vae.encode(image), "mask": mask,
-            "target": encode(["a red circle on a blue background"]),
-            "source": encode(["a green square on a blue background"]), "negative": encode([""]),
-            "sigmas": loaded.model.default_sigmas(STEPS, 32, 32)}
+    return {
+        "image": image,
+        "latent": loaded.vae.encode(image),
+        "mask": mask,
+        "target": encode(["a red circle on a blue background"]),
+        "source": encode(["a green square on a blue background"]),
+        "negative": encode([""]),
+        "sigmas": loaded.model.default_sigmas(STEPS, 32, 32),
+    }
 
 
-def run(loaded: LoadedModel, task: str, operator: str | None = None, *, seed: int = 0,
-        **overrides: Any) -> torch.Tensor:
+def run(
+    loaded: LoadedModel, task: str, operator: str | None = None, *, seed: int = 0, **overrides: Any
+) -> torch.Tensor:
     s = scene(loaded)
     degradation = Degradation(operator, factor=4) if operator else None
     inputs: dict[str, Any] = {"source_latent": s["latent"]}
@@ -218,20 +232,43 @@ def run(loaded: LoadedModel, task: str, operator: str | None = None, *, seed: in
         inputs |= {"mask": s["mask"]}
     elif operator != "box_inpaint":
         inputs = {"vae": loaded.vae, "measurement": degradation.apply(s["image"])}
-    settings = {"max_steps": STEPS, "source_steps": 1, "opt_iters": 2, "optimizer": "sgd", "guidance": 2.0,
-                "true_cfg": 2.0, **SMALL, **inputs, **overrides}
-    return flowchef(loaded.model, s["sigmas"], s["target"], task=task, negative=s["negative"],
-                    degradation=degradation, generator=generator(seed), **settings)
+    settings = {
+        "max_steps": STEPS,
+        "source_steps": 1,
+        "opt_iters": 2,
+        "optimizer": "sgd",
+        "guidance": 2.0,
+        "true_cfg": 2.0,
+        **SMALL,
+        **inputs,
+        **overrides,
+    }
+    return flowchef(
+        loaded.model,
+        s["sigmas"],
+        s["target"],
+        task=task,
+        negative=s["negative"],
+        degradation=degradation,
+        generator=generator(seed),
+        **settings,
+    )
 
 
-TASKS = [("edit", None), ("inpaint", None), ("inverse_problem", "box_inpaint"),
-         ("inverse_problem", "super_resolution"), ("inverse_problem", "gaussian_deblur")]
+TASKS = [
+    ("edit", None),
+    ("inpaint", None),
+    ("inverse_problem", "box_inpaint"),
+    ("inverse_problem", "super_resolution"),
+    ("inverse_problem", "gaussian_deblur"),
+]
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 @pytest.mark.parametrize("task,operator", TASKS, ids=[op or task for task, op in TASKS])
-def test_every_task_runs_on_both_families_and_is_deterministic_per_seed(tiny, family: str, task: str,
-                                                                         operator: str | None):
+def test_every_task_runs_on_both_families_and_is_deterministic_per_seed(
+    tiny, family: str, task: str, operator: str | None
+):
     loaded = tiny[family]
     first = run(loaded, task, operator)
     # SR: a 9×10 measurement ×4 is 36×40 px, cropped like the encoder's input to 32×32 px.
@@ -246,8 +283,12 @@ def test_without_steering_it_is_plain_euler_sampling_from_seeded_noise(tiny):
     s = scene(loaded)
     unsteered = run(loaded, "edit", max_steps=0)
     noise = loaded.model.noise_like(s["latent"], generator(0))
-    expected = EULER.sample(lambda x, sigma: loaded.model.velocity(x, sigma, s["target"], s["negative"], 2.0),
-                            noise, s["sigmas"], lambda *args: None)
+    expected = EULER.sample(
+        lambda x, sigma: loaded.model.velocity(x, sigma, s["target"], s["negative"], 2.0),
+        noise,
+        s["sigmas"],
+        lambda *args: None,
+    )
     assert torch.equal(unsteered, expected)
 
 
@@ -287,8 +328,9 @@ def test_source_steps_pull_the_whole_image_to_the_source(tiny):
 def test_max_steps_is_clamped_and_source_steps_past_it_do_nothing(tiny):
     loaded = tiny["flux"]
     assert torch.equal(run(loaded, "edit", max_steps=100), run(loaded, "edit", max_steps=STEPS))
-    assert torch.equal(run(loaded, "edit", max_steps=2, source_steps=50),
-                       run(loaded, "edit", max_steps=2, source_steps=2))
+    assert torch.equal(
+        run(loaded, "edit", max_steps=2, source_steps=50), run(loaded, "edit", max_steps=2, source_steps=2)
+    )
     assert not torch.equal(run(loaded, "edit", max_steps=2), run(loaded, "edit", max_steps=1))
 
 
@@ -321,20 +363,28 @@ def node_run(loaded: LoadedModel, params: dict[str, Any], **inputs: Any) -> dict
     return FlowChefNode().run(ctx, FlowChefNode.Params(**params), **wired)
 
 
-@pytest.mark.parametrize("params,given,field", [
-    ({"task": "edit"}, {"negative"}, "source_latent"),
-    ({"task": "inpaint"}, {"negative", "source_latent"}, "mask"),
-    ({"task": "inverse_problem", "operator": "box_inpaint"}, {"negative"}, "source_latent"),
-    ({"task": "inverse_problem", "operator": "super_resolution"}, {"negative", "measurement"}, "vae"),
-    ({"task": "inverse_problem", "operator": "gaussian_deblur"}, {"negative", "vae"}, "measurement"),
-    ({"task": "edit", "true_cfg": 2.0}, {"negative", "source_latent", "mask"}, "source"),
-    ({"task": "edit", "guidance": 4.0}, {"source_latent"}, "negative"),
-])
+@pytest.mark.parametrize(
+    "params,given,field",
+    [
+        ({"task": "edit"}, {"negative"}, "source_latent"),
+        ({"task": "inpaint"}, {"negative", "source_latent"}, "mask"),
+        ({"task": "inverse_problem", "operator": "box_inpaint"}, {"negative"}, "source_latent"),
+        ({"task": "inverse_problem", "operator": "super_resolution"}, {"negative", "measurement"}, "vae"),
+        ({"task": "inverse_problem", "operator": "gaussian_deblur"}, {"negative", "vae"}, "measurement"),
+        ({"task": "edit", "true_cfg": 2.0}, {"negative", "source_latent", "mask"}, "source"),
+        ({"task": "edit", "guidance": 4.0}, {"source_latent"}, "negative"),
+    ],
+)
 def test_missing_inputs_are_named(tiny, params: dict[str, Any], given: set[str], field: str):
     loaded = tiny["sd3"]
     s = scene(loaded)
-    available = {"negative": s["negative"], "source_latent": Latent(s["latent"], "sd3"), "mask": s["mask"],
-                 "vae": loaded.vae, "measurement": downsample(s["image"], 4)}
+    available = {
+        "negative": s["negative"],
+        "source_latent": Latent(s["latent"], "sd3"),
+        "mask": s["mask"],
+        "vae": loaded.vae,
+        "measurement": downsample(s["image"], 4),
+    }
     with pytest.raises(NodeError) as error:
         node_run(loaded, params, **{name: available[name] for name in given})
     assert error.value.field == field and error.value.hint
@@ -357,9 +407,19 @@ def test_blank_params_take_the_models_defaults(tiny):
     shared = {"task": "edit", "loss_weight": 10.0, "seed": 3}
     inputs = {"source_latent": Latent(s["latent"], "flux"), "mask": s["mask"], "source": s["source"]}
     blank = node_run(loaded, shared, **inputs)["latent"].samples
-    explicit = node_run(loaded, {**shared, "lr": row.lr, "opt_iters": row.opt_iters, "source_steps": row.source_steps,
-                                 "true_cfg": row.true_cfg, "guidance": row.guidance, "max_steps": STEPS},
-                        **inputs)["latent"].samples
+    explicit = node_run(
+        loaded,
+        {
+            **shared,
+            "lr": row.lr,
+            "opt_iters": row.opt_iters,
+            "source_steps": row.source_steps,
+            "true_cfg": row.true_cfg,
+            "guidance": row.guidance,
+            "max_steps": STEPS,
+        },
+        **inputs,
+    )["latent"].samples
     assert torch.equal(blank, explicit)
 
 
@@ -367,8 +427,13 @@ def test_the_edit_template_reports_every_step(tiny, tmp_path: Path):
     picture = tmp_path / "in.png"
     picture.write_bytes(encode_png(to_pil(torch.rand(1, 3, 40, 60, generator=generator(2)))[0]))
     workflow = load_workflow(TEMPLATES / "edit-flowchef.json")
-    overrides = {"Model": tiny["sd3"].model.source, "Source image": str(picture), "Steps": 4,
-                 "flowchef.preview_every": 2, "flowchef.lr": 0.05}
+    overrides = {
+        "Model": tiny["sd3"].model.source,
+        "Source image": str(picture),
+        "Steps": 4,
+        "flowchef.preview_every": 2,
+        "flowchef.lr": 0.05,
+    }
     events: list[RunEvent] = []
     result = Executor().execute(build_plan(workflow, overrides, target="flowchef"), run_id="r", sinks=[events.append])
     progress = [e.data for e in events if e.kind == "node_progress" and e.node == "flowchef"]

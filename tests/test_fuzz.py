@@ -14,9 +14,17 @@ from pipelines.plan import Plan, build_plan
 from pipelines.validate import validate_workflow
 from pipelines.workflow import CURRENT_VERSION, FORMAT, Workflow, canonical_json, parse_workflow
 
-FUZZ = settings(max_examples=300, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                       HealthCheck.data_too_large, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 CLASSES = list(all_node_classes())
 TYPE_NAMES = sorted(c.type for c in CLASSES)
@@ -26,22 +34,41 @@ OUTPUT_NAMES = sorted({o.name for c in CLASSES for o in c.outputs})
 
 # ---------------------------------------------------------------- strategies
 
-scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-           | st.floats(allow_nan=False) | st.text(max_size=12))
-json_values = st.recursive(scalars, lambda children: st.lists(children, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=16)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12)
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=16,
+)
 odd_text = st.sampled_from(["", "a/b", "/", "ü", "日本", "sub1/add", "n.1", " ", "\x00", "Subgraph"])
 node_ids = odd_text | st.sampled_from(["n1", "n2", "n3", "sink", "sub1", "sub2"]) | st.text(max_size=5)
 subgraph_names = st.sampled_from(["sg1", "sg2", "sg3", "missing"])
 CLASS_BY_TYPE = {c.type: c for c in CLASSES}
 OUTPUT_TYPES = sorted(c.type for c in CLASSES if c.output_node)
-type_names = (st.sampled_from(TYPE_NAMES) | st.sampled_from(TYPE_NAMES) | st.sampled_from(OUTPUT_TYPES)
-              | st.sampled_from(["Subgraph", "Subgraph", "SaveImag", "Nope", "", "int", "Test"]) | st.text(max_size=6))
+type_names = (
+    st.sampled_from(TYPE_NAMES)
+    | st.sampled_from(TYPE_NAMES)
+    | st.sampled_from(OUTPUT_TYPES)
+    | st.sampled_from(["Subgraph", "Subgraph", "SaveImag", "Nope", "", "int", "Test"])
+    | st.text(max_size=6)
+)
 param_names = st.sampled_from(PARAM_NAMES) | st.sampled_from(INPUT_NAMES) | odd_text | st.text(max_size=5)
-param_values = (st.integers(min_value=-5, max_value=20) | st.integers() | st.floats(allow_nan=False)
-                | st.booleans() | st.none()
-                | st.sampled_from(["", "bicubic", "cubic", "crop", "#00ff00", "x.png", "../x", "flowcanvas"])
-                | st.lists(st.integers(), max_size=3) | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+param_values = (
+    st.integers(min_value=-5, max_value=20)
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.none()
+    | st.sampled_from(["", "bicubic", "cubic", "crop", "#00ff00", "x.png", "../x", "flowcanvas"])
+    | st.lists(st.integers(), max_size=3)
+    | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)
+)
 
 
 @st.composite
@@ -64,8 +91,11 @@ def node_entries(draw: st.DrawFn, ids: list[str]) -> dict[str, Any]:
     own_params = list(cls.Params.model_fields) if cls else []
     own_inputs = [i.name for i in cls.inputs] if cls else []
     names = st.sampled_from(own_params) | param_names if own_params else param_names
-    sockets = st.sampled_from(own_inputs + own_params) | st.sampled_from(own_inputs or INPUT_NAMES) | param_names \
-        if own_inputs or own_params else param_names
+    sockets = (
+        st.sampled_from(own_inputs + own_params) | st.sampled_from(own_inputs or INPUT_NAMES) | param_names
+        if own_inputs or own_params
+        else param_names
+    )
     if draw(st.booleans()):
         entry["params"] = draw(st.dictionaries(names, param_values, max_size=4))
     if own_inputs or draw(st.booleans()):
@@ -89,15 +119,31 @@ def subgraphs(draw: st.DrawFn) -> dict[str, Any]:
     inner = list(nodes) or ["x"]
     return {
         "nodes": nodes,
-        "inputs": [{"name": name, "type": "INT",
-                    "targets": [{"node": draw(st.sampled_from(inner) | node_ids),
-                                 "input": draw(st.sampled_from(INPUT_NAMES + PARAM_NAMES + ["x", "bogus"]))}
-                                for _ in range(draw(st.integers(0, 2)))]}
-                   for name in draw(st.lists(st.sampled_from(["x", "y", "a", "value"]), max_size=2, unique=True))],
-        "outputs": [{"name": name, "type": "INT",
-                     "source": {"node": draw(st.sampled_from(inner) | node_ids),
-                                "output": draw(st.sampled_from(OUTPUT_NAMES + ["y"]))}}
-                    for name in draw(st.lists(st.sampled_from(["y", "value", "image"]), max_size=2, unique=True))],
+        "inputs": [
+            {
+                "name": name,
+                "type": "INT",
+                "targets": [
+                    {
+                        "node": draw(st.sampled_from(inner) | node_ids),
+                        "input": draw(st.sampled_from(INPUT_NAMES + PARAM_NAMES + ["x", "bogus"])),
+                    }
+                    for _ in range(draw(st.integers(0, 2)))
+                ],
+            }
+            for name in draw(st.lists(st.sampled_from(["x", "y", "a", "value"]), max_size=2, unique=True))
+        ],
+        "outputs": [
+            {
+                "name": name,
+                "type": "INT",
+                "source": {
+                    "node": draw(st.sampled_from(inner) | node_ids),
+                    "output": draw(st.sampled_from(OUTPUT_NAMES + ["y"])),
+                },
+            }
+            for name in draw(st.lists(st.sampled_from(["y", "value", "image"]), max_size=2, unique=True))
+        ],
     }
 
 
@@ -110,16 +156,21 @@ def plausible_workflows(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         known = list(nodes) + ["sub1/add", "ghost"]
         labels = st.sampled_from(["A", "B", "a", "Seed"]) | st.text(min_size=1, max_size=4)
-        document["exposed"] = [{"node": draw(st.sampled_from(known) | node_ids), "param": draw(param_names),
-                                "label": draw(labels)} for _ in range(draw(st.integers(0, 3)))]
+        document["exposed"] = [
+            {"node": draw(st.sampled_from(known) | node_ids), "param": draw(param_names), "label": draw(labels)}
+            for _ in range(draw(st.integers(0, 3)))
+        ]
     return document
 
 
 @st.composite
 def overrides_and_targets(draw: st.DrawFn, document: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
     ids = list(document["nodes"]) + ["ghost"]
-    names = st.sampled_from(ids).flatmap(lambda n: param_names.map(lambda p: f"{n}.{p}")) | st.sampled_from(
-        ["A", "B", "a", "nope"]) | st.text(max_size=6)
+    names = (
+        st.sampled_from(ids).flatmap(lambda n: param_names.map(lambda p: f"{n}.{p}"))
+        | st.sampled_from(["A", "B", "a", "nope"])
+        | st.text(max_size=6)
+    )
     values = param_values | st.text(max_size=4)
     overrides = draw(st.sampled_from([None, None]) | st.dictionaries(names, values, max_size=3))
     target = draw(st.sampled_from([None, None, None]) | st.sampled_from(ids) | node_ids)
@@ -179,15 +230,24 @@ def test_parsing_any_json_value_either_succeeds_or_raises_workflow_invalid(data)
     assert_issues(validate_workflow(workflow))
 
 
-workflow_keys = st.sampled_from(["name", "description", "tags", "nodes", "exposed", "groups", "subgraphs", "view",
-                                 "format", "version", "extra"])
+workflow_keys = st.sampled_from(
+    ["name", "description", "tags", "nodes", "exposed", "groups", "subgraphs", "view", "format", "version", "extra"]
+)
 
 
 @FUZZ
-@given(st.dictionaries(workflow_keys, json_values, max_size=6),
-       st.dictionaries(node_ids, st.dictionaries(st.sampled_from(["type", "params", "inputs", "position",
-                                                                   "type_version", "subgraph", "title"]),
-                                                 json_values | type_names, max_size=4), max_size=4))
+@given(
+    st.dictionaries(workflow_keys, json_values, max_size=6),
+    st.dictionaries(
+        node_ids,
+        st.dictionaries(
+            st.sampled_from(["type", "params", "inputs", "position", "type_version", "subgraph", "title"]),
+            json_values | type_names,
+            max_size=4,
+        ),
+        max_size=4,
+    ),
+)
 def test_documents_with_the_right_header_and_arbitrary_json_fields_only_ever_give_issues(fields, nodes):
     document = {**fields, "format": FORMAT, "version": CURRENT_VERSION}
     if "nodes" not in fields:
@@ -262,8 +322,10 @@ def dag_workflows(draw: st.DrawFn) -> tuple[dict[str, Any], str | None]:
         if kind == "Int":
             ints.append(node_id)
     if not any(e["type"] == "TestSink" for e in nodes.values()):
-        nodes["sink"] = {"type": "TestSink", "inputs": {"value": {"node": draw(st.sampled_from(producers)),
-                                                                  "output": "value"}}}
+        nodes["sink"] = {
+            "type": "TestSink",
+            "inputs": {"value": {"node": draw(st.sampled_from(producers)), "output": "value"}},
+        }
     # Shuffle the document order: the plan order must come from the links, not from the file.
     items = draw(st.permutations(list(nodes.items())))
     target = draw(st.none() | st.sampled_from(list(nodes)))
@@ -297,9 +359,15 @@ def test_a_valid_workflow_plans_every_needed_node_in_an_order_that_respects_ever
         first_sink = min(i for i, n in enumerate(plan.nodes) if n.cls.output_node)
         assert all(n.cls.output_node for n in plan.nodes[first_sink:]), "output nodes go last"
     for planned in plan.nodes:
-        assert plan.consumers[planned.id] == len({
-            n.id for n in plan.nodes
-            for v in [*n.inputs.values(), *n.wired_params.values()] for s in links_of(v) if s.node == planned.id})
+        assert plan.consumers[planned.id] == len(
+            {
+                n.id
+                for n in plan.nodes
+                for v in [*n.inputs.values(), *n.wired_params.values()]
+                for s in links_of(v)
+                if s.node == planned.id
+            }
+        )
 
 
 @FUZZ

@@ -35,8 +35,9 @@ def ctx(node_type: str = "Test", file_roots: tuple[Path, ...] | None = None) -> 
 
 def columns_image(colours: list[tuple[int, int, int]], column_width: int, height: int) -> torch.Tensor:
     """[1, 3, height, len(colours) * column_width]: vertical bands of the given 8-bit colours."""
-    bands = [torch.tensor(c, dtype=torch.float32).div(255).view(3, 1, 1).expand(3, height, column_width)
-             for c in colours]
+    bands = [
+        torch.tensor(c, dtype=torch.float32).div(255).view(3, 1, 1).expand(3, height, column_width) for c in colours
+    ]
     return torch.cat(bands, dim=2).unsqueeze(0).contiguous()
 
 
@@ -49,6 +50,7 @@ RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
 
 # ---------------------------------------------------------------- tensor <-> PIL
+
 
 def test_every_8_bit_value_survives_from_pil_then_to_pil_exactly():
     values = np.arange(256, dtype=np.uint8)
@@ -93,6 +95,7 @@ def test_encode_png_keeps_text_chunks_and_pixels():
 
 # ---------------------------------------------------------------- EmptyImage
 
+
 def test_empty_image_fills_the_batch_with_the_colour():
     image = EmptyImage().run(ctx(), EmptyImage.Params(width=5, height=3, batch_size=2, color="#336699"))["image"]
     assert image.shape == (2, 3, 3, 5)
@@ -107,6 +110,7 @@ def test_empty_image_refuses_malformed_colours(color: str):
 
 
 # ---------------------------------------------------------------- LoadImage
+
 
 def write_rgba_png(path: Path) -> None:
     rgba = np.zeros((2, 3, 4), dtype=np.uint8)
@@ -135,10 +139,12 @@ def test_load_image_of_an_opaque_image_gives_an_empty_mask(tmp_path: Path):
 
 def test_load_image_through_the_executor_reads_relative_to_its_file_root(tmp_path: Path):
     write_rgba_png(tmp_path / "in.png")
-    document = workflow_dict({
-        "load": {"type": "LoadImage", "params": {"path": "in.png"}},
-        "save": {"type": "SaveImage", "inputs": {"images": link("load", "image")}},
-    })
+    document = workflow_dict(
+        {
+            "load": {"type": "LoadImage", "params": {"path": "in.png"}},
+            "save": {"type": "SaveImage", "inputs": {"images": link("load", "image")}},
+        }
+    )
     result = Executor().execute(build_plan(load_workflow(document)), run_id="r", file_roots=(tmp_path,))
     assert result.target_outputs == {"save": {}}
     [item] = result.output_items
@@ -207,6 +213,7 @@ def test_a_confined_run_reads_files_inside_the_root_by_relative_or_absolute_path
 
 # ---------------------------------------------------------------- ResizeImage
 
+
 @pytest.mark.parametrize("method", ["nearest", "bilinear", "bicubic", "area"])
 def test_stretch_resize_gives_exactly_the_requested_size(method: str):
     image = torch.rand(2, 3, 7, 5)
@@ -215,8 +222,9 @@ def test_stretch_resize_gives_exactly_the_requested_size(method: str):
     assert 0.0 <= out["image"].min() and out["image"].max() <= 1.0
 
 
-@pytest.mark.parametrize(("source", "target"),
-                         [((7, 5), (3, 4)), ((5, 7), (8, 3)), ((12, 4), (4, 4)), ((3, 3), (10, 6))])
+@pytest.mark.parametrize(
+    ("source", "target"), [((7, 5), (3, 4)), ((5, 7), (8, 3)), ((12, 4), (4, 4)), ((3, 3), (10, 6))]
+)
 def test_crop_resize_gives_exactly_the_requested_size(source: tuple[int, int], target: tuple[int, int]):
     image = torch.rand(1, 3, source[1], source[0])
     params = ResizeImage.Params(width=target[0], height=target[1], method="bicubic", fit="crop")
@@ -247,6 +255,7 @@ def test_stretch_resize_keeps_every_band():
 
 # ---------------------------------------------------------------- CropImage
 
+
 def test_crop_cuts_the_given_rectangle():
     image = torch.arange(6 * 8, dtype=torch.float32).div(100).view(1, 1, 6, 8).expand(2, 3, 6, 8)
     out = CropImage().run(ctx(), CropImage.Params(x=2, y=1, width=3, height=4), image=image)["image"]
@@ -261,12 +270,15 @@ def test_crop_to_the_whole_image_is_allowed():
     assert torch.equal(out, image)
 
 
-@pytest.mark.parametrize(("params", "field"), [
-    ({"x": 0, "y": 0, "width": 6, "height": 4}, "width"),
-    ({"x": 3, "y": 0, "width": 3, "height": 4}, "width"),
-    ({"x": 0, "y": 0, "width": 5, "height": 5}, "height"),
-    ({"x": 0, "y": 2, "width": 5, "height": 3}, "height"),
-])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"x": 0, "y": 0, "width": 6, "height": 4}, "width"),
+        ({"x": 3, "y": 0, "width": 3, "height": 4}, "width"),
+        ({"x": 0, "y": 0, "width": 5, "height": 5}, "height"),
+        ({"x": 0, "y": 2, "width": 5, "height": 3}, "height"),
+    ],
+)
 def test_crop_outside_the_image_is_a_node_error_naming_the_field(params: dict, field: str):
     with pytest.raises(NodeError, match="exceeds the image") as failure:
         CropImage().run(ctx(), CropImage.Params(**params), image=torch.rand(1, 3, 4, 5))
@@ -274,6 +286,7 @@ def test_crop_outside_the_image_is_a_node_error_naming_the_field(params: dict, f
 
 
 # ---------------------------------------------------------------- ImageGrid and grid_image
+
 
 def test_image_grid_lays_out_images_in_the_given_columns():
     images = [torch.rand(1, 3, 8, 10) for _ in range(5)]

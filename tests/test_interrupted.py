@@ -36,8 +36,14 @@ WORKER_SCRIPT = textwrap.dedent("""
 
 def test_sigkill_mid_run_leaves_the_database_consistent_and_runs_interrupted(home: Path):
     env = {**os.environ, "FLOWCANVAS_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         running_id, queued_id = process.stdout.readline().split()
         database = home / "flowcanvas.db"

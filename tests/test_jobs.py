@@ -16,20 +16,29 @@ from tests.support_nodes import EXECUTIONS, STEP_REACHED
 
 
 def image_workflow(colour: str = "#336699") -> dict:
-    return workflow_dict({
-        "seed": {"type": "Seed", "params": {"seed": 42}},
-        "img": {"type": "EmptyImage", "params": {"width": 8, "height": 8, "color": colour}},
-        "save": {"type": "SaveImage", "params": {"filename_prefix": "test"}, "inputs": {"images": link("img", "image")}},
-        "seed_sink": {"type": "TestSink", "inputs": {"value": link("seed", "seed")}},
-    }, exposed=[{"node": "img", "param": "color", "label": "Colour"}])
+    return workflow_dict(
+        {
+            "seed": {"type": "Seed", "params": {"seed": 42}},
+            "img": {"type": "EmptyImage", "params": {"width": 8, "height": 8, "color": colour}},
+            "save": {
+                "type": "SaveImage",
+                "params": {"filename_prefix": "test"},
+                "inputs": {"images": link("img", "image")},
+            },
+            "seed_sink": {"type": "TestSink", "inputs": {"value": link("seed", "seed")}},
+        },
+        exposed=[{"node": "img", "param": "color", "label": "Colour"}],
+    )
 
 
 def slow_workflow(steps: int = 2000, delay: float = 0.002) -> dict:
-    return workflow_dict({
-        "a": {"type": "TestConst", "params": {"value": 1}},
-        "slow": {"type": "TestSlow", "params": {"steps": steps, "delay": delay}, "inputs": {"a": link("a")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("slow")}},
-    })
+    return workflow_dict(
+        {
+            "a": {"type": "TestConst", "params": {"value": 1}},
+            "slow": {"type": "TestSlow", "params": {"steps": steps, "delay": delay}, "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("slow")}},
+        }
+    )
 
 
 def request(document: dict, **kwargs) -> RunRequest:
@@ -92,11 +101,13 @@ def test_a_queued_run_cancelled_before_it_starts_never_executes(pool: WorkerPool
 
 
 def test_a_failing_node_fails_the_run_with_its_id_and_type(pool: WorkerPool, storage: Storage):
-    failing = workflow_dict({
-        "a": {"type": "TestConst"},
-        "boom": {"type": "TestFail", "inputs": {"a": link("a")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("boom")}},
-    })
+    failing = workflow_dict(
+        {
+            "a": {"type": "TestConst"},
+            "boom": {"type": "TestFail", "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("boom")}},
+        }
+    )
     handle = pool.submit(request(failing))
     outcome = handle.wait(30)
     assert outcome.status == RunStatus.FAILED
@@ -134,8 +145,12 @@ def test_the_worker_cache_spans_runs(pool: WorkerPool):
 
 def test_round_trip_file_database_file_png_file_keeps_canonical_json(pool: WorkerPool, storage: Storage, tmp_path):
     document = image_workflow()
-    document.update(description="ünïcode ✓", tags=["b", "a"], groups=[{"title": "g", "nodes": ["img"]}],
-                    view={"x": 1.5, "y": -2, "zoom": 0.75})
+    document.update(
+        description="ünïcode ✓",
+        tags=["b", "a"],
+        groups=[{"title": "g", "nodes": ["img"]}],
+        view={"x": 1.5, "y": -2, "zoom": 0.75},
+    )
     document["nodes"]["img"]["position"] = [10, 20.5]
     document["nodes"]["img"]["title"] = "<b>Colour</b>"
     source = tmp_path / "in.json"
@@ -169,7 +184,9 @@ def test_a_paused_queue_starts_nothing_until_resumed(pool: WorkerPool, storage: 
     worker = pool.worker("cpu")
     assert worker.paused and pool.paused
     assert [(e.run_id, e.running, e.position) for e in pool.queue()] == [
-        (first.run_id, False, 0), (second.run_id, False, 1)]
+        (first.run_id, False, 0),
+        (second.run_id, False, 1),
+    ]
     assert {storage.get_run(h.run_id).status for h in (first, second)} == {RunStatus.QUEUED}
     pool.resume()
     assert first.wait(30).status == RunStatus.SUCCEEDED and second.wait(30).status == RunStatus.SUCCEEDED

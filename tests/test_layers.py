@@ -59,13 +59,16 @@ def import_graph() -> nx.DiGraph:
 
 
 def test_no_layer_imports_upward_or_sideways():
-    crossings = sorted(f"{source} imports {target}" for source, target in import_graph().edges
-                       if source.split(".")[0] != target.split(".")[0]
-                       and target.split(".")[0] not in MAY_IMPORT[source.split(".")[0]])
+    crossings = sorted(
+        f"{source} imports {target}"
+        for source, target in import_graph().edges
+        if source.split(".")[0] != target.split(".")[0] and target.split(".")[0] not in MAY_IMPORT[source.split(".")[0]]
+    )
     assert crossings == []
 
 
 def test_no_import_circles():
-    circles = [sorted(component) for component in nx.strongly_connected_components(import_graph())
-               if len(component) > 1]
+    circles = [
+        sorted(component) for component in nx.strongly_connected_components(import_graph()) if len(component) > 1
+    ]
     assert circles == []

@@ -37,8 +37,8 @@ from nodes.models.loader import (
 )
 from nodes.models.sd3 import SD3Model
 from nodes.registry import NodeContext, NodeError
-from pipelines.validate import validate_workflow
 from pipelines.jobs import RunRequest, WorkerPool
+from pipelines.validate import validate_workflow
 from pipelines.workflow import load_workflow
 from storage import RunStatus, Storage
 from tests.tiny_models import CLIP_MAX_LENGTH, save_tiny, tiny_flux_pipeline, tiny_sd3_pipeline
@@ -51,6 +51,7 @@ VAE_WEIGHTS = Path("vae") / "diffusion_pytorch_model.safetensors"
 
 
 # ---------------------------------------------------------------- fixtures and helpers
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -122,6 +123,7 @@ def submit(pool: WorkerPool, document: dict[str, Any]):
 
 # ---------------------------------------------------------------- bad sources, straight to the loader
 
+
 def test_a_missing_folder_is_named(tmp_path: Path):
     missing = tmp_path / "no-such-model"
     assert_clear(load_error(str(missing)), "no model folder or file at", str(missing))
@@ -144,8 +146,14 @@ def test_a_folder_of_another_pipeline_class_is_not_a_supported_flow_model(tiny, 
     index = json.loads((folder / "model_index.json").read_text())
     index["_class_name"] = "StableDiffusionPipeline"
     (folder / "model_index.json").write_text(json.dumps(index))
-    assert_clear(load_error(str(folder)), str(folder), "StableDiffusionPipeline", "not a supported flow model",
-                 "StableDiffusion3Pipeline", "FluxPipeline")
+    assert_clear(
+        load_error(str(folder)),
+        str(folder),
+        "StableDiffusionPipeline",
+        "not a supported flow model",
+        "StableDiffusion3Pipeline",
+        "FluxPipeline",
+    )
 
 
 def test_an_unreadable_model_index_is_named(tmp_path: Path):
@@ -202,8 +210,14 @@ def test_an_uncached_hub_id_offline_says_where_to_put_the_files_at_once(tmp_path
     started = time.perf_counter()
     message = load_error(HUB_ID)
     assert time.perf_counter() - started < 10  # no network wait, no retries
-    assert_clear(message, repr(HUB_ID), "not in the local Hugging Face cache", str(tmp_path / "hf-home"),
-                 f"huggingface-cli download {HUB_ID}", "enter its path")
+    assert_clear(
+        message,
+        repr(HUB_ID),
+        "not in the local Hugging Face cache",
+        str(tmp_path / "hf-home"),
+        f"huggingface-cli download {HUB_ID}",
+        "enter its path",
+    )
 
 
 def test_a_hub_id_whose_family_cannot_be_told_asks_for_the_family():
@@ -262,6 +276,7 @@ def test_a_malformed_flowcanvas_json_is_a_model_load_error_naming_the_file(tiny,
 
 # ---------------------------------------------------------------- bad sources through the engine
 
+
 def _missing(tiny, tmp_path):
     return str(tmp_path / "no-such-model"), {}, ["no model folder or file at"]
 
@@ -319,14 +334,27 @@ def _compile(tiny, tmp_path):
     return str(tiny["sd3"]), {"compile": True}, ["CUDA GPUs only"]
 
 
-BAD_SOURCES = [_missing, _no_index, _other_class, _wrong_family, _corrupted_file, _truncated_weights, _pickle,
-               _hub_offline, _neither, _embedded, _offload, _compile]
+BAD_SOURCES = [
+    _missing,
+    _no_index,
+    _other_class,
+    _wrong_family,
+    _corrupted_file,
+    _truncated_weights,
+    _pickle,
+    _hub_offline,
+    _neither,
+    _embedded,
+    _offload,
+    _compile,
+]
 FIELD = {_wrong_family: "family", _offload: "offload", _compile: "compile"}  # the param at fault; else "source"
 
 
 @pytest.mark.parametrize("case", BAD_SOURCES, ids=[c.__name__.strip("_") for c in BAD_SOURCES])
-def test_a_bad_source_validates_then_fails_the_run_on_the_load_node(tiny, tmp_path: Path, pool: WorkerPool,
-                                                                    storage: Storage, isolated: ModelManager, case):
+def test_a_bad_source_validates_then_fails_the_run_on_the_load_node(
+    tiny, tmp_path: Path, pool: WorkerPool, storage: Storage, isolated: ModelManager, case
+):
     source, params, fragments = case(tiny, tmp_path)
     document = txt2img(source, **params)
     assert validate_workflow(load_workflow(document)) == []  # validation does not touch the model
@@ -348,25 +376,37 @@ def test_a_bad_source_validates_then_fails_the_run_on_the_load_node(tiny, tmp_pa
 
 # ---------------------------------------------------------------- good sources
 
-@pytest.mark.parametrize("variant,family,length", [
-    ("sd3", "sd3", 256),  # no flowcanvas.json: the family default
-    ("sd3-no-t5", "sd3", METADATA_LENGTH),  # saved without T5, with flowcanvas.json
-    ("flux-dev", "flux", 512),
-    ("flux-schnell", "flux", 256),
-])
+
+@pytest.mark.parametrize(
+    "variant,family,length",
+    [
+        ("sd3", "sd3", 256),  # no flowcanvas.json: the family default
+        ("sd3-no-t5", "sd3", METADATA_LENGTH),  # saved without T5, with flowcanvas.json
+        ("flux-dev", "flux", 512),
+        ("flux-schnell", "flux", 256),
+    ],
+)
 def test_a_saved_model_loads_with_its_family_and_text_length(tiny, variant: str, family: str, length: int):
     folder = tiny[variant]
     loaded = load_model(str(folder), LoadOptions())
     model = loaded.model
     assert isinstance(model, SD3Model if family == "sd3" else FluxModel)
-    assert model.describe() == {"family": family, "source": str(folder),
-                                "sha256": content_hash(resolve_source(str(folder))), "dtype": "float32",
-                                "device": "cpu"}
+    assert model.describe() == {
+        "family": family,
+        "source": str(folder),
+        "sha256": content_hash(resolve_source(str(folder))),
+        "dtype": "float32",
+        "device": "cpu",
+    }
     assert model.dtype == torch.float32 and model.device == torch.device("cpu")
     assert loaded.text_encoder.family == loaded.vae.family == family
     assert loaded.text_encoder.max_sequence_length == length
-    assert loaded.nbytes == sum(p.numel() * p.element_size() for c in model.pipe.components.values()
-                                if isinstance(c, torch.nn.Module) for p in c.parameters())
+    assert loaded.nbytes == sum(
+        p.numel() * p.element_size()
+        for c in model.pipe.components.values()
+        if isinstance(c, torch.nn.Module)
+        for p in c.parameters()
+    )
     assert not any(c.training for c in model.pipe.components.values() if isinstance(c, torch.nn.Module))
     if variant == "sd3-no-t5":
         assert model.pipe.text_encoder_3 is None and model.pipe.tokenizer_3 is None
@@ -405,6 +445,7 @@ def test_the_fp16_option_gives_fp16_weights(tiny):
 
 
 # ---------------------------------------------------------------- content hashes
+
 
 def test_content_hash_is_stable_and_follows_the_weights(tiny, tmp_path: Path):
     folder = copy_model(tiny["sd3"], tmp_path)
@@ -455,6 +496,7 @@ def test_content_hash_is_cached_and_not_recomputed(tiny, home: Path, monkeypatch
 
 # ---------------------------------------------------------------- the model manager
 
+
 def test_the_manager_loads_each_source_and_options_once(tiny):
     manager = ModelManager()
     source = str(tiny["sd3"])
@@ -500,7 +542,10 @@ def test_free_returns_counts_and_loaded_describes(tiny, monkeypatch: pytest.Monk
     manager.get(flux, LoadOptions())
     described = manager.loaded()
     assert [(d["family"], d["source"], d["options"]["drop_t5"]) for d in described] == [
-        ("sd3", sd3, False), ("sd3", sd3, True), ("flux", flux, False)]
+        ("sd3", sd3, False),
+        ("sd3", sd3, True),
+        ("flux", flux, False),
+    ]
     assert described[0]["sha256"] == loaded_sd3.model.sha256 and described[0]["bytes"] == loaded_sd3.nbytes
     assert described[0]["dtype"] == "float32" and described[0]["device"] == "cpu"
     assert manager.free("nothing-loaded") == 0
@@ -520,6 +565,7 @@ def test_a_failed_load_leaves_nothing_in_the_manager(tiny, tmp_path: Path):
 
 # ---------------------------------------------------------------- the LoadFlowModel node
 
+
 def _context() -> NodeContext:
     return NodeContext(node_id="model", node_type="LoadFlowModel", device="cpu")
 
@@ -537,8 +583,9 @@ def test_the_node_fingerprint_is_the_content_hash_and_names_the_field_on_failure
     assert caught.value.field == "source" and str(tmp_path / "gone") in str(caught.value)
 
 
-def test_the_node_records_the_model_hash_and_reloads_when_the_weights_change(tiny, tmp_path: Path, pool: WorkerPool,
-                                                                             storage: Storage, isolated: ModelManager):
+def test_the_node_records_the_model_hash_and_reloads_when_the_weights_change(
+    tiny, tmp_path: Path, pool: WorkerPool, storage: Storage, isolated: ModelManager
+):
     folder = copy_model(tiny["sd3"], tmp_path)
     document = txt2img(str(folder))
     handle, outcome = submit(pool, document)
@@ -557,8 +604,9 @@ def test_the_node_records_the_model_hash_and_reloads_when_the_weights_change(tin
     assert "model" in outcome.executed  # the fingerprint changed, so the node ran again
 
 
-def test_changed_weights_are_loaded_and_recorded_on_the_next_run(tiny, tmp_path: Path, pool: WorkerPool,
-                                                                 storage: Storage, isolated: ModelManager):
+def test_changed_weights_are_loaded_and_recorded_on_the_next_run(
+    tiny, tmp_path: Path, pool: WorkerPool, storage: Storage, isolated: ModelManager
+):
     # Regression: at 7d361c6 the manager keyed models by (source, options) only, so the re-run node got the
     # stale model back and recorded the old hash.
     folder = copy_model(tiny["sd3"], tmp_path)

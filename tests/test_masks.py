@@ -38,10 +38,13 @@ def test_box_mask_takes_size_and_batch_from_an_image():
     assert mask.shape == (3, 10, 7) and mask.sum() == 3 * 25
 
 
-@pytest.mark.parametrize("params,field", [
-    ({"x": 4, "width": 3}, "width"),
-    ({"x": 0, "width": 6, "y": 60, "height": 8}, "height"),
-])
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"x": 4, "width": 3}, "width"),
+        ({"x": 0, "width": 6, "y": 60, "height": 8}, "height"),
+    ],
+)
 def test_a_box_outside_the_image_is_refused(params: dict[str, int], field: str):
     with pytest.raises(NodeError) as error:
         run(BoxMask, {"image_width": 6, "image_height": 64, **params})
@@ -53,19 +56,26 @@ def test_mask_from_luminance_or_a_channel():
     image[0, :, 0, 0] = 1.0  # white
     image[0, 0, 0, 1] = 1.0  # red: luminance 0.299
     image[0, 1, 1, 0] = 1.0  # green: luminance 0.587
-    assert torch.equal(run(MaskFromImage, {"channel": "luminance", "threshold": 0.5}, image=image),
-                       torch.tensor([[[1.0, 0.0], [1.0, 0.0]]]))
-    assert torch.equal(run(MaskFromImage, {"channel": "red", "threshold": 0.5}, image=image),
-                       torch.tensor([[[1.0, 1.0], [0.0, 0.0]]]))
+    assert torch.equal(
+        run(MaskFromImage, {"channel": "luminance", "threshold": 0.5}, image=image),
+        torch.tensor([[[1.0, 0.0], [1.0, 0.0]]]),
+    )
+    assert torch.equal(
+        run(MaskFromImage, {"channel": "red", "threshold": 0.5}, image=image), torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
+    )
     soft = run(MaskFromImage, {"channel": "luminance", "threshold": None}, image=image)
     torch.testing.assert_close(soft, torch.tensor([[[1.0, 0.299], [0.587, 0.0]]]))
 
 
-@pytest.mark.parametrize("scene", [
-    Scene("circle", "red", "blue", "large", (32.0, 32.0), 20.0),
-    Scene("star", "yellow", "purple", "large", (30.0, 34.0), 22.0),
-    Scene("square", "green", "white", "small", (20.0, 40.0), 10.0),
-], ids=lambda s: s.shape)
+@pytest.mark.parametrize(
+    "scene",
+    [
+        Scene("circle", "red", "blue", "large", (32.0, 32.0), 20.0),
+        Scene("star", "yellow", "purple", "large", (30.0, 34.0), 22.0),
+        Scene("square", "green", "white", "small", (20.0, 40.0), 10.0),
+    ],
+    ids=lambda s: s.shape,
+)
 def test_object_mask_finds_the_drawn_shape(scene: Scene):
     image = from_pil([dataset.render(scene)])
     mask = run(ObjectMask, image=image)

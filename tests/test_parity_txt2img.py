@@ -43,12 +43,20 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[ob
     MANAGER.free()
 
 
-def run_template(template: str, folder: Path, prompt: str, seed: int, steps: int, guidance: float,
-                 size: int) -> tuple[torch.Tensor, bytes]:
+def run_template(
+    template: str, folder: Path, prompt: str, seed: int, steps: int, guidance: float, size: int
+) -> tuple[torch.Tensor, bytes]:
     """The workflow's sampled latent and saved PNG (one executor: the second plan reuses the first's cache)."""
     workflow = load_workflow(TEMPLATES / template)
-    overrides = {"Model": str(folder), "Prompt": prompt, "Seed": seed, "Steps": steps, "Guidance": guidance,
-                 "Width": size, "Height": size}
+    overrides = {
+        "Model": str(folder),
+        "Prompt": prompt,
+        "Seed": seed,
+        "Steps": steps,
+        "Guidance": guidance,
+        "Width": size,
+        "Height": size,
+    }
     executor = Executor(device="cpu")
     full = executor.execute(build_plan(workflow, overrides), run_id="parity")
     image_png = next(item for item in full.output_items if item.kind == "image").data
@@ -58,9 +66,17 @@ def run_template(template: str, folder: Path, prompt: str, seed: int, steps: int
 
 
 def reference(pipe, prompt: str, seed: int, steps: int, guidance: float, size: int, output_type: str):
-    return pipe(prompt=prompt, negative_prompt="", num_inference_steps=steps, guidance_scale=guidance, height=size,
-                width=size, generator=torch.Generator("cpu").manual_seed(seed), output_type=output_type,
-                max_sequence_length=SEQUENCE_LENGTH).images
+    return pipe(
+        prompt=prompt,
+        negative_prompt="",
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        height=size,
+        width=size,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type=output_type,
+        max_sequence_length=SEQUENCE_LENGTH,
+    ).images
 
 
 def as_unpacked(pipe, latents: torch.Tensor, size: int) -> torch.Tensor:
@@ -92,7 +108,9 @@ def test_saved_and_reloaded_model_matches_the_freshly_built_pipeline(saved_model
     _, template, guidance = VARIANTS[variant]
     fresh, folder = saved_models[variant]
     ours = run_template(template, folder, "a green star on a white background", 3, 6, guidance, 64)[0]
-    theirs = as_unpacked(fresh, reference(fresh, "a green star on a white background", 3, 6, guidance, 64, "latent"), 64)
+    theirs = as_unpacked(
+        fresh, reference(fresh, "a green star on a white background", 3, 6, guidance, 64, "latent"), 64
+    )
     tolerance = 0.0 if variant.startswith("flux") else 1e-5
     assert (ours - theirs).abs().max().item() <= tolerance
 
@@ -108,21 +126,41 @@ def test_changing_the_seed_or_prompt_changes_the_latent(saved_models, variant: s
     assert (base - other_prompt).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("variant,true_cfg", [("sd3", 1.0), ("sd3-no-t5", 1.0), ("flux-dev", 2.5), ("flux-schnell", 3.0)])
+@pytest.mark.parametrize(
+    "variant,true_cfg", [("sd3", 1.0), ("sd3-no-t5", 1.0), ("flux-dev", 2.5), ("flux-schnell", 3.0)]
+)
 def test_negative_prompts_and_true_cfg_match_the_pipeline(saved_models, variant: str, true_cfg: float):
     _, template, guidance = VARIANTS[variant]
     _, folder = saved_models[variant]
     prompt, negative = "a yellow heart on a black background", "a blue square"
     workflow = load_workflow(TEMPLATES / template)
-    overrides = {"Model": str(folder), "Prompt": prompt, "Negative prompt": negative, "Seed": 5, "Steps": 5,
-                 "Guidance": guidance, "Width": 32, "Height": 32, "sampler.true_cfg": true_cfg}
+    overrides = {
+        "Model": str(folder),
+        "Prompt": prompt,
+        "Negative prompt": negative,
+        "Seed": 5,
+        "Steps": 5,
+        "Guidance": guidance,
+        "Width": 32,
+        "Height": 32,
+        "sampler.true_cfg": true_cfg,
+    }
     result = Executor(device="cpu").execute(build_plan(workflow, overrides, target="sampler"), run_id="parity")
     ours = result.target_outputs["sampler"]["latent"].samples
     pipe = MANAGER.get(str(folder), LoadOptions(device="cpu")).model.pipe
     extra = {"true_cfg_scale": true_cfg} if variant.startswith("flux") else {}
-    theirs = pipe(prompt=prompt, negative_prompt=negative, num_inference_steps=5, guidance_scale=guidance, height=32,
-                  width=32, generator=torch.Generator("cpu").manual_seed(5), output_type="latent",
-                  max_sequence_length=SEQUENCE_LENGTH, **extra).images
+    theirs = pipe(
+        prompt=prompt,
+        negative_prompt=negative,
+        num_inference_steps=5,
+        guidance_scale=guidance,
+        height=32,
+        width=32,
+        generator=torch.Generator("cpu").manual_seed(5),
+        output_type="latent",
+        max_sequence_length=SEQUENCE_LENGTH,
+        **extra,
+    ).images
     theirs = as_unpacked(pipe, theirs, 32)
     assert (ours - theirs).abs().max().item() <= 1e-6
     without_negative = run_template(template, folder, prompt, 5, 5, guidance, 32)[0]

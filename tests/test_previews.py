@@ -1,4 +1,4 @@
-"""Live previews (algorithms.md §7): the embedded model shows its decoded image, SD3 and FLUX a linear map fitted
+"""Live previews (docs/algorithms.md, "Live previews"): the embedded model shows its decoded image, SD3 and FLUX a linear map fitted
 on their own VAE, fitted once and cached by the VAE's hash, and every preview is a PNG of a viewable size."""
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ def test_a_sampler_on_the_embedded_model_previews_pngs_of_the_image_size_ending_
     workflow = load_workflow(TEMPLATE)
     overrides = {"Seed": 2, "Steps": 6, "sampler.preview_every": 3, "width.value": 64, "height.value": 32}
     events: list[RunEvent] = []
-    result = Executor(device="cpu").execute(build_plan(workflow, overrides, target="decode"), run_id="p",
-                                            sinks=[events.append])
+    result = Executor(device="cpu").execute(
+        build_plan(workflow, overrides, target="decode"), run_id="p", sinks=[events.append]
+    )
     shown = [e.data for e in events if e.kind == "node_progress" and e.node == "sampler" and "preview_png" in e.data]
     assert [data["step"] for data in shown] == [3, 6]
     pngs = [png_image(data["preview_png"]) for data in shown]
@@ -95,13 +96,14 @@ def test_the_fitted_map_beats_any_constant_colour_on_held_out_images(home: Path,
     baseline = truth.transpose(0, 1).reshape(3, -1).median(dim=1).values[None, :, None, None]
     error, baseline_error = (preview - truth).abs().mean().item(), (baseline - truth).abs().mean().item()
     # The tiny VAEs are random: their latents carry little colour, so the margin is small (measured 0.169 and
-    # 0.174 against 0.175); a trained VAE's is large (algorithms.md §7).
+    # 0.174 against 0.175); a trained VAE's is large (docs/algorithms.md, "Live previews").
     assert error < baseline_error, f"{family}: {error:.4f} vs the best constant's {baseline_error:.4f}"
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
-def test_the_fit_is_cached_by_the_vae_hash_and_a_fresh_adapter_reads_it(home: Path, tiny_folders, family: str,
-                                                                      monkeypatch: pytest.MonkeyPatch):
+def test_the_fit_is_cached_by_the_vae_hash_and_a_fresh_adapter_reads_it(
+    home: Path, tiny_folders, family: str, monkeypatch: pytest.MonkeyPatch
+):
     latent = torch.randn(1, 16, 4, 6, generator=torch.Generator("cpu").manual_seed(3))
     first = load_model(str(tiny_folders[family]), LoadOptions(), home / "cache").model
     path = cache_path(home / "cache", vae_fingerprint(first.autoencoder, fallback=first.sha256))

@@ -126,9 +126,7 @@ def test_a_sweep_on_two_actors_matches_the_local_executor_and_survives_a_killed_
     assert len(storage.list_artifacts(killed_run)) == 1  # the lost attempt left no row behind
 
 
-def test_a_job_whose_worker_dies_on_its_last_attempt_fails_with_the_reason(
-    ray_cluster: None, storage: Storage
-) -> None:
+def test_a_job_whose_worker_dies_on_its_last_attempt_fails_with_the_reason(ray_cluster: None, storage: Storage) -> None:
     executor = RayExecutor(storage, RayOptions(workers=1, max_attempts=1), device="cpu")
     killer = KillOnStart(executor, nth=1)
     executor.add_listener(killer)
@@ -147,12 +145,30 @@ def test_a_job_whose_worker_dies_on_its_last_attempt_fails_with_the_reason(
 
 
 def test_the_cli_runs_a_sweep_on_ray_against_postgresql(
-    ray_cluster: None, home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch,
+    ray_cluster: None,
+    home: Path,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("FLOWCANVAS_DATABASE_URL", postgres_url)
-    code = main(["run", str(TXT2IMG), "--sweep", "Seed=1,2", "--set", "Steps=2", "--device", "cpu",
-                 "--executor", "ray", "--ray-workers", "2", "--json"])
+    code = main(
+        [
+            "run",
+            str(TXT2IMG),
+            "--sweep",
+            "Seed=1,2",
+            "--set",
+            "Steps=2",
+            "--device",
+            "cpu",
+            "--executor",
+            "ray",
+            "--ray-workers",
+            "2",
+            "--json",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["ok"], summary
     assert [run["status"] for run in summary["runs"]] == ["succeeded", "succeeded"]

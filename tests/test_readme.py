@@ -18,7 +18,7 @@ def section(title: str) -> str:
     """The README's text from the `## title` heading to the next one."""
     start = README.index(f"\n## {title}\n")
     end = README.find("\n## ", start + 1)
-    return README[start: end if end != -1 else None]
+    return README[start : end if end != -1 else None]
 
 
 def python_blocks(text: str) -> list[str]:

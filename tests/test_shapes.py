@@ -19,8 +19,21 @@ from PIL import Image, ImageFilter
 from nodes.embedded import dataset
 from nodes.embedded.analyzer import analyze
 from nodes.embedded.dataset import (
-    CANVAS, COLOURS, EXTENT_RANGES, HELD_OUT_COMBINATIONS, MARGIN, SHAPES, Scene, batch, coverage,
-    is_held_out, object_mask, random_scene, render, sample_held_out_scene, sample_training_scene,
+    CANVAS,
+    COLOURS,
+    EXTENT_RANGES,
+    HELD_OUT_COMBINATIONS,
+    MARGIN,
+    SHAPES,
+    Scene,
+    batch,
+    coverage,
+    is_held_out,
+    object_mask,
+    random_scene,
+    render,
+    sample_held_out_scene,
+    sample_training_scene,
 )
 
 ATTRIBUTES = ("background", "colour", "shape", "size")
@@ -74,7 +87,7 @@ def test_render_is_anti_aliased_and_mask_is_the_half_covered_pixels() -> None:
     assert pixels.shape == (CANVAS, CANVAS, 3)
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 2  # edge pixels blend the two colours
     mask = object_mask(scene)
-    assert mask.dtype == bool and abs(int(mask.sum()) - np.pi * 20 ** 2) < 20
+    assert mask.dtype == bool and abs(int(mask.sum()) - np.pi * 20**2) < 20
     assert np.all(pixels[_interior(mask)] == dataset.PALETTE["red"])
 
 
@@ -130,7 +143,8 @@ def test_held_out_split() -> None:
     # The set is fixed: changing it silently would invalidate every model trained on the other side.
     assert len(held_out) == 81
     assert hashlib.sha256(repr(HELD_OUT_COMBINATIONS).encode()).hexdigest() == (
-        "adbb2a0913752ddaf1e8817f1d1457884f44572edb370a92b3086f885ff2d4a3")
+        "adbb2a0913752ddaf1e8817f1d1457884f44572edb370a92b3086f885ff2d4a3"
+    )
     assert {shape for _, shape, _ in held_out} == set(SHAPES)
     assert {colour for colour, _, _ in held_out} == set(COLOURS)
     assert all(is_held_out(*combination) for combination in held_out)
@@ -163,8 +177,7 @@ def test_analyzer_reads_clean_images(accuracy_scenes: list[Scene], capsys: pytes
     assert np.mean(ious) >= 0.98
 
 
-def test_analyzer_reads_blurred_noisy_images(accuracy_scenes: list[Scene],
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_analyzer_reads_blurred_noisy_images(accuracy_scenes: list[Scene], capsys: pytest.CaptureFixture[str]) -> None:
     noise = np.random.default_rng(6)
     correct = dict.fromkeys(ATTRIBUTES, 0)
     ious = []
@@ -184,12 +197,21 @@ def test_analyzer_fits_geometry_and_accepts_every_image_form() -> None:
     scene = Scene("heart", "purple", "yellow", "large", (30, 34), 18)
     image = render(scene)
     array = np.asarray(image)
-    forms = [image, array, array.astype(np.float32) / 255.0, torch.tensor(array).permute(2, 0, 1) / 255.0,
-             array.transpose(2, 0, 1)]
+    forms = [
+        image,
+        array,
+        array.astype(np.float32) / 255.0,
+        torch.tensor(array).permute(2, 0, 1) / 255.0,
+        array.transpose(2, 0, 1),
+    ]
     for form in forms:
         analysis = analyze(form)
         assert (analysis.shape, analysis.colour, analysis.background, analysis.size) == (
-            "heart", "purple", "yellow", "large")
+            "heart",
+            "purple",
+            "yellow",
+            "large",
+        )
         assert analysis.centre == pytest.approx((30, 34), abs=0.3)
         assert analysis.extent == pytest.approx(18, abs=0.3)
         assert analysis.shape_confidence > 0.95 and analysis.colour_confidence > 0.9
@@ -200,8 +222,11 @@ def test_analyzer_fits_geometry_and_accepts_every_image_form() -> None:
 
 
 def test_analyzer_reports_no_object_without_raising() -> None:
-    for image in (np.full((64, 64, 3), 0.5, np.float32), torch.zeros(3, 64, 64),
-                  np.clip(0.5 + np.random.default_rng(9).normal(0, 0.03, (64, 64, 3)), 0, 1)):
+    for image in (
+        np.full((64, 64, 3), 0.5, np.float32),
+        torch.zeros(3, 64, 64),
+        np.clip(0.5 + np.random.default_rng(9).normal(0, 0.03, (64, 64, 3)), 0, 1),
+    ):
         analysis = analyze(image)
         assert not analysis.has_object
         assert analysis.shape is None and analysis.colour is None and analysis.size is None

@@ -14,14 +14,30 @@ from pipelines.workflow import PNG_WORKFLOW_KEY, canonical_json, load_workflow
 
 SWATCH = Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "swatch.json"
 
-COMFY_UI = {"last_node_id": 3, "last_link_id": 1, "links": [[1, 1, 0, 2, 0, "MODEL"]], "version": 0.4,
-            "nodes": [{"id": 1, "type": "CheckpointLoaderSimple"}, {"id": 2, "type": "KSampler"},
-                      {"id": 3, "type": "KSampler"}]}
-COMFY_PROMPT = {"3": {"class_type": "KSampler", "inputs": {"seed": 1}},
-                "4": {"class_type": "CheckpointLoaderSimple", "inputs": {}}}
-INVOKE_WORKFLOW = {"name": "t2i", "meta": {"version": "3.0.0"}, "edges": [],
-                   "nodes": [{"id": "a", "type": "invocation", "data": {"type": "main_model_loader"}},
-                             {"id": "b", "type": "invocation", "data": {"type": "denoise_latents"}}]}
+COMFY_UI = {
+    "last_node_id": 3,
+    "last_link_id": 1,
+    "links": [[1, 1, 0, 2, 0, "MODEL"]],
+    "version": 0.4,
+    "nodes": [
+        {"id": 1, "type": "CheckpointLoaderSimple"},
+        {"id": 2, "type": "KSampler"},
+        {"id": 3, "type": "KSampler"},
+    ],
+}
+COMFY_PROMPT = {
+    "3": {"class_type": "KSampler", "inputs": {"seed": 1}},
+    "4": {"class_type": "CheckpointLoaderSimple", "inputs": {}},
+}
+INVOKE_WORKFLOW = {
+    "name": "t2i",
+    "meta": {"version": "3.0.0"},
+    "edges": [],
+    "nodes": [
+        {"id": "a", "type": "invocation", "data": {"type": "main_model_loader"}},
+        {"id": "b", "type": "invocation", "data": {"type": "denoise_latents"}},
+    ],
+}
 
 
 def png(text: dict[str, str] | None = None, size: tuple[int, int] = (8, 8)) -> bytes:
@@ -83,8 +99,10 @@ def test_invokeai_files_are_recognised() -> None:
     workflow = recognise(json.dumps(INVOKE_WORKFLOW).encode(), "invoke.json")
     assert workflow.kind is ImportKind.INVOKEAI
     assert "InvokeAI workflow with 2 nodes" in workflow.message and "denoise_latents" in workflow.message
-    image = recognise(png({"invokeai_metadata": json.dumps({"seed": 1}),
-                           "invokeai_workflow": json.dumps(INVOKE_WORKFLOW)}), "invoke.png")
+    image = recognise(
+        png({"invokeai_metadata": json.dumps({"seed": 1}), "invokeai_workflow": json.dumps(INVOKE_WORKFLOW)}),
+        "invoke.png",
+    )
     assert image.kind is ImportKind.INVOKEAI
     assert "InvokeAI image" in image.message and "InvokeAI workflow with 2 nodes" in image.message
 
@@ -98,12 +116,13 @@ def test_plain_and_a1111_pngs_carry_no_workflow() -> None:
 
 
 def test_bad_files_get_specific_messages() -> None:
-    not_json = recognise(b"{\"format\": \"flowcanvas.workflow\",", "cut.json")
+    not_json = recognise(b'{"format": "flowcanvas.workflow",', "cut.json")
     assert not_json.kind is ImportKind.INVALID and "not valid JSON" in not_json.message and "line 1" in not_json.message
     other_json = recognise(b"[1, 2, 3]", "list.json")
     assert other_json.kind is ImportKind.INVALID and "JSON, but not a workflow" in other_json.message
-    bad_workflow = recognise(json.dumps({"format": "flowcanvas.workflow", "version": 1,
-                                         "nodes": {"a": {"type": ""}}}).encode(), "bad.json")
+    bad_workflow = recognise(
+        json.dumps({"format": "flowcanvas.workflow", "version": 1, "nodes": {"a": {"type": ""}}}).encode(), "bad.json"
+    )
     assert bad_workflow.kind is ImportKind.INVALID and "not a usable FlowCanvas workflow" in bad_workflow.message
     assert "a." in bad_workflow.message or "[schema]" in bad_workflow.message
     newer = recognise(json.dumps({"format": "flowcanvas.workflow", "version": 99}).encode(), "new.json")

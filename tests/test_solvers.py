@@ -14,8 +14,8 @@ from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteSche
 
 from nodes.models.base import FlowModel, VelocityQuery
 from nodes.models.components import Conditioning
-from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, node, node_spec, unregister
 from nodes.models.schedules import flux_mu, pipeline_sigmas
+from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, node, node_spec, unregister
 from nodes.sampling.boss import boss_grid
 from nodes.sampling.schedules import (
     CustomSchedule,
@@ -44,26 +44,38 @@ from nodes.sampling.solvers import (
     sample_euler,
     sample_heun,
 )
+from nodes.types import SocketType
 from pipelines.executor import Executor
 from pipelines.plan import build_plan
 from pipelines.workflow import load_workflow
-from nodes.types import SocketType
 from tests.conftest import link, workflow_dict
 
 SD3_CONFIG = {"shift": 3.0}
-FLUX_DEV_CONFIG = {"shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15,
-                   "base_image_seq_len": 256, "max_image_seq_len": 4096}
+FLUX_DEV_CONFIG = {
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
+}
 FLUX_SCHNELL_CONFIG = {"shift": 1.0}
 
 
-def diffusers_sigmas(config: dict[str, Any], steps: int, image_seq_len: int | None = None, *,
-                     flux_style: bool = False) -> torch.Tensor:
+def diffusers_sigmas(
+    config: dict[str, Any], steps: int, image_seq_len: int | None = None, *, flux_style: bool = False
+) -> torch.Tensor:
     """`scheduler.sigmas` as the SD3 pipeline (steps, mu only if dynamic) or FluxPipeline (sigmas and mu) set it."""
     scheduler = FlowMatchEulerDiscreteScheduler(**config)
     mu = None
     if image_seq_len is not None:
-        mu = flux_mu(image_seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                     config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+        mu = flux_mu(
+            image_seq_len,
+            config.get("base_image_seq_len", 256),
+            config.get("max_image_seq_len", 4096),
+            config.get("base_shift", 0.5),
+            config.get("max_shift", 1.15),
+        )
     if flux_style:
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
     elif config.get("use_dynamic_shifting"):
@@ -80,15 +92,18 @@ def tokens(pixels_h: int, pixels_w: int) -> int:
 # ---- schedules ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("case", "sigmas", "checks"), [
-    ("SD3 T=50", lambda: shifted_sigmas(50, 3.0), {1: 0.993124, 17: 0.850143, 49: 0.008929}),
-    ("SD3 T=28", lambda: shifted_sigmas(28, 3.0), {1: 0.987381}),
-    ("SD3 T=15", lambda: shifted_sigmas(15, 3.0), {3: 0.916958}),
-    ("FLUX 1024² T=28", lambda: flux_sigmas(28, tokens(1024, 1024)), {1: 0.988409, 4: 0.949873, 27: 0.104721}),
-    ("FLUX 1024² T=15", lambda: flux_sigmas(15, tokens(1024, 1024)), {2: 0.953549}),
-    ("FLUX 512² T=28", lambda: flux_sigmas(28, tokens(512, 512)), {1: 0.980656}),
-])
-def test_schedules_reproduce_the_check_values_of_algorithms_md(case, sigmas, checks):
+@pytest.mark.parametrize(
+    ("case", "sigmas", "checks"),
+    [
+        ("SD3 T=50", lambda: shifted_sigmas(50, 3.0), {1: 0.993124, 17: 0.850143, 49: 0.008929}),
+        ("SD3 T=28", lambda: shifted_sigmas(28, 3.0), {1: 0.987381}),
+        ("SD3 T=15", lambda: shifted_sigmas(15, 3.0), {3: 0.916958}),
+        ("FLUX 1024² T=28", lambda: flux_sigmas(28, tokens(1024, 1024)), {1: 0.988409, 4: 0.949873, 27: 0.104721}),
+        ("FLUX 1024² T=15", lambda: flux_sigmas(15, tokens(1024, 1024)), {2: 0.953549}),
+        ("FLUX 512² T=28", lambda: flux_sigmas(28, tokens(512, 512)), {1: 0.980656}),
+    ],
+)
+def test_schedules_reproduce_their_check_values(case, sigmas, checks):
     values = sigmas()
     for index, expected in checks.items():
         assert abs(values[index].item() - expected) < 5e-7, (case, index)
@@ -126,14 +141,17 @@ def test_flux_schedule_is_bit_identical_to_flux_pipeline_sigmas(height, width):
         assert torch.equal(flux_sigmas(steps, tokens(height, width)), expected)
 
 
-@pytest.mark.parametrize(("config", "flux_style"), [
-    (SD3_CONFIG, False),
-    (FLUX_DEV_CONFIG, True),
-    (FLUX_SCHNELL_CONFIG, True),
-    (FLUX_DEV_CONFIG, False),  # a dynamically shifted config under the SD3 pipeline: default spacing + mu
-    ({**FLUX_DEV_CONFIG, "time_shift_type": "linear"}, True),
-    ({"shift": 2.0, "num_train_timesteps": 500}, False),
-])
+@pytest.mark.parametrize(
+    ("config", "flux_style"),
+    [
+        (SD3_CONFIG, False),
+        (FLUX_DEV_CONFIG, True),
+        (FLUX_SCHNELL_CONFIG, True),
+        (FLUX_DEV_CONFIG, False),  # a dynamically shifted config under the SD3 pipeline: default spacing + mu
+        ({**FLUX_DEV_CONFIG, "time_shift_type": "linear"}, True),
+        ({"shift": 2.0, "num_train_timesteps": 500}, False),
+    ],
+)
 def test_pipeline_sigmas_follow_the_model_config_as_its_pipeline_does(config, flux_style):
     for steps in (1, 4, 28, 50):
         for seq_len in (tokens(512, 512), tokens(1024, 1024)):
@@ -153,9 +171,15 @@ def test_custom_schedule_appends_the_final_zero_and_validates():
     assert custom_sigmas([0.9, 0.1, 0.0]).tolist() == pytest.approx([0.9, 0.1, 0.0])
     assert custom_sigmas([1.0]).dtype == torch.float32
     out_of_range = r"\[0, 1\]"
-    for bad, message in [([], "at least one"), ([0.0], "above 0"), ([1.0, 0.5, 0.5], "strictly decrease"),
-                         ([0.2, 0.5], "strictly decrease"), ([1.5, 0.5], out_of_range),
-                         ([1.0, float("nan")], out_of_range), ([1.0, -0.1], out_of_range)]:
+    for bad, message in [
+        ([], "at least one"),
+        ([0.0], "above 0"),
+        ([1.0, 0.5, 0.5], "strictly decrease"),
+        ([0.2, 0.5], "strictly decrease"),
+        ([1.5, 0.5], out_of_range),
+        ([1.0, float("nan")], out_of_range),
+        ([1.0, -0.1], out_of_range),
+    ]:
         with pytest.raises(ValueError, match=message):
             custom_sigmas(bad)
 
@@ -178,8 +202,10 @@ def test_schedule_functions_reject_impossible_arguments():
 # ---- solvers: parity with diffusers --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("x_dtype", "v_dtype"), [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
-                                                  (torch.float32, torch.float16)])
+@pytest.mark.parametrize(
+    ("x_dtype", "v_dtype"),
+    [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.float16)],
+)
 def test_euler_equals_the_euler_scheduler_step_bit_for_bit(x_dtype, v_dtype):
     generator = torch.Generator().manual_seed(0)
     steps = 12
@@ -219,12 +245,19 @@ def test_heun_equals_a_loop_of_the_heun_scheduler_step(dtype, steps):
 def test_each_solver_makes_as_many_model_calls_as_it_says(solver: Solver):
     for steps in (1, 2, 5):
         calls = []
-        solver.sample(lambda x, sigma: calls.append(sigma) or torch.ones_like(x), torch.zeros(3),
-                      linear_sigmas(steps))
+        solver.sample(
+            lambda x, sigma, calls=calls: calls.append(sigma) or torch.ones_like(x),
+            torch.zeros(3),
+            linear_sigmas(steps),
+        )
         assert len(calls) == solver.evaluations(steps)
         assert all(sigma.dtype == torch.float32 and sigma.ndim == 0 and sigma > 0 for sigma in calls)
-    assert (EULER.evaluations(28), HEUN.evaluations(28), MIDPOINT.evaluations(28),
-            ADAMS_BASHFORTH2.evaluations(28)) == (28, 55, 56, 28)
+    assert (
+        EULER.evaluations(28),
+        HEUN.evaluations(28),
+        MIDPOINT.evaluations(28),
+        ADAMS_BASHFORTH2.evaluations(28),
+    ) == (28, 55, 56, 28)
 
 
 @pytest.mark.parametrize("solver", list(SOLVERS.values()), ids=list(SOLVERS))
@@ -245,6 +278,7 @@ def test_each_solver_calls_back_after_every_step_and_stops_when_the_callback_rai
     def stop_after_two(step: Step) -> None:
         if step.done == 2:
             raise Stop
+
     calls = []
     with pytest.raises(Stop):
         solver.sample(lambda x_, s: calls.append(s) or toy_velocity(x_, s), x, linear_sigmas(10), stop_after_two)
@@ -254,8 +288,12 @@ def test_each_solver_calls_back_after_every_step_and_stops_when_the_callback_rai
 def test_callback_x0_estimate_is_x_minus_sigma_v_at_the_step_start():
     estimates = []
     x = torch.full((3,), 2.0)
-    sample_euler(lambda x_, s: torch.full_like(x_, 0.5), x, custom_sigmas([1.0, 0.5]),
-                 lambda step: estimates.append(step.x0_estimate))
+    sample_euler(
+        lambda x_, s: torch.full_like(x_, 0.5),
+        x,
+        custom_sigmas([1.0, 0.5]),
+        lambda step: estimates.append(step.x0_estimate),
+    )
     assert estimates[0].tolist() == pytest.approx([1.5] * 3)  # 2 − 1·0.5
 
 
@@ -288,8 +326,9 @@ class GaussianFlow:
     @staticmethod
     def random(shape: tuple[int, ...], seed: int, s_low: float, s_high: float) -> GaussianFlow:
         generator = torch.Generator().manual_seed(seed)
-        return GaussianFlow(torch.randn(shape, generator=generator),
-                            s_low + (s_high - s_low) * torch.rand(shape, generator=generator))
+        return GaussianFlow(
+            torch.randn(shape, generator=generator), s_low + (s_high - s_low) * torch.rand(shape, generator=generator)
+        )
 
 
 def error_at(solver: Solver, velocity, noise: torch.Tensor, exact: torch.Tensor, steps: int) -> float:
@@ -369,12 +408,20 @@ class GaussianFlowModel(FlowModel):
     def vae_scale_factor(self) -> int:
         return 8
 
-    def predict(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
-                guidance: float | None = None) -> torch.Tensor:
+    def predict(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, guidance: float | None = None
+    ) -> torch.Tensor:
         return self.velocity(x, sigma, cond, guidance=guidance or 1.0)
 
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, positive: Conditioning,
-                 negative: Conditioning | None = None, guidance: float = 1.0, true_cfg: float = 1.0) -> torch.Tensor:
+    def velocity(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        positive: Conditioning,
+        negative: Conditioning | None = None,
+        guidance: float = 1.0,
+        true_cfg: float = 1.0,
+    ) -> torch.Tensor:
         self.calls.append((x, sigma, positive, negative, guidance))
         return GaussianFlow(self.flow.mu + 0.1 * guidance, self.flow.s).velocity(x, sigma)
 
@@ -402,10 +449,14 @@ def test_schedule_nodes_output_their_schedules():
     assert torch.equal(run_node(LinearSchedule, steps=10)["sigmas"], linear_sigmas(10))
     assert torch.equal(run_node(ShiftedSchedule, steps=28)["sigmas"], shifted_sigmas(28, 3.0))
     assert torch.equal(run_node(ShiftedSchedule, steps=20, shift=5.0)["sigmas"], shifted_sigmas(20, 5.0))
-    assert torch.equal(run_node(FluxDynamicShiftSchedule, steps=28, width=1024, height=1024)["sigmas"],
-                       diffusers_sigmas(FLUX_DEV_CONFIG, 28, tokens(1024, 1024), flux_style=True))
-    assert torch.equal(run_node(FluxDynamicShiftSchedule, steps=20, width=1360, height=768)["sigmas"],
-                       flux_sigmas(20, tokens(768, 1360)))
+    assert torch.equal(
+        run_node(FluxDynamicShiftSchedule, steps=28, width=1024, height=1024)["sigmas"],
+        diffusers_sigmas(FLUX_DEV_CONFIG, 28, tokens(1024, 1024), flux_style=True),
+    )
+    assert torch.equal(
+        run_node(FluxDynamicShiftSchedule, steps=20, width=1360, height=768)["sigmas"],
+        flux_sigmas(20, tokens(768, 1360)),
+    )
     assert run_node(CustomSchedule, sigmas="1, 0.6, 0.3")["sigmas"].tolist() == pytest.approx([1, 0.6, 0.3, 0])
 
 
@@ -430,8 +481,12 @@ def test_schedule_nodes_report_bad_params_on_the_field():
 
 
 def test_solver_nodes_output_their_solvers():
-    for cls, expected in [(EulerSolver, EULER), (HeunSolver, HEUN), (MidpointSolver, MIDPOINT),
-                          (MultistepSolver, ADAMS_BASHFORTH2)]:
+    for cls, expected in [
+        (EulerSolver, EULER),
+        (HeunSolver, HEUN),
+        (MidpointSolver, MIDPOINT),
+        (MultistepSolver, ADAMS_BASHFORTH2),
+    ]:
         assert run_node(cls)["solver"] is expected
 
 
@@ -439,7 +494,10 @@ def test_sampling_nodes_declare_their_sockets():
     for cls in (LinearSchedule, ShiftedSchedule, FluxDynamicShiftSchedule, ModelSchedule, CustomSchedule):
         spec = node_spec(cls)
         assert spec["category"] == "sampling" and spec["outputs"][0] == {
-            "name": "sigmas", "type": "SIGMAS", "description": spec["outputs"][0]["description"]}
+            "name": "sigmas",
+            "type": "SIGMAS",
+            "description": spec["outputs"][0]["description"],
+        }
         assert all(param["description"] for param in spec["params"])
     for cls in (EulerSolver, HeunSolver, MidpointSolver, MultistepSolver):
         spec = node_spec(cls)
@@ -464,11 +522,13 @@ def sigmas_sink() -> Iterator[str]:
 
 
 def test_schedule_and_solver_nodes_run_in_a_workflow_plan(sigmas_sink):
-    document = workflow_dict({
-        "schedule": {"type": "FluxDynamicShiftSchedule", "params": {"steps": 15, "width": 512, "height": 768}},
-        "sink": {"type": sigmas_sink, "inputs": {"sigmas": link("schedule", "sigmas")}},
-        "solver": {"type": "HeunSolver"},
-    })
+    document = workflow_dict(
+        {
+            "schedule": {"type": "FluxDynamicShiftSchedule", "params": {"steps": 15, "width": 512, "height": 768}},
+            "sink": {"type": sigmas_sink, "inputs": {"sigmas": link("schedule", "sigmas")}},
+            "solver": {"type": "HeunSolver"},
+        }
+    )
     executor = Executor()
     result = executor.execute(build_plan(load_workflow(document)), run_id="r")
     assert torch.equal(result.output_items[0].meta["sigmas"], flux_sigmas(15, tokens(768, 512)))

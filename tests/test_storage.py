@@ -129,7 +129,9 @@ def test_environment_sets_home_and_database_url(tmp_path: Path, monkeypatch: pyt
     assert database_url(data_home()) == "postgresql+psycopg://db/flowcanvas"
 
 
-def test_the_artifact_store_defaults_to_the_home_and_can_be_moved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_artifact_store_defaults_to_the_home_and_can_be_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("FLOWCANVAS_ARTIFACTS", raising=False)
     assert artifact_root(tmp_path / "home") == tmp_path / "home" / "artifacts"
     monkeypatch.setenv("FLOWCANVAS_ARTIFACTS", str(tmp_path / "shared" / "artifacts"))
@@ -250,7 +252,10 @@ def test_writes_take_the_sqlite_write_lock_up_front_and_reads_do_not(sqlite_stor
 def test_a_new_workflow_starts_at_version_one(storage: Storage) -> None:
     workflow = storage.create_workflow("portrait", DOCUMENT_V1, description="faces", tags=["people"], message="first")
     assert (workflow.name, workflow.description, workflow.tags, workflow.current_version) == (
-        "portrait", "faces", ("people",), 1,
+        "portrait",
+        "faces",
+        ("people",),
+        1,
     )
     assert len(workflow.id) == 12 and int(workflow.id, 16) >= 0
     assert workflow.created_at.tzinfo == UTC
@@ -315,15 +320,16 @@ except VersionConflict as conflict:
 """
 
 
-def test_of_two_processes_saving_over_the_same_version_the_second_gets_a_conflict(
-    storage: Storage, home: Path
-) -> None:
+def test_of_two_processes_saving_over_the_same_version_the_second_gets_a_conflict(storage: Storage, home: Path) -> None:
     workflow = storage.create_workflow("shared", DOCUMENT_V1)
     outputs = []
     for document in (DOCUMENT_V2, '{"writer": "second"}'):
         result = subprocess.run(
             [sys.executable, "-c", SAVE_IN_ANOTHER_PROCESS, str(home), url_of(storage), workflow.id, document],
-            capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent.parent,
         )
         outputs.append(result.stdout.strip())
     assert outputs[0] == "saved"
@@ -337,13 +343,13 @@ OPEN_IN_ANOTHER_PROCESS = (
 )
 
 
-def test_processes_starting_together_on_a_new_database_migrate_it_once(
-    database_backend_url: str, home: Path
-) -> None:
+def test_processes_starting_together_on_a_new_database_migrate_it_once(database_backend_url: str, home: Path) -> None:
     opening = [
         subprocess.Popen(
             [sys.executable, "-c", OPEN_IN_ANOTHER_PROCESS, str(home), database_backend_url],
-            stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parent.parent,
         )
         for _ in range(3)
     ]
@@ -381,7 +387,10 @@ def test_updating_meta_changes_only_what_is_given(storage: Storage) -> None:
     workflow = storage.create_workflow("w", DOCUMENT_V1, description="keep", tags=["a"])
     updated = storage.update_workflow_meta(workflow.id, name="renamed", tags=["b", "c"])
     assert (updated.name, updated.description, updated.tags, updated.current_version) == (
-        "renamed", "keep", ("b", "c"), 1,
+        "renamed",
+        "keep",
+        ("b", "c"),
+        1,
     )
     with pytest.raises(NotFound):
         storage.update_workflow_meta("000000000000", name="x")
@@ -449,7 +458,10 @@ def test_a_run_goes_from_queued_to_running_to_finished_with_its_artifacts(storag
         artifacts=[NewArtifact(node_id="3", kind="image", **stored.model_dump(), meta={"width": 64})],
     )
     assert (finished.status, finished.error, finished.seeds, finished.environment["torch"]) == (
-        RunStatus.SUCCEEDED, None, {"1": 7}, "2.5",
+        RunStatus.SUCCEEDED,
+        None,
+        {"1": 7},
+        "2.5",
     )
     assert finished.finished_at is not None and finished.finished_at >= finished.started_at  # type: ignore[operator]
     [artifact] = storage.list_artifacts(run.id)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from nodes.image import encode_png, to_pil
-from pipelines.validate import validate_workflow
 from pipelines.jobs import RunRequest, WorkerPool
+from pipelines.validate import validate_workflow
 from pipelines.workflow import canonical_json, load_workflow
 from storage import RunStatus
 
@@ -46,7 +46,8 @@ def test_template_runs(path: Path, pool: WorkerPool, tmp_path: Path, tiny_model_
     picture = tmp_path / "input.png"
     picture.write_bytes(encode_png(to_pil(torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(0)))[0]))
     workflow = load_workflow(path)
-    outcome = pool.submit(RunRequest(workflow=workflow, overrides=small_overrides(workflow, picture, tiny_model_folders),
-                                     device="cpu")).wait(300)
+    outcome = pool.submit(
+        RunRequest(workflow=workflow, overrides=small_overrides(workflow, picture, tiny_model_folders), device="cpu")
+    ).wait(300)
     assert outcome.status == RunStatus.SUCCEEDED, outcome.error
     assert any(a.kind == "image" for a in outcome.artifacts)

@@ -51,10 +51,18 @@ def build(variant: str, seed: int = 0) -> DiffusionPipeline:
     return pipe
 
 
-def generate(pipe: DiffusionPipeline, *, prompt: str = PROMPT, seed: int = 0, size: int = 32,
-             output_type: str = "latent") -> np.ndarray | torch.Tensor:
-    return pipe(prompt, height=size, width=size, num_inference_steps=STEPS, max_sequence_length=MAX_SEQUENCE_LENGTH,
-                generator=torch.Generator("cpu").manual_seed(seed), output_type=output_type).images
+def generate(
+    pipe: DiffusionPipeline, *, prompt: str = PROMPT, seed: int = 0, size: int = 32, output_type: str = "latent"
+) -> np.ndarray | torch.Tensor:
+    return pipe(
+        prompt,
+        height=size,
+        width=size,
+        num_inference_steps=STEPS,
+        max_sequence_length=MAX_SEQUENCE_LENGTH,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        output_type=output_type,
+    ).images
 
 
 def load(variant: str, folder: Path) -> DiffusionPipeline:
@@ -62,8 +70,9 @@ def load(variant: str, folder: Path) -> DiffusionPipeline:
     if variant == "sd3":
         pipe = StableDiffusion3Pipeline.from_pretrained(folder, local_files_only=True)
     elif variant == "sd3-no-t5":
-        pipe = StableDiffusion3Pipeline.from_pretrained(folder, text_encoder_3=None, tokenizer_3=None,
-                                                        local_files_only=True)
+        pipe = StableDiffusion3Pipeline.from_pretrained(
+            folder, text_encoder_3=None, tokenizer_3=None, local_files_only=True
+        )
     else:
         pipe = FluxPipeline.from_pretrained(folder, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)

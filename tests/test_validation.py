@@ -10,9 +10,9 @@ from pydantic import Field
 
 from nodes.registry import Node, NodeParams, node, unregister
 from pipelines.executor import Executor
+from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.plan import build_plan
 from pipelines.validate import validate_workflow
-from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.workflow import Link, Workflow, canonical_json, load_workflow, parse_workflow
 from tests.conftest import link, workflow_dict
 
@@ -42,23 +42,34 @@ def int_chain(add: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]
     entry = {"type": "TestAdd", "inputs": {"a": link("c")}}
     for key, value in (add or {}).items():
         entry[key] = {**entry.get(key, {}), **value} if isinstance(value, dict) else value
-    return workflow_dict({
-        "c": {"type": "TestConst", "params": {"value": 1}},
-        "a": entry,
-        "sink": {"type": "TestSink", "inputs": {"value": link("a")}},
-    }, **extra)
+    return workflow_dict(
+        {
+            "c": {"type": "TestConst", "params": {"value": 1}},
+            "a": entry,
+            "sink": {"type": "TestSink", "inputs": {"value": link("a")}},
+        },
+        **extra,
+    )
 
 
-def image_chain(resize_params: dict[str, Any] | None = None, resize_inputs: dict[str, Any] | None = None,
-                extra_nodes: dict[str, Any] | None = None) -> dict[str, Any]:
+def image_chain(
+    resize_params: dict[str, Any] | None = None,
+    resize_inputs: dict[str, Any] | None = None,
+    extra_nodes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """e (EmptyImage) → r (ResizeImage) → s (SaveImage)."""
-    return workflow_dict({
-        "e": {"type": "EmptyImage", "params": {"width": 8, "height": 8}},
-        "r": {"type": "ResizeImage", "params": resize_params or {},
-              "inputs": {"image": link("e", "image"), **(resize_inputs or {})}},
-        "s": {"type": "SaveImage", "inputs": {"images": link("r", "image")}},
-        **(extra_nodes or {}),
-    })
+    return workflow_dict(
+        {
+            "e": {"type": "EmptyImage", "params": {"width": 8, "height": 8}},
+            "r": {
+                "type": "ResizeImage",
+                "params": resize_params or {},
+                "inputs": {"image": link("e", "image"), **(resize_inputs or {})},
+            },
+            "s": {"type": "SaveImage", "inputs": {"images": link("r", "image")}},
+            **(extra_nodes or {}),
+        }
+    )
 
 
 def plan_ids(document: dict[str, Any], **kwargs: Any) -> list[str]:
@@ -89,13 +100,17 @@ def test_the_baseline_workflows_are_valid():
 # ---------------------------------------------------------------- schema (parse_workflow)
 
 
-@pytest.mark.parametrize(("entry", "field", "words"), [
-    ({"position": [0, 0]}, "type", "required"),
-    ({"type": ""}, "type", "at least 1 character"),
-    ({"type": "EmptyImage", "position": "left"}, "position", "tuple"),
-    ({"type": "EmptyImage", "type_version": 0}, "type_version", "greater than or equal to 1"),
-    ({"type": "EmptyImage", "colour": "red"}, "colour", "extra"),
-], ids=["node-without-type", "empty-type", "position-not-a-pair", "type-version-zero", "unknown-node-key"])
+@pytest.mark.parametrize(
+    ("entry", "field", "words"),
+    [
+        ({"position": [0, 0]}, "type", "required"),
+        ({"type": ""}, "type", "at least 1 character"),
+        ({"type": "EmptyImage", "position": "left"}, "position", "tuple"),
+        ({"type": "EmptyImage", "type_version": 0}, "type_version", "greater than or equal to 1"),
+        ({"type": "EmptyImage", "colour": "red"}, "colour", "extra"),
+    ],
+    ids=["node-without-type", "empty-type", "position-not-a-pair", "type-version-zero", "unknown-node-key"],
+)
 def test_a_malformed_node_entry_is_a_schema_issue_on_that_node_and_field(entry, field, words):
     issues = parse_issues(workflow_dict({"n1": entry}))
     assert [(i.code, i.node, i.field) for i in issues] == [("schema", "n1", field)]
@@ -182,11 +197,15 @@ def test_a_format_version_this_build_cannot_read_is_unsupported_version(version)
 
 
 def test_an_unknown_type_is_reported_with_a_did_you_mean_hint():
-    issue = only_issue(workflow_dict({
-        "e": {"type": "EmptyImage"},
-        "s": {"type": "SaveImag", "inputs": {"images": link("e", "image")}},
-        "p": {"type": "PreviewImage", "inputs": {"images": link("e", "image")}},
-    }))
+    issue = only_issue(
+        workflow_dict(
+            {
+                "e": {"type": "EmptyImage"},
+                "s": {"type": "SaveImag", "inputs": {"images": link("e", "image")}},
+                "p": {"type": "PreviewImage", "inputs": {"images": link("e", "image")}},
+            }
+        )
+    )
     assert (issue.code, issue.node, issue.field) == ("unknown_type", "s", "type")
     assert "'SaveImag'" in issue.message
     assert "did you mean" in issue.hint and "SaveImage" in issue.hint
@@ -201,8 +220,9 @@ def test_an_unknown_type_with_no_near_miss_points_to_the_catalogue():
 
 
 def test_a_type_version_newer_than_the_class_is_unsupported_type_version():
-    issue = only_issue(image_chain() | {"nodes": {**image_chain()["nodes"],
-                                                  "r": {**image_chain()["nodes"]["r"], "type_version": 2}}})
+    issue = only_issue(
+        image_chain() | {"nodes": {**image_chain()["nodes"], "r": {**image_chain()["nodes"]["r"], "type_version": 2}}}
+    )
     assert (issue.code, issue.node, issue.field) == ("unsupported_type_version", "r", "type_version")
     assert "ResizeImage" in issue.message and "2" in issue.message and "(1)" in issue.message
 
@@ -283,18 +303,26 @@ def test_an_unknown_param_with_no_near_miss_lists_the_params():
 
 
 def test_a_required_param_left_out_is_missing_param():
-    issue = only_issue(workflow_dict({
-        "l": {"type": "LoadImage"},
-        "s": {"type": "SaveImage", "inputs": {"images": link("l", "image")}},
-    }))
+    issue = only_issue(
+        workflow_dict(
+            {
+                "l": {"type": "LoadImage"},
+                "s": {"type": "SaveImage", "inputs": {"images": link("l", "image")}},
+            }
+        )
+    )
     assert (issue.code, issue.node, issue.field) == ("missing_param", "l", "path")
     assert issue.hint  # the param's description
 
 
-@pytest.mark.parametrize(("params", "field", "value"), [
-    ({"width": 0}, "width", "0"),
-    ({"height": 16385}, "height", "16385"),
-], ids=["below-minimum", "above-maximum"])
+@pytest.mark.parametrize(
+    ("params", "field", "value"),
+    [
+        ({"width": 0}, "width", "0"),
+        ({"height": 16385}, "height", "16385"),
+    ],
+    ids=["below-minimum", "above-maximum"],
+)
 def test_a_literal_param_outside_its_bounds_is_out_of_bounds(params, field, value):
     issue = only_issue(image_chain(params))
     assert (issue.code, issue.node, issue.field) == ("out_of_bounds", "r", field)
@@ -310,8 +338,9 @@ def test_a_string_that_breaks_its_length_limit_is_out_of_bounds():
 
 
 def test_a_primitive_wired_into_a_param_is_checked_against_that_params_bounds():
-    issue = only_issue(image_chain(resize_inputs={"width": link("w")},
-                                   extra_nodes={"w": {"type": "Int", "params": {"value": 0}}}))
+    issue = only_issue(
+        image_chain(resize_inputs={"width": link("w")}, extra_nodes={"w": {"type": "Int", "params": {"value": 0}}})
+    )
     assert (issue.code, issue.node, issue.field) == ("out_of_bounds", "r", "width")
     assert "(got 0)" in issue.message and "fed by w.value" in issue.message
 
@@ -334,16 +363,23 @@ def test_a_value_outside_a_params_choices_is_not_in_choices_and_lists_them():
 
 
 def test_a_primitive_string_wired_into_a_choice_param_is_checked_against_the_choices():
-    issue = only_issue(image_chain(resize_inputs={"method": link("m")},
-                                   extra_nodes={"m": {"type": "String", "params": {"value": "cubic"}}}))
+    issue = only_issue(
+        image_chain(
+            resize_inputs={"method": link("m")}, extra_nodes={"m": {"type": "String", "params": {"value": "cubic"}}}
+        )
+    )
     assert (issue.code, issue.node, issue.field) == ("not_in_choices", "r", "method")
     assert "fed by m.value" in issue.message
 
 
-@pytest.mark.parametrize(("params", "field", "shown"), [
-    ({"width": "wide"}, "width", "'wide'"),
-    ({"width": 1.5}, "width", "1.5"),
-], ids=["string-for-int", "fraction-for-int"])
+@pytest.mark.parametrize(
+    ("params", "field", "shown"),
+    [
+        ({"width": "wide"}, "width", "'wide'"),
+        ({"width": 1.5}, "width", "1.5"),
+    ],
+    ids=["string-for-int", "fraction-for-int"],
+)
 def test_a_value_of_the_wrong_type_is_invalid_value(params, field, shown):
     issue = only_issue(image_chain(params))
     assert (issue.code, issue.node, issue.field) == ("invalid_value", "r", field)
@@ -386,19 +422,30 @@ def test_check_is_not_run_while_a_single_param_is_invalid(range_node):
 
 
 def test_check_sees_the_constants_of_wired_primitives(range_node):
-    issue = only_issue(workflow_dict({
-        "i": {"type": "Int", "params": {"value": 7}},
-        "r": {"type": range_node, "params": {"hi": 2}, "inputs": {"lo": link("i")}},
-    }))
+    issue = only_issue(
+        workflow_dict(
+            {
+                "i": {"type": "Int", "params": {"value": 7}},
+                "r": {"type": range_node, "params": {"hi": 2}, "inputs": {"lo": link("i")}},
+            }
+        )
+    )
     assert (issue.code, issue.node, issue.field) == ("invalid_params", "r", "hi")
     assert "lo (7)" in issue.message
 
 
 def test_check_is_skipped_when_a_wired_value_is_unknown_before_running(range_node):
-    assert issues_of(workflow_dict({
-        "k": {"type": "TestConst", "params": {"value": 7}},
-        "r": {"type": range_node, "params": {"hi": 2}, "inputs": {"lo": link("k")}},
-    })) == []
+    assert (
+        issues_of(
+            workflow_dict(
+                {
+                    "k": {"type": "TestConst", "params": {"value": 7}},
+                    "r": {"type": range_node, "params": {"hi": 2}, "inputs": {"lo": link("k")}},
+                }
+            )
+        )
+        == []
+    )
 
 
 # ---------------------------------------------------------------- inputs and links
@@ -417,8 +464,9 @@ def test_a_link_into_a_non_wireable_param_is_unknown_input(register):
         class Params(NodeParams):
             sizes: list[int] = []
 
-    issue = only_issue(workflow_dict({"k": {"type": "TestConst"},
-                                      "j": {"type": "TestJsonParam", "inputs": {"sizes": link("k")}}}))
+    issue = only_issue(
+        workflow_dict({"k": {"type": "TestConst"}, "j": {"type": "TestJsonParam", "inputs": {"sizes": link("k")}}})
+    )
     assert (issue.code, issue.node, issue.field) == ("unknown_input", "j", "sizes")
 
 
@@ -435,10 +483,14 @@ def test_an_optional_input_may_be_left_unconnected():
 
 
 def test_an_empty_link_list_does_not_connect_a_required_multi_input():
-    found = issues_of(workflow_dict({
-        "g": {"type": "ImageGrid", "inputs": {"images": []}},
-        "p": {"type": "PreviewImage", "inputs": {"images": link("g", "image")}},
-    }))
+    found = issues_of(
+        workflow_dict(
+            {
+                "g": {"type": "ImageGrid", "inputs": {"images": []}},
+                "p": {"type": "PreviewImage", "inputs": {"images": link("g", "image")}},
+            }
+        )
+    )
     assert [(i.code, i.node, i.field) for i in found] == [("missing_input", "g", "images")]
 
 
@@ -459,11 +511,14 @@ def test_a_list_of_links_into_a_wired_param_is_multiple_links():
 
 
 def test_a_list_of_links_into_a_multi_input_is_accepted_in_order():
-    document = workflow_dict({
-        "e1": {"type": "EmptyImage"}, "e2": {"type": "EmptyImage"},
-        "g": {"type": "ImageGrid", "inputs": {"images": [link("e2", "image"), link("e1", "image")]}},
-        "p": {"type": "PreviewImage", "inputs": {"images": link("g", "image")}},
-    })
+    document = workflow_dict(
+        {
+            "e1": {"type": "EmptyImage"},
+            "e2": {"type": "EmptyImage"},
+            "g": {"type": "ImageGrid", "inputs": {"images": [link("e2", "image"), link("e1", "image")]}},
+            "p": {"type": "PreviewImage", "inputs": {"images": link("g", "image")}},
+        }
+    )
     plan = build_plan(parse_workflow(document))
     grid = next(n for n in plan.nodes if n.id == "g")
     assert grid.inputs["images"] == [Link(node="e2", output="image"), Link(node="e1", output="image")]
@@ -506,24 +561,28 @@ def test_a_float_wired_into_an_int_param_is_type_mismatch():
 
 
 def test_an_int_widens_into_a_float_param_without_an_issue():
-    document = workflow_dict({
-        "c": {"type": "TestConst", "params": {"value": 1}},
-        "i": {"type": "Int", "params": {"value": 2}},
-        "t": {"type": "TestSlow", "inputs": {"a": link("c"), "delay": link("i")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("t")}},
-    })
+    document = workflow_dict(
+        {
+            "c": {"type": "TestConst", "params": {"value": 1}},
+            "i": {"type": "Int", "params": {"value": 2}},
+            "t": {"type": "TestSlow", "inputs": {"a": link("c"), "delay": link("i")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("t")}},
+        }
+    )
     assert issues_of(document) == []
     slow = next(n for n in build_plan(parse_workflow(document)).nodes if n.id == "t")
     assert slow.wired_params == {"delay": Link(node="i", output="value")}
 
 
 def test_an_int_primitive_widened_into_a_float_param_is_still_bounds_checked():
-    document = workflow_dict({
-        "c": {"type": "TestConst"},
-        "i": {"type": "Int", "params": {"value": 11}},
-        "t": {"type": "TestSlow", "inputs": {"a": link("c"), "delay": link("i")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("t")}},
-    })
+    document = workflow_dict(
+        {
+            "c": {"type": "TestConst"},
+            "i": {"type": "Int", "params": {"value": 11}},
+            "t": {"type": "TestSlow", "inputs": {"a": link("c"), "delay": link("i")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("t")}},
+        }
+    )
     issue = only_issue(document)
     assert (issue.code, issue.node, issue.field) == ("out_of_bounds", "t", "delay")
 
@@ -532,20 +591,28 @@ def test_an_int_primitive_widened_into_a_float_param_is_still_bounds_checked():
 
 
 def test_two_nodes_feeding_each_other_are_a_cycle_naming_both():
-    issue = only_issue(workflow_dict({
-        "x": {"type": "TestAdd", "inputs": {"a": link("y")}},
-        "y": {"type": "TestAdd", "inputs": {"a": link("x")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("y")}},
-    }))
+    issue = only_issue(
+        workflow_dict(
+            {
+                "x": {"type": "TestAdd", "inputs": {"a": link("y")}},
+                "y": {"type": "TestAdd", "inputs": {"a": link("x")}},
+                "sink": {"type": "TestSink", "inputs": {"value": link("y")}},
+            }
+        )
+    )
     assert (issue.code, issue.node, issue.field) == ("cycle", "x", None)
     assert "x → y" in issue.message
 
 
 def test_a_node_feeding_itself_is_a_cycle():
-    issue = only_issue(workflow_dict({
-        "x": {"type": "TestAdd", "inputs": {"a": link("x")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("x")}},
-    }))
+    issue = only_issue(
+        workflow_dict(
+            {
+                "x": {"type": "TestAdd", "inputs": {"a": link("x")}},
+                "sink": {"type": "TestSink", "inputs": {"value": link("x")}},
+            }
+        )
+    )
     assert (issue.code, issue.node) == ("cycle", "x")
     assert "x" in issue.message
 
@@ -556,12 +623,16 @@ def test_a_cycle_through_a_wired_param_is_a_cycle():
 
 
 def test_each_separate_cycle_is_reported():
-    found = issues_of(workflow_dict({
-        "x": {"type": "TestAdd", "inputs": {"a": link("y")}},
-        "y": {"type": "TestAdd", "inputs": {"a": link("x")}},
-        "z": {"type": "TestAdd", "inputs": {"a": link("z")}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("y")}},
-    }))
+    found = issues_of(
+        workflow_dict(
+            {
+                "x": {"type": "TestAdd", "inputs": {"a": link("y")}},
+                "y": {"type": "TestAdd", "inputs": {"a": link("x")}},
+                "z": {"type": "TestAdd", "inputs": {"a": link("z")}},
+                "sink": {"type": "TestSink", "inputs": {"value": link("y")}},
+            }
+        )
+    )
     assert sorted((i.code, i.node) for i in found) == [("cycle", "x"), ("cycle", "z")]
 
 
@@ -595,8 +666,11 @@ def test_an_exposed_field_naming_a_param_the_node_lacks_is_unknown_exposed():
 
 
 def test_two_exposed_fields_with_one_label_are_duplicate_label():
-    issue = only_issue(int_chain(exposed=[{"node": "a", "param": "offset", "label": "X"},
-                                          {"node": "c", "param": "value", "label": "X"}]))
+    issue = only_issue(
+        int_chain(
+            exposed=[{"node": "a", "param": "offset", "label": "X"}, {"node": "c", "param": "value", "label": "X"}]
+        )
+    )
     assert (issue.code, issue.node, issue.field) == ("duplicate_label", "c", "value")
     assert "'X'" in issue.message
 
@@ -620,8 +694,9 @@ def test_one_field_set_under_two_names_is_duplicate_field():
 
 
 def test_overrides_are_coerced_from_text_and_validated():
-    plan = build_plan(parse_workflow(int_chain(exposed=[{"node": "a", "param": "offset", "label": "Offset"}])),
-                      {"offset": "7"})  # labels match case-insensitively
+    plan = build_plan(
+        parse_workflow(int_chain(exposed=[{"node": "a", "param": "offset", "label": "Offset"}])), {"offset": "7"}
+    )  # labels match case-insensitively
     assert next(n for n in plan.nodes if n.id == "a").params["offset"] == 7
     issue = only_issue(int_chain(), {"a.offset": "5000"})
     assert (issue.code, issue.node, issue.field) == ("out_of_bounds", "a", "offset")
@@ -649,28 +724,44 @@ def test_overrides_do_not_change_the_workflow():
 
 
 def test_every_problem_is_reported_at_once():
-    found = issues_of(workflow_dict({
-        "c": {"type": "TestKonst"},
-        "a": {"type": "TestAdd", "params": {"offset": 5000}},
-        "sink": {"type": "TestSink", "inputs": {"value": link("a")}},
-    }, exposed=[{"node": "ghost", "param": "x", "label": "X"}]), {"Nope": 1})
+    found = issues_of(
+        workflow_dict(
+            {
+                "c": {"type": "TestKonst"},
+                "a": {"type": "TestAdd", "params": {"offset": 5000}},
+                "sink": {"type": "TestSink", "inputs": {"value": link("a")}},
+            },
+            exposed=[{"node": "ghost", "param": "x", "label": "X"}],
+        ),
+        {"Nope": 1},
+    )
     assert {(i.code, i.node) for i in found} >= {
-        ("unknown_type", "c"), ("missing_input", "a"), ("out_of_bounds", "a"),
-        ("unknown_exposed", "ghost"), ("unknown_field", None)}
+        ("unknown_type", "c"),
+        ("missing_input", "a"),
+        ("out_of_bounds", "a"),
+        ("unknown_exposed", "ghost"),
+        ("unknown_field", None),
+    }
 
 
 BAD_WORKFLOWS = {
     "everything-missing": workflow_dict({"a": {"type": "TestAdd"}, "b": {"type": "Subgraph"}}),
-    "links-everywhere": workflow_dict({
-        "a": {"type": "TestAdd", "inputs": {"a": [link("a"), link("zz", "q")], "b": link("a", "nope"),
-                                            "offset": [], "zz": link("a")}},
-        "s": {"type": "TestSink", "inputs": {"value": [], "other": link("s")}},
-    }),
-    "junk-params": workflow_dict({"r": {"type": "ResizeImage", "type_version": 7,
-                                        "params": {"width": {"a": [1]}, "method": None}},
-                                  "e": {"type": "EmptyImage", "params": {"width": [1, 2], "color": 3}},
-                                  "s": {"type": "SaveImage", "params": {"filename_prefix": None},
-                                        "inputs": {"images": link("e", "image")}}}),
+    "links-everywhere": workflow_dict(
+        {
+            "a": {
+                "type": "TestAdd",
+                "inputs": {"a": [link("a"), link("zz", "q")], "b": link("a", "nope"), "offset": [], "zz": link("a")},
+            },
+            "s": {"type": "TestSink", "inputs": {"value": [], "other": link("s")}},
+        }
+    ),
+    "junk-params": workflow_dict(
+        {
+            "r": {"type": "ResizeImage", "type_version": 7, "params": {"width": {"a": [1]}, "method": None}},
+            "e": {"type": "EmptyImage", "params": {"width": [1, 2], "color": 3}},
+            "s": {"type": "SaveImage", "params": {"filename_prefix": None}, "inputs": {"images": link("e", "image")}},
+        }
+    ),
 }
 
 
@@ -694,16 +785,14 @@ def test_build_plan_raises_workflow_invalid_with_the_same_issues(document):
 
 def test_nodes_that_feed_no_output_are_not_planned():
     document = int_chain()
-    document["nodes"] |= {"dangling": {"type": "TestAdd", "inputs": {"a": link("c")}},
-                          "lonely": {"type": "TestConst"}}
+    document["nodes"] |= {"dangling": {"type": "TestAdd", "inputs": {"a": link("c")}}, "lonely": {"type": "TestConst"}}
     assert issues_of(document) == []
     assert plan_ids(document) == ["c", "a", "sink"]
 
 
 def test_a_target_plans_only_that_node_and_its_ancestors():
     document = int_chain()
-    document["nodes"] |= {"b": {"type": "TestAdd", "inputs": {"a": link("a")}},
-                          "other": {"type": "TestConst"}}
+    document["nodes"] |= {"b": {"type": "TestAdd", "inputs": {"a": link("a")}}, "other": {"type": "TestConst"}}
     plan = build_plan(parse_workflow(document), target="a")
     assert [n.id for n in plan.nodes] == ["c", "a"]
     assert plan.output_nodes == ["a"]
@@ -717,14 +806,16 @@ def test_wired_param_sources_are_ancestors():
 
 
 def test_the_plan_is_in_topological_order_with_outputs_last():
-    document = workflow_dict({
-        "sink2": {"type": "TestSink", "inputs": {"value": link("c")}},
-        "join": {"type": "TestAdd", "inputs": {"a": link("left"), "b": link("right")}},
-        "right": {"type": "TestAdd", "inputs": {"a": link("c")}},
-        "left": {"type": "TestAdd", "inputs": {"a": link("c"), "offset": link("c")}},
-        "c": {"type": "TestConst"},
-        "sink": {"type": "TestSink", "inputs": {"value": link("join")}},
-    })
+    document = workflow_dict(
+        {
+            "sink2": {"type": "TestSink", "inputs": {"value": link("c")}},
+            "join": {"type": "TestAdd", "inputs": {"a": link("left"), "b": link("right")}},
+            "right": {"type": "TestAdd", "inputs": {"a": link("c")}},
+            "left": {"type": "TestAdd", "inputs": {"a": link("c"), "offset": link("c")}},
+            "c": {"type": "TestConst"},
+            "sink": {"type": "TestSink", "inputs": {"value": link("join")}},
+        }
+    )
     plan = build_plan(parse_workflow(document))
     order = [n.id for n in plan.nodes]
     for planned in plan.nodes:
@@ -751,12 +842,16 @@ def instance(subgraph: str, **inputs: Any) -> dict[str, Any]:
 
 def addone_chain(**extra: Any) -> dict[str, Any]:
     """n1 → sub1 → sub2 → sink, both instances of 'addone'."""
-    return workflow_dict({
-        "n1": {"type": "TestConst", "params": {"value": 5}},
-        "sub1": instance("addone", x=link("n1")),
-        "sub2": instance("addone", x=link("sub1", "y")),
-        "sink": {"type": "TestSink", "inputs": {"value": link("sub2", "y")}},
-    }, subgraphs={"addone": ADDONE, **extra.pop("subgraphs", {})}, **extra)
+    return workflow_dict(
+        {
+            "n1": {"type": "TestConst", "params": {"value": 5}},
+            "sub1": instance("addone", x=link("n1")),
+            "sub2": instance("addone", x=link("sub1", "y")),
+            "sink": {"type": "TestSink", "inputs": {"value": link("sub2", "y")}},
+        },
+        subgraphs={"addone": ADDONE, **extra.pop("subgraphs", {})},
+        **extra,
+    )
 
 
 def sink_values(document: dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, int]:
@@ -793,15 +888,21 @@ def test_an_exposed_field_inside_an_instance_can_be_set_by_its_label():
 
 
 def test_nested_subgraphs_flatten_to_paths():
-    document = workflow_dict({
-        "n1": {"type": "TestConst", "params": {"value": 5}},
-        "outer": instance("wrap", x=link("n1")),
-        "sink": {"type": "TestSink", "inputs": {"value": link("outer", "y")}},
-    }, subgraphs={"addone": ADDONE, "wrap": {
-        "nodes": {"mid": instance("addone")},
-        "inputs": [{"name": "x", "type": "INT", "targets": [{"node": "mid", "input": "x"}]}],
-        "outputs": [{"name": "y", "type": "INT", "source": {"node": "mid", "output": "y"}}],
-    }})
+    document = workflow_dict(
+        {
+            "n1": {"type": "TestConst", "params": {"value": 5}},
+            "outer": instance("wrap", x=link("n1")),
+            "sink": {"type": "TestSink", "inputs": {"value": link("outer", "y")}},
+        },
+        subgraphs={
+            "addone": ADDONE,
+            "wrap": {
+                "nodes": {"mid": instance("addone")},
+                "inputs": [{"name": "x", "type": "INT", "targets": [{"node": "mid", "input": "x"}]}],
+                "outputs": [{"name": "y", "type": "INT", "source": {"node": "mid", "output": "y"}}],
+            },
+        },
+    )
     plan = build_plan(parse_workflow(document))
     nodes = {n.id: n for n in plan.nodes}
     assert [n.id for n in plan.nodes] == ["n1", "outer/mid/add", "sink"]
@@ -815,7 +916,9 @@ def test_problems_inside_an_instance_are_reported_on_the_namespaced_node():
     broken = {**ADDONE, "nodes": {"add": {"type": "TestAdd", "params": {"offset": 5000}}}}
     found = issues_of(addone_chain(subgraphs={"addone": broken}))
     assert sorted((i.code, i.node, i.field) for i in found) == [
-        ("out_of_bounds", "sub1/add", "offset"), ("out_of_bounds", "sub2/add", "offset")]
+        ("out_of_bounds", "sub1/add", "offset"),
+        ("out_of_bounds", "sub2/add", "offset"),
+    ]
 
 
 def test_an_unconnected_subgraph_input_leaves_its_target_unconnected():
@@ -857,15 +960,18 @@ def test_a_subgraph_input_targeting_a_missing_inner_node_is_missing_node():
 
 
 def test_a_subgraph_that_contains_an_instance_of_itself_is_subgraph_cycle():
-    issue = only_issue(int_chain(subgraphs={"loop": {"nodes": {"again": instance("loop")}}}) | {
-        "nodes": {**int_chain()["nodes"], "l": instance("loop")}})
+    issue = only_issue(
+        int_chain(subgraphs={"loop": {"nodes": {"again": instance("loop")}}})
+        | {"nodes": {**int_chain()["nodes"], "l": instance("loop")}}
+    )
     assert (issue.code, issue.node, issue.field) == ("subgraph_cycle", "l/again", "subgraph")
     assert "'loop'" in issue.message and "loop → loop" in issue.message
 
 
 def test_subgraphs_containing_each_other_are_subgraph_cycle():
-    document = int_chain(subgraphs={"ping": {"nodes": {"p": instance("pong")}},
-                                    "pong": {"nodes": {"q": instance("ping")}}})
+    document = int_chain(
+        subgraphs={"ping": {"nodes": {"p": instance("pong")}}, "pong": {"nodes": {"q": instance("ping")}}}
+    )
     document["nodes"]["top"] = instance("ping")
     issue = only_issue(document)
     assert (issue.code, issue.node) == ("subgraph_cycle", "top/p/q")
@@ -887,14 +993,20 @@ def test_an_instance_of_an_undefined_subgraph_is_reported_only_on_the_instance()
 
 
 def test_a_subgraph_input_targeting_an_undeclared_input_of_a_nested_instance_is_reported():
-    document = workflow_dict({
-        "n1": {"type": "TestConst"},
-        "outer": instance("wrap", x=link("n1")),
-        "sink": {"type": "TestSink", "inputs": {"value": link("n1")}},
-    }, subgraphs={"addone": ADDONE, "wrap": {
-        "nodes": {"mid": instance("addone", x=link("k")), "k": {"type": "TestConst"}},
-        "inputs": [{"name": "x", "type": "INT", "targets": [{"node": "mid", "input": "bogus"}]}],
-    }})
+    document = workflow_dict(
+        {
+            "n1": {"type": "TestConst"},
+            "outer": instance("wrap", x=link("n1")),
+            "sink": {"type": "TestSink", "inputs": {"value": link("n1")}},
+        },
+        subgraphs={
+            "addone": ADDONE,
+            "wrap": {
+                "nodes": {"mid": instance("addone", x=link("k")), "k": {"type": "TestConst"}},
+                "inputs": [{"name": "x", "type": "INT", "targets": [{"node": "mid", "input": "bogus"}]}],
+            },
+        },
+    )
     found = issues_of(document)
     assert any("bogus" in f"{i.field} {i.message}" for i in found), [str(i) for i in found]
 

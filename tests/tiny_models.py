@@ -2,7 +2,7 @@
 
 They have the real pipelines' classes and shape math (VAE ×8 with 16 latent channels, SD3 patch 2, FLUX
 2×2 packing, two CLIPs + T5 for SD3, CLIP + T5 for FLUX) but a few hundred thousand random weights, so a
-whole pipeline call takes milliseconds on CPU (research: offline-diffusers.md §1–2). Their tokenizers are
+whole pipeline call takes milliseconds on CPU (docs/algorithms.md, "The embedded model"). Their tokenizers are
 trained on `CAPTION_CORPUS`, so caption words are single tokens, as in a real tokenizer.
 
 Variants: SD3 with and without T5, FLUX dev-like (guidance embedding, dynamic shift) and schnell-like (no
@@ -19,7 +19,6 @@ Loading a saved variant back (`save_tiny`), offline (`HF_HUB_OFFLINE=1`, `local_
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +54,13 @@ GENERIC_CAPTIONS = (
     "a portrait of a person with a hat",
 )
 CAPTION_CORPUS: tuple[str, ...] = (
-    *(f"a {colour} {shape} on a {background} background"
-      for shape in SHAPES for colour in COLOURS for background in COLOURS if background != colour),
+    *(
+        f"a {colour} {shape} on a {background} background"
+        for shape in SHAPES
+        for colour in COLOURS
+        for background in COLOURS
+        if background != colour
+    ),
     *GENERIC_CAPTIONS,
 )
 
@@ -69,29 +73,51 @@ FLUX_VAE_SHIFT, FLUX_VAE_SCALE = 0.1159, 0.3611
 SD3_SCHEDULER_CONFIG: dict[str, Any] = {"num_train_timesteps": 1000, "shift": 3.0}
 # The FLUX.1-dev and FLUX.1-schnell scheduler configs: dev shifts by image size, schnell not at all.
 FLUX_DEV_SCHEDULER_CONFIG: dict[str, Any] = {
-    "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True, "base_shift": 0.5,
-    "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096,
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+    "base_shift": 0.5,
+    "max_shift": 1.15,
+    "base_image_seq_len": 256,
+    "max_image_seq_len": 4096,
 }
 FLUX_SCHNELL_SCHEDULER_CONFIG: dict[str, Any] = {
-    **FLUX_DEV_SCHEDULER_CONFIG, "shift": 1.0, "use_dynamic_shifting": False,
+    **FLUX_DEV_SCHEDULER_CONFIG,
+    "shift": 1.0,
+    "use_dynamic_shifting": False,
 }
 
 
 def _vae(shift_factor: float, scaling_factor: float) -> AutoencoderKL:
     # Four blocks give the real ×8 downsampling; 16 latent channels as SD3 and FLUX.
     return AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 16, 16, 16), layers_per_block=1,
-        latent_channels=16, norm_num_groups=8, sample_size=64, use_quant_conv=False, use_post_quant_conv=False,
-        shift_factor=shift_factor, scaling_factor=scaling_factor,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=8,
+        sample_size=64,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=shift_factor,
+        scaling_factor=scaling_factor,
     )
 
 
 def _clip_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
     return CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=CLIP_HIDDEN, intermediate_size=64, projection_dim=CLIP_HIDDEN,
-        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=CLIP_HIDDEN,
+        intermediate_size=64,
+        projection_dim=CLIP_HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
 
@@ -99,11 +125,22 @@ def _clip_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
 def _t5(tokenizer: T5Tokenizer) -> T5EncoderModel:
     # dropout 0 on top of .eval(): a config-built module starts in train mode, and T5's default dropout
     # would make it nondeterministic.
-    return T5EncoderModel(T5Config(
-        vocab_size=len(tokenizer), d_model=T5_DIM, d_kv=8, d_ff=128, num_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", dropout_rate=0.0,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=0,
-    ))
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=T5_DIM,
+            d_kv=8,
+            d_ff=128,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=0,
+        )
+    )
 
 
 def _finish(components: dict[str, Any]) -> dict[str, Any]:
@@ -122,8 +159,15 @@ def tiny_sd3_components(with_t5: bool = True, seed: int = 0) -> dict[str, Any]:
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG as it was
         torch.manual_seed(seed)
         transformer = SD3Transformer2DModel(
-            sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=16,
-            num_attention_heads=2, joint_attention_dim=T5_DIM, caption_projection_dim=32,
+            sample_size=8,
+            patch_size=2,
+            in_channels=16,
+            out_channels=16,
+            num_layers=2,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=T5_DIM,
+            caption_projection_dim=32,
             pooled_projection_dim=2 * CLIP_HIDDEN,  # the two CLIP projections, concatenated
             pos_embed_max_size=32,
         )
@@ -134,12 +178,21 @@ def tiny_sd3_components(with_t5: bool = True, seed: int = 0) -> dict[str, Any]:
         text_encoder_2 = CLIPTextModelWithProjection(_clip_config(tokenizer_2))
         tokenizer_3 = build_t5_tokenizer(CAPTION_CORPUS) if with_t5 else None
         text_encoder_3 = _t5(tokenizer_3) if tokenizer_3 is not None else None
-    return _finish({
-        "transformer": transformer, "scheduler": FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULER_CONFIG),
-        "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "text_encoder_2": text_encoder_2,
-        "tokenizer_2": tokenizer_2, "text_encoder_3": text_encoder_3, "tokenizer_3": tokenizer_3,
-        "image_encoder": None, "feature_extractor": None,
-    })
+    return _finish(
+        {
+            "transformer": transformer,
+            "scheduler": FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULER_CONFIG),
+            "vae": vae,
+            "text_encoder": text_encoder,
+            "tokenizer": tokenizer,
+            "text_encoder_2": text_encoder_2,
+            "tokenizer_2": tokenizer_2,
+            "text_encoder_3": text_encoder_3,
+            "tokenizer_3": tokenizer_3,
+            "image_encoder": None,
+            "feature_extractor": None,
+        }
+    )
 
 
 def tiny_sd3_pipeline(with_t5: bool = True, seed: int = 0) -> StableDiffusion3Pipeline:
@@ -151,10 +204,16 @@ def tiny_flux_components(guidance_embeds: bool = True, seed: int = 0) -> dict[st
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG as it was
         torch.manual_seed(seed)
         transformer = FluxTransformer2DModel(
-            patch_size=1, in_channels=64,  # 16 latent channels packed 2×2
-            num_layers=1, num_single_layers=2, attention_head_dim=16, num_attention_heads=2,
-            joint_attention_dim=T5_DIM, pooled_projection_dim=CLIP_HIDDEN,  # pooled CLIP output, no projection
-            guidance_embeds=guidance_embeds, axes_dims_rope=(4, 6, 6),  # must add up to attention_head_dim
+            patch_size=1,
+            in_channels=64,  # 16 latent channels packed 2×2
+            num_layers=1,
+            num_single_layers=2,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=T5_DIM,
+            pooled_projection_dim=CLIP_HIDDEN,  # pooled CLIP output, no projection
+            guidance_embeds=guidance_embeds,
+            axes_dims_rope=(4, 6, 6),  # must add up to attention_head_dim
         )
         vae = _vae(FLUX_VAE_SHIFT, FLUX_VAE_SCALE)
         tokenizer = build_clip_tokenizer(CAPTION_CORPUS, model_max_length=CLIP_MAX_LENGTH)
@@ -162,11 +221,19 @@ def tiny_flux_components(guidance_embeds: bool = True, seed: int = 0) -> dict[st
         tokenizer_2 = build_t5_tokenizer(CAPTION_CORPUS)
         text_encoder_2 = _t5(tokenizer_2)
     scheduler_config = FLUX_DEV_SCHEDULER_CONFIG if guidance_embeds else FLUX_SCHNELL_SCHEDULER_CONFIG
-    return _finish({
-        "scheduler": FlowMatchEulerDiscreteScheduler(**scheduler_config), "vae": vae,
-        "text_encoder": text_encoder, "tokenizer": tokenizer, "text_encoder_2": text_encoder_2,
-        "tokenizer_2": tokenizer_2, "transformer": transformer, "image_encoder": None, "feature_extractor": None,
-    })
+    return _finish(
+        {
+            "scheduler": FlowMatchEulerDiscreteScheduler(**scheduler_config),
+            "vae": vae,
+            "text_encoder": text_encoder,
+            "tokenizer": tokenizer,
+            "text_encoder_2": text_encoder_2,
+            "tokenizer_2": tokenizer_2,
+            "transformer": transformer,
+            "image_encoder": None,
+            "feature_extractor": None,
+        }
+    )
 
 
 def tiny_flux_pipeline(guidance_embeds: bool = True, seed: int = 0) -> FluxPipeline:

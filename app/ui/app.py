@@ -18,16 +18,16 @@ from gradio.utils import get_upload_folder
 from PIL import Image, UnidentifiedImageError
 
 from app.api import Api
-from app.ui.editor import flow_editor
 from app.ui.canvas_runs import CanvasRuns
+from app.ui.editor import flow_editor
 from app.ui.studio import CANVAS_TAB, Studio, event_field
 from app.ui.uploads import UploadRefused, store_upload
 from app.ui.views import batch, library, models, runs
 from nodes.catalogue import catalogue
 from nodes.files import confined_path
-from pipelines.validate import validate_workflow
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import RunRequest, WorkerPool
+from pipelines.validate import validate_workflow
 from pipelines.workflow import parse_workflow
 from storage import Storage, open_storage
 
@@ -75,8 +75,9 @@ def thumbnail_data_url(path: Path) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None = None,
-              pool: WorkerPool | None = None) -> gr.Blocks:
+def build_app(
+    workflow: dict[str, Any] | None = None, *, storage: Storage | None = None, pool: WorkerPool | None = None
+) -> gr.Blocks:
     """The app, opened on `workflow` (default: the embedded txt2img starter), running on `pool` (default: a
     worker pool over the default storage, made here)."""
     if workflow is None:
@@ -118,8 +119,9 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
         target = event_field(evt, "up_to") or None
         if not issues:
             try:
-                handle = pool.submit(RunRequest(workflow=parse_workflow(document), target=target,
-                                                file_roots=readable_roots))
+                handle = pool.submit(
+                    RunRequest(workflow=parse_workflow(document), target=target, file_roots=readable_roots)
+                )
             except WorkflowInvalid as invalid:  # "run up to here" on a node the plan cannot reach, say
                 issues = [issue.model_dump(mode="json") for issue in invalid.issues]
         if issues:
@@ -140,8 +142,9 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
     with gr.Blocks(title="FlowCanvas") as demo:
         with gr.Tabs(selected=CANVAS_TAB) as tabs:
             with gr.Tab("Canvas", id=CANVAS_TAB):
-                editor = flow_editor(workflow, catalogue(), elem_id="flow-editor",
-                                     server_functions=[keep_upload, image_thumbnail])
+                editor = flow_editor(
+                    workflow, catalogue(), elem_id="flow-editor", server_functions=[keep_upload, image_thumbnail]
+                )
             studio = Studio(storage, pool, readable_roots, file_url, editor, tabs, demo)
             for view in STUDIO_VIEWS:
                 view.build(studio)
@@ -151,7 +154,8 @@ def build_app(workflow: dict[str, Any] | None = None, *, storage: Storage | None
         editor.validate_graph(canvas_validate, **quiet)
         editor.run_graph(canvas_run, concurrency_limit=None, **quiet)
         editor.follow_run(canvas_follow, concurrency_limit=None, **quiet)
-        editor.cancel_run(canvas_cancel, outputs=None, show_progress="hidden", api_visibility="private",
-                          concurrency_limit=None)
+        editor.cancel_run(
+            canvas_cancel, outputs=None, show_progress="hidden", api_visibility="private", concurrency_limit=None
+        )
         api.register()
     return demo

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipelines.executor import RunEvent
-from pipelines.plan import build_plan
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import RunHandle, WorkerPool
+from pipelines.plan import build_plan
 from pipelines.workflow import ID_SEPARATOR, load_workflow
 from storage import IMAGE_KINDS, ArtifactRecord, NotFound, RunRecord, RunStatus, Storage
 
@@ -64,8 +64,14 @@ class RunState:
         return self.status in ("succeeded", "failed", "cancelled", "interrupted")
 
     def to_json(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "status": self.status, "nodes": {k: dict(v) for k, v in self.nodes.items()},
-                "outputs": list(self.outputs), "error": self.error, "seconds": self.seconds}
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "nodes": {k: dict(v) for k, v in self.nodes.items()},
+            "outputs": list(self.outputs),
+            "error": self.error,
+            "seconds": self.seconds,
+        }
 
     def _entries(self, node_id: str) -> list[dict[str, Any]]:
         """The entries of an executed node and of each Subgraph node it lies inside."""
@@ -112,8 +118,11 @@ class RunState:
         elif kind == "run_finished":
             self.status = "succeeded"
             self.seconds = round(float(event.data.get("seconds", 0.0)), 4)
-            self.outputs = [self._output(a["node"], a["path"]) for a in event.data.get("artifacts", [])
-                            if a.get("kind") in IMAGE_KINDS]
+            self.outputs = [
+                self._output(a["node"], a["path"])
+                for a in event.data.get("artifacts", [])
+                if a.get("kind") in IMAGE_KINDS
+            ]
             self._attach_outputs()
         elif kind == "run_failed":
             self.status = "failed"
@@ -151,8 +160,10 @@ class RunState:
         state.status = str(record.status)
         planned: list[str] = []
         try:
-            planned = [n.id for n in build_plan(load_workflow(record.workflow), record.overrides,
-                                                target=record.target_node).nodes]
+            planned = [
+                n.id
+                for n in build_plan(load_workflow(record.workflow), record.overrides, target=record.target_node).nodes
+            ]
         except WorkflowInvalid:
             pass  # the node types changed since: show what the record itself says
         if record.status == RunStatus.SUCCEEDED:

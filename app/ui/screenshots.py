@@ -12,7 +12,7 @@ and after a run of the embedded txt2img starter (`canvas-running.png`, `canvas-d
 follow the data, nothing overlaps) and saves the positions into the template files; capture again after it.
 
 Starters on SD3 or FLUX weights cannot run here (no downloads): they are captured opened, not run, and keep no
-thumbnail. The journey steps (`open_starter`, `run_and_wait`) are the ones tests/test_journeys_e2e.py takes.
+thumbnail. The journey steps (`open_starter`, `run_and_wait`) are the ones tests/e2e/test_journeys_e2e.py takes.
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ def starter(name: str) -> dict[str, Any]:
 
 def model_sources(document: dict[str, Any]) -> list[str]:
     """The model sources a workflow loads (its LoadFlowModel nodes' `source`)."""
-    return [str(entry.get("params", {}).get("source", EMBEDDED_SOURCE)) for entry in document["nodes"].values()
-            if entry["type"] == "LoadFlowModel"]
+    return [
+        str(entry.get("params", {}).get("source", EMBEDDED_SOURCE))
+        for entry in document["nodes"].values()
+        if entry["type"] == "LoadFlowModel"
+    ]
 
 
 def runs_here(document: dict[str, Any]) -> bool:
@@ -61,17 +64,21 @@ def open_starter(page: Any, url: str, name: str) -> None:
     page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas?.graph.nodeIds().length > 0")
     page.get_by_role("tab", name="Library").click()
     page.click(f"#starter-open-{name}")
-    page.wait_for_function(f"([name]) => {EDITOR}.graph.toWorkflow().name === name && "
-                           "document.querySelector('.fc-canvas').getBoundingClientRect().width > 0",
-                           arg=[starter(name)["name"]])
+    page.wait_for_function(
+        f"([name]) => {EDITOR}.graph.toWorkflow().name === name && "
+        "document.querySelector('.fc-canvas').getBoundingClientRect().width > 0",
+        arg=[starter(name)["name"]],
+    )
     page.wait_for_timeout(300)  # wires and fit follow the canvas becoming visible
 
 
 def run_and_wait(page: Any) -> str:
     """Press Run; the run's final status."""
     page.click(".fc-cmd-run")
-    page.wait_for_function(f"['succeeded', 'failed', 'cancelled', 'interrupted', 'invalid']"
-                           f".includes({EDITOR}.runView.state.status)", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_function(
+        f"['succeeded', 'failed', 'cancelled', 'interrupted', 'invalid'].includes({EDITOR}.runView.state.status)",
+        timeout=RUN_TIMEOUT_MS,
+    )
     page.wait_for_timeout(300)  # output images decode
     return str(page.evaluate(f"{EDITOR}.runView.state.status"))
 
@@ -102,7 +109,9 @@ def arrange_starter(page: Any, name: str) -> None:
           const sizes = new Map([...editor.nodesView.boxes()].map(([id, box]) =>
             [id, { width: box.right - box.left, height: box.bottom - box.top }]));
           return Object.fromEntries(arrange(nodes, links, sizes));
-        }""", [f"/gradio_api/file={STATIC_DIR / 'layout.mjs'}"])
+        }""",
+        [f"/gradio_api/file={STATIC_DIR / 'layout.mjs'}"],
+    )
     path = TEMPLATES / f"{name}.json"
     document = starter(name)
     for node, position in positions.items():
@@ -158,8 +167,12 @@ def capture(out: Path, chromium: Path, only: list[str] | None = None, arrange: b
                         status = run_and_wait(page)
                         if status != "succeeded":
                             raise RuntimeError(f"{name}: the run ended {status}: {page.inner_text('.fc-status')}")
-                        saved = [path for node, entry in document["nodes"].items() if entry["type"] == "SaveImage"
-                                 for path in node_outputs(page, node)]
+                        saved = [
+                            path
+                            for node, entry in document["nodes"].items()
+                            if entry["type"] == "SaveImage"
+                            for path in node_outputs(page, node)
+                        ]
                         if saved:
                             save_thumbnail(saved[0], THUMBNAILS / f"{name}.png")
                             written.append(THUMBNAILS / f"{name}.png")
@@ -187,8 +200,10 @@ def _capture_mid_run(browser: Any, url: str, out: Path) -> list[Path]:
     document["nodes"]["prompt"]["params"]["text"] = "a large yellow star on a purple background"
     page.evaluate(f"(w) => {{ {EDITOR}.open(w); {EDITOR}.commit(); }}", document)
     page.click(".fc-cmd-run")
-    page.wait_for_function(f"{EDITOR}.runView.state.nodes?.sampler?.step >= 120 && "
-                           f"!!{EDITOR}.runView.state.nodes?.sampler?.preview", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_function(
+        f"{EDITOR}.runView.state.nodes?.sampler?.step >= 120 && !!{EDITOR}.runView.state.nodes?.sampler?.preview",
+        timeout=RUN_TIMEOUT_MS,
+    )
     running = out / "canvas-running.png"
     page.screenshot(path=str(running))
     page.wait_for_function(f"{EDITOR}.runView.state.status === 'succeeded'", timeout=RUN_TIMEOUT_MS)
@@ -204,9 +219,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "img")
     parser.add_argument("--chromium", type=Path, default=Path("/usr/bin/chromium"))
-    parser.add_argument("--only", nargs="+", metavar="NAME", choices=starter_names(),
-                        help="only these starters (template file names without .json)")
-    parser.add_argument("--arrange", action="store_true", help="lay the starters out anew and save them (no screenshots)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=starter_names(),
+        help="only these starters (template file names without .json)",
+    )
+    parser.add_argument(
+        "--arrange", action="store_true", help="lay the starters out anew and save them (no screenshots)"
+    )
     args = parser.parse_args()
     for path in capture(args.out, args.chromium, args.only, args.arrange):
         print(path)

@@ -52,9 +52,11 @@ class Recognised(BaseModel):
 def recognise(data: bytes, filename: str) -> Recognised:
     """Tell what `data` (a file named `filename`, from a drop or an upload) holds; never raises on bad input."""
     if len(data) > MAX_IMPORT_BYTES:
-        return Recognised(kind=ImportKind.INVALID,
-                          message=f"{filename}: {len(data):,} bytes is too large to be a workflow "
-                                  f"(the limit is {MAX_IMPORT_BYTES // 1024**2} MB)")
+        return Recognised(
+            kind=ImportKind.INVALID,
+            message=f"{filename}: {len(data):,} bytes is too large to be a workflow "
+            f"(the limit is {MAX_IMPORT_BYTES // 1024**2} MB)",
+        )
     if data.startswith(PNG_SIGNATURE):
         return _recognise_png(data, filename)
     return _recognise_json(data, filename)
@@ -74,13 +76,16 @@ def _recognise_json(data: bytes | str, filename: str) -> Recognised:
             problems = "; ".join(str(issue) for issue in invalid.issues[:3])
             more = f" (and {len(invalid.issues) - 3} more)" if len(invalid.issues) > 3 else ""
             return _invalid(f"{filename}: not a usable FlowCanvas workflow: {problems}{more}")
-        return Recognised(kind=ImportKind.FLOWCANVAS, workflow=workflow,
-                          message=f"{filename}: FlowCanvas workflow {workflow.name!r} with {len(workflow.nodes)} nodes")
+        return Recognised(
+            kind=ImportKind.FLOWCANVAS,
+            workflow=workflow,
+            message=f"{filename}: FlowCanvas workflow {workflow.name!r} with {len(workflow.nodes)} nodes",
+        )
     foreign = _describe_foreign_graph(document)
     if foreign is not None:
         kind, description = foreign
         return Recognised(kind=kind, message=f"{filename}: {description}; FlowCanvas cannot run it")
-    return _invalid(f"{filename}: JSON, but not a workflow (a FlowCanvas file has \"format\": \"{FORMAT}\")")
+    return _invalid(f'{filename}: JSON, but not a workflow (a FlowCanvas file has "format": "{FORMAT}")')
 
 
 def _recognise_png(data: bytes, filename: str) -> Recognised:
@@ -94,23 +99,31 @@ def _recognise_png(data: bytes, filename: str) -> Recognised:
         found = _recognise_json(chunks[PNG_WORKFLOW_KEY], f"{filename} ({PNG_WORKFLOW_KEY} chunk)")
         if found.kind is not ImportKind.FLOWCANVAS or found.workflow is None:
             return _invalid(found.message)
-        return found.model_copy(update={"message": f"{filename}: an image carrying the FlowCanvas workflow "
-                                                   f"{found.workflow.name!r} with {len(found.workflow.nodes)} nodes"})
+        return found.model_copy(
+            update={
+                "message": f"{filename}: an image carrying the FlowCanvas workflow "
+                f"{found.workflow.name!r} with {len(found.workflow.nodes)} nodes"
+            }
+        )
     comfy = [_chunk_description(key, chunks[key]) for key in ("workflow", "prompt") if key in chunks]
     if comfy:
-        return Recognised(kind=ImportKind.COMFYUI,
-                          message=f"{filename}: a ComfyUI image carrying {' and '.join(comfy)}; FlowCanvas cannot run it")
+        return Recognised(
+            kind=ImportKind.COMFYUI,
+            message=f"{filename}: a ComfyUI image carrying {' and '.join(comfy)}; FlowCanvas cannot run it",
+        )
     invoke = [key for key in INVOKEAI_CHUNKS if key in chunks]
     if invoke:
         described = [_chunk_description(key, chunks[key]) for key in invoke]
-        return Recognised(kind=ImportKind.INVOKEAI,
-                          message=f"{filename}: an InvokeAI image carrying {' and '.join(described)}; "
-                                  "FlowCanvas cannot run it")
+        return Recognised(
+            kind=ImportKind.INVOKEAI,
+            message=f"{filename}: an InvokeAI image carrying {' and '.join(described)}; FlowCanvas cannot run it",
+        )
     if "parameters" in chunks:
         first_line = chunks["parameters"].strip().splitlines()[0][:80] if chunks["parameters"].strip() else ""
-        return Recognised(kind=ImportKind.A1111,
-                          message=f"{filename}: AUTOMATIC1111-style generation parameters ({first_line!r}), "
-                                  "not a workflow")
+        return Recognised(
+            kind=ImportKind.A1111,
+            message=f"{filename}: AUTOMATIC1111-style generation parameters ({first_line!r}), not a workflow",
+        )
     return Recognised(kind=ImportKind.NO_WORKFLOW, message=f"{filename}: a PNG with no workflow in it")
 
 

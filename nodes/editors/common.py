@@ -51,16 +51,24 @@ def model_defaults(table: Mapping[str, Defaults], model: FlowModel, params: Node
 
     A row's fields are named as the params they fill in, so one lookup serves every editor."""
     row = table[model.defaults_key]
-    given = {f.name: getattr(params, f.name) for f in fields(row)  # type: ignore[arg-type]
-             if getattr(params, f.name, None) is not None}
+    given = {
+        f.name: getattr(params, f.name)
+        for f in fields(row)  # type: ignore[arg-type]
+        if getattr(params, f.name, None) is not None
+    }
     return replace(row, **given)  # type: ignore[type-var]
 
 
-def check_edit_inputs(model: FlowModel, source_latent: Latent, prompts: EditPrompts,
-                      src_guidance: float, tar_guidance: float) -> None:
+def check_edit_inputs(
+    model: FlowModel, source_latent: Latent, prompts: EditPrompts, src_guidance: float, tar_guidance: float
+) -> None:
     """Family agreement, and SD3's CFG needing a negative (without one the guidance would silently do nothing)."""
-    require_family(model, source_latent=source_latent, source=prompts.source, target=prompts.target,
-                   negative=prompts.negative)
+    require_family(
+        model, source_latent=source_latent, source=prompts.source, target=prompts.target, negative=prompts.negative
+    )
     if model.family == "sd3" and prompts.negative is None and max(src_guidance, tar_guidance) > 1:
-        raise NodeError("SD3 guidance above 1 needs the negative conditioning", field="negative",
-                        hint="wire TextEncode's negative output (an empty negative prompt is fine)")
+        raise NodeError(
+            "SD3 guidance above 1 needs the negative conditioning",
+            field="negative",
+            hint="wire TextEncode's negative output (an empty negative prompt is fine)",
+        )

@@ -36,7 +36,7 @@ def word_changes(source: list[str], target: list[str]) -> list[Opcode]:
         # Attribute edits swap words in place; aligning by position avoids matching the old object colour with
         # the new background colour ("a purple triangle, red background" → "a cyan square, purple background").
         changes = [("replace", i, i + 1, i, i + 1) for i, (a, b) in enumerate(zip(source, target)) if a != b]
-    for tag, i1, i2, j1, j2 in ([] if changes else SequenceMatcher(a=source, b=target, autojunk=False).get_opcodes()):
+    for tag, i1, i2, j1, j2 in [] if changes else SequenceMatcher(a=source, b=target, autojunk=False).get_opcodes():
         if tag == "equal":
             continue
         if tag == "replace" and i2 - i1 == j2 - j1:
@@ -88,7 +88,8 @@ def decompose_prompt(source: str, target: str, max_parts: int = 3) -> list[str]:
 INSTRUCTION = (
     "An image is described by the source prompt. The target prompt describes the edited image. Write the edit as "
     "at most {parts} sub-prompts, each the source prompt with exactly one of the changes made, one per line, "
-    "nothing else.\nSource prompt: {source}\nTarget prompt: {target}\nSub-prompts:\n")
+    "nothing else.\nSource prompt: {source}\nTarget prompt: {target}\nSub-prompts:\n"
+)
 _LIST_MARK = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
 
 
@@ -101,8 +102,9 @@ def _language_model(folder: Path) -> tuple[Any, Any]:
     return tokenizer, model.eval()
 
 
-def decompose_with_language_model(folder: Path, source: str, target: str, max_parts: int = 3,
-                                  max_new_tokens: int = 96) -> list[str]:
+def decompose_with_language_model(
+    folder: Path, source: str, target: str, max_parts: int = 3, max_new_tokens: int = 96
+) -> list[str]:
     """Sub-prompts written by a local causal language model (greedy decoding, so the same every time): its
     answer's non-empty lines, list marks removed, at most `max_parts`."""
     import torch
@@ -110,14 +112,20 @@ def decompose_with_language_model(folder: Path, source: str, target: str, max_pa
     tokenizer, model = _language_model(folder)
     request = INSTRUCTION.format(parts=max_parts, source=source, target=target)
     if getattr(tokenizer, "chat_template", None):
-        request = tokenizer.apply_chat_template([{"role": "user", "content": request}], tokenize=False,
-                                                add_generation_prompt=True)
+        request = tokenizer.apply_chat_template(
+            [{"role": "user", "content": request}], tokenize=False, add_generation_prompt=True
+        )
     inputs = tokenizer(request, return_tensors="pt")
     with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    return parse_sub_prompts(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True),
-                             max_parts)
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        )
+    return parse_sub_prompts(
+        tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True), max_parts
+    )
 
 
 def parse_sub_prompts(answer: str, max_parts: int) -> list[str]:
@@ -126,22 +134,44 @@ def parse_sub_prompts(answer: str, max_parts: int) -> list[str]:
     return [line for line in lines if line][:max_parts]
 
 
-@node("DecomposePrompt", category="conditioning",
-      outputs=[Output("sub_prompts", SocketType.PROMPTS, "One prompt per change, for SplitFlow's sub_prompts")])
+@node(
+    "DecomposePrompt",
+    category="conditioning",
+    outputs=[Output("sub_prompts", SocketType.PROMPTS, "One prompt per change, for SplitFlow's sub_prompts")],
+)
 class DecomposePrompt(Node):
     """Split an edit into sub-prompts that each make one change (rule-based, offline)."""
 
     class Params(NodeParams):
-        source_text: str = Field(..., min_length=1, max_length=20_000, description="The prompt of the source image.",
-                                 json_schema_extra={"widget": "multiline"})
-        target_text: str = Field(..., min_length=1, max_length=20_000,
-                                 description="The same prompt with every change made.",
-                                 json_schema_extra={"widget": "multiline"})
-        max_parts: int = Field(3, ge=1, le=8, description=(
-            "At most this many sub-prompts; with more changes, neighbouring changes are grouped."))
-        language_model: str = Field("", max_length=4096, description=(
-            "Optional: a local folder with an instruction-tuned language model to write the sub-prompts "
-            "instead of the word-by-word rule. Blank: the rule."), json_schema_extra={"reads": "folder"})
+        source_text: str = Field(
+            ...,
+            min_length=1,
+            max_length=20_000,
+            description="The prompt of the source image.",
+            json_schema_extra={"widget": "multiline"},
+        )
+        target_text: str = Field(
+            ...,
+            min_length=1,
+            max_length=20_000,
+            description="The same prompt with every change made.",
+            json_schema_extra={"widget": "multiline"},
+        )
+        max_parts: int = Field(
+            3,
+            ge=1,
+            le=8,
+            description=("At most this many sub-prompts; with more changes, neighbouring changes are grouped."),
+        )
+        language_model: str = Field(
+            "",
+            max_length=4096,
+            description=(
+                "Optional: a local folder with an instruction-tuned language model to write the sub-prompts "
+                "instead of the word-by-word rule. Blank: the rule."
+            ),
+            json_schema_extra={"reads": "folder"},
+        )
 
     def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
         if not params.source_text.strip() or not params.target_text.strip():
@@ -151,14 +181,21 @@ class DecomposePrompt(Node):
             return {"sub_prompts": decompose_prompt(params.source_text, params.target_text, params.max_parts)}
         folder = ctx.resolve_path(params.language_model, field="language_model")
         if not folder.is_dir():
-            raise NodeError(f"no model folder at {params.language_model!r}", field="language_model",
-                            hint="a folder with config.json, tokenizer files and .safetensors weights, or blank")
+            raise NodeError(
+                f"no model folder at {params.language_model!r}",
+                field="language_model",
+                hint="a folder with config.json, tokenizer files and .safetensors weights, or blank",
+            )
         try:
             parts = decompose_with_language_model(folder, params.source_text, params.target_text, params.max_parts)
         except (OSError, ValueError) as error:
-            raise NodeError(f"cannot use the language model in {params.language_model!r}: {error}",
-                            field="language_model") from None
+            raise NodeError(
+                f"cannot use the language model in {params.language_model!r}: {error}", field="language_model"
+            ) from None
         if not parts:
-            raise NodeError("the language model wrote no sub-prompts", field="language_model",
-                            hint="try another model, or leave the field blank for the word-by-word rule")
+            raise NodeError(
+                "the language model wrote no sub-prompts",
+                field="language_model",
+                hint="try another model, or leave the field blank for the word-by-word rule",
+            )
         return {"sub_prompts": parts}

@@ -1,4 +1,4 @@
-"""FlowChef (Patel et al., ICCV 2025; algorithms.md §4): steering sampling by gradient skipping, and the FlowChef
+"""FlowChef (Patel et al., ICCV 2025; docs/algorithms.md, "FlowChef"): steering sampling by gradient skipping, and the FlowChef
 node (its inverse problems' degradation operators live in nodes.degrade).
 
 Sampling starts from pure noise at σ = 1; the source image enters only through a loss. At each guided step
@@ -52,7 +52,7 @@ Objective = Callable[[torch.Tensor, int], torch.Tensor]
 
 # A latent cell belongs to the mask when more than this fraction of its pixels do (the reference's > 0.1).
 MASK_THRESHOLD = 0.1
-# Images are cropped to a multiple of this at the top-left before encoding (algorithms.md §0).
+# Images are cropped to a multiple of this at the top-left before encoding (docs/algorithms.md, "Conventions").
 CROP = 16
 
 
@@ -88,9 +88,16 @@ def masked_mse(x0: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, loss_wei
     return loss_weight * (weight * (x0 - y).square()).mean()
 
 
-def gradient_skip_step(x: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor,
-                       loss: Callable[[torch.Tensor], torch.Tensor], *, iters: int, lr: float,
-                       optimizer: OptimizerName) -> torch.Tensor:
+def gradient_skip_step(
+    x: torch.Tensor,
+    v: torch.Tensor,
+    sigma: torch.Tensor,
+    loss: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    iters: int,
+    lr: float,
+    optimizer: OptimizerName,
+) -> torch.Tensor:
     """x after `iters` optimiser steps on loss(x − σ·v) with v frozen (gradient skipping), in fp32, cast back.
 
     The gradient is taken on a leaf copy of x only, so nothing flows into whatever produced v. Adam starts
@@ -117,11 +124,14 @@ def latent_region(mask: torch.Tensor, latent_shape: tuple[int, ...], factor: int
     batch, _, h, w = latent_shape
     height, width = mask.shape[-2:]
     if not (0 <= height - h * factor < CROP and 0 <= width - w * factor < CROP):
-        raise NodeError(f"the mask is {width}×{height} px, but the latent is of a {w * factor}×{h * factor} px image",
-                        field="mask", hint="make the mask from the image the latent was encoded from")
+        raise NodeError(
+            f"the mask is {width}×{height} px, but the latent is of a {w * factor}×{h * factor} px image",
+            field="mask",
+            hint="make the mask from the image the latent was encoded from",
+        )
     if mask.shape[0] not in (1, batch):
         raise NodeError(f"{mask.shape[0]} masks for a batch of {batch}", field="mask")
-    pixels = mask[:, None, :h * factor, :w * factor].to(torch.float32)
+    pixels = mask[:, None, : h * factor, : w * factor].to(torch.float32)
     cells = F.interpolate(pixels, size=(h, w), mode="area")
     return (cells > MASK_THRESHOLD).to(torch.float32).expand(batch, 1, h, w)
 
@@ -129,8 +139,9 @@ def latent_region(mask: torch.Tensor, latent_shape: tuple[int, ...], factor: int
 def decode_differentiable(vae: VAE, latents: torch.Tensor) -> torch.Tensor:
     """Model-space latents → images in [0, 1], unclamped and with the graph kept (a pixel loss reaches the latents)."""
     inner = vae.vae
-    image = inner.decode(latents.to(inner.device, inner.dtype) / vae.scaling_factor + vae.shift_factor,
-                         return_dict=False)[0]
+    image = inner.decode(
+        latents.to(inner.device, inner.dtype) / vae.scaling_factor + vae.shift_factor, return_dict=False
+    )[0]
     return image.to(torch.float32) / 2 + 0.5
 
 
@@ -162,18 +173,22 @@ def restored_size(degradation: Degradation, measurement: torch.Tensor) -> tuple[
     """(height, width) of the restored image: the measurement's × the operator's scale, cropped to a multiple of 16."""
     height, width = (side * degradation.scale // CROP * CROP for side in measurement.shape[-2:])
     if height == 0 or width == 0:
-        raise NodeError(f"the measurement is {measurement.shape[-1]}×{measurement.shape[-2]} px; restored, it must "
-                        f"be at least {CROP}×{CROP}", field="measurement")
+        raise NodeError(
+            f"the measurement is {measurement.shape[-1]}×{measurement.shape[-2]} px; restored, it must "
+            f"be at least {CROP}×{CROP}",
+            field="measurement",
+        )
     return height, width
 
 
-def measurement_problem(model: FlowModel, degradation: Degradation, vae: VAE, measurement: torch.Tensor,
-                        loss_weight: float) -> Problem:
+def measurement_problem(
+    model: FlowModel, degradation: Degradation, vae: VAE, measurement: torch.Tensor, loss_weight: float
+) -> Problem:
     """Super-resolution and deblurring: loss_weight·MSE(A(D(x̂0)), y) in pixels, through the VAE decoder."""
     height, width = restored_size(degradation, measurement)
     scale = degradation.scale
     # A clone: a value made under inference mode cannot take part in autograd.
-    y = measurement[..., :height // scale, :width // scale].to(model.device, torch.float32).clone()
+    y = measurement[..., : height // scale, : width // scale].to(model.device, torch.float32).clone()
 
     def objective(x0: torch.Tensor, step: int) -> torch.Tensor:
         return loss_weight * F.mse_loss(degradation.apply(decode_differentiable(vae, x0)).to(y.device), y)
@@ -181,13 +196,22 @@ def measurement_problem(model: FlowModel, degradation: Degradation, vae: VAE, me
     return Problem(model.latent_shape(y.shape[0], height, width), objective, None)
 
 
-def latent_problem(model: FlowModel, task: Task, source_latent: torch.Tensor, mask: torch.Tensor | None,
-                   source_steps: int, loss_weight: float) -> Problem:
+def latent_problem(
+    model: FlowModel,
+    task: Task,
+    source_latent: torch.Tensor,
+    mask: torch.Tensor | None,
+    source_steps: int,
+    loss_weight: float,
+) -> Problem:
     """edit, inpaint and box inpainting: a masked MSE to the source latent (the mask: 1 = the region to change)."""
     y = source_latent.to(model.device, torch.float32).clone()
     shape = tuple(y.shape)
-    region = (latent_region(mask.to(model.device), shape, model.vae_scale_factor) if mask is not None
-              else torch.zeros(shape[0], 1, *shape[2:], device=model.device))
+    region = (
+        latent_region(mask.to(model.device), shape, model.vae_scale_factor)
+        if mask is not None
+        else torch.zeros(shape[0], 1, *shape[2:], device=model.device)
+    )
     known = 1.0 - region
     if task != "edit":
         return Problem(shape, lambda x0, step: masked_mse(x0, y, known, loss_weight), None)
@@ -199,9 +223,18 @@ def latent_problem(model: FlowModel, task: Task, source_latent: torch.Tensor, ma
     return Problem(shape, objective, region)
 
 
-def build_problem(model: FlowModel, task: Task, *, source_latent: torch.Tensor | None, mask: torch.Tensor | None,
-                  degradation: Degradation | None, vae: VAE | None, measurement: torch.Tensor | None,
-                  source_steps: int, loss_weight: float) -> Problem:
+def build_problem(
+    model: FlowModel,
+    task: Task,
+    *,
+    source_latent: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    degradation: Degradation | None,
+    vae: VAE | None,
+    measurement: torch.Tensor | None,
+    source_steps: int,
+    loss_weight: float,
+) -> Problem:
     """The task's problem, or a NodeError naming a missing input."""
     if task == "inverse_problem" and degradation is None:
         raise ValueError("an inverse problem needs its degradation operator")
@@ -220,31 +253,63 @@ def build_problem(model: FlowModel, task: Task, *, source_latent: torch.Tensor |
     return latent_problem(model, task, source_latent, mask, source_steps, loss_weight)
 
 
-def flowchef(model: FlowModel, sigmas: torch.Tensor, target: Conditioning, *, task: Task,
-             source: Conditioning | None = None, negative: Conditioning | None = None,
-             source_latent: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-             degradation: Degradation | None = None, vae: VAE | None = None, measurement: torch.Tensor | None = None,
-             max_steps: int, source_steps: int, opt_iters: int, lr: float, optimizer: OptimizerName,
-             loss_weight: float, guidance: float, true_cfg: float, generator: torch.Generator,
-             callback: StepCallback | None = None) -> torch.Tensor:
+def flowchef(
+    model: FlowModel,
+    sigmas: torch.Tensor,
+    target: Conditioning,
+    *,
+    task: Task,
+    source: Conditioning | None = None,
+    negative: Conditioning | None = None,
+    source_latent: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    degradation: Degradation | None = None,
+    vae: VAE | None = None,
+    measurement: torch.Tensor | None = None,
+    max_steps: int,
+    source_steps: int,
+    opt_iters: int,
+    lr: float,
+    optimizer: OptimizerName,
+    loss_weight: float,
+    guidance: float,
+    true_cfg: float,
+    generator: torch.Generator,
+    callback: StepCallback | None = None,
+) -> torch.Tensor:
     """Sample from noise along `sigmas` (T+1 levels) with the target prompt, steered by the task's objective.
 
     `mask` is a pixel MASK (1 = the region to edit or fill); `measurement` an IMAGE degraded by `degradation`.
     The first min(max_steps, T) steps are steered; `guidance` is SD3's CFG scale (with `negative`) or FLUX's
     embedded guidance; masked CFG (edit only, against the `source` prompt) is on when true_cfg > 1.
     Raises NodeError naming the input at fault when one is missing or does not fit."""
-    problem = build_problem(model, task, source_latent=source_latent, mask=mask, degradation=degradation, vae=vae,
-                            measurement=measurement, source_steps=source_steps, loss_weight=loss_weight)
+    problem = build_problem(
+        model,
+        task,
+        source_latent=source_latent,
+        mask=mask,
+        degradation=degradation,
+        vae=vae,
+        measurement=measurement,
+        source_steps=source_steps,
+        loss_weight=loss_weight,
+    )
     steps = len(sigmas) - 1
     steered = min(max_steps, steps)
     region = problem.cfg_region
     use_cfg = steered > 0 and true_cfg > 1 and region is not None and bool(region.any())
     if use_cfg and source is None:
-        raise NodeError("masked CFG (true_cfg above 1 with a mask) needs the source prompt", field="source",
-                        hint="wire the source prompt's conditioning, or set true_cfg to 1")
+        raise NodeError(
+            "masked CFG (true_cfg above 1 with a mask) needs the source prompt",
+            field="source",
+            hint="wire the source prompt's conditioning, or set true_cfg to 1",
+        )
     if model.family == "sd3" and guidance > 1 and negative is None:
-        raise NodeError("SD3 guidance above 1 needs the negative conditioning", field="negative",
-                        hint="wire TextEncode's negative output (an empty negative prompt is fine)")
+        raise NodeError(
+            "SD3 guidance above 1 needs the negative conditioning",
+            field="negative",
+            hint="wire TextEncode's negative output (an empty negative prompt is fine)",
+        )
     sigmas = sigmas.to(device=model.device, dtype=torch.float32)
     x = model.noise_like(torch.empty(problem.shape, dtype=model.dtype, device=model.device), generator)
     for i in range(steps):
@@ -256,8 +321,9 @@ def flowchef(model: FlowModel, sigmas: torch.Tensor, target: Conditioning, *, ta
             velocities = model.velocities(sigma, queries)
         v = velocities[0] if len(velocities) == 1 else masked_cfg(velocities[0], velocities[1], region, true_cfg)
         if i < steered and opt_iters > 0:
-            x = gradient_skip_step(x, v, sigma, partial(problem.objective, step=i), iters=opt_iters, lr=lr,
-                                   optimizer=optimizer)
+            x = gradient_skip_step(
+                x, v, sigma, partial(problem.objective, step=i), iters=opt_iters, lr=lr, optimizer=optimizer
+            )
         if callback is not None:
             callback(Step(i + 1, steps, x, clean_estimate(x, sigma, v)))
         x = euler_update(x, sigma_next - sigma, v)
@@ -267,58 +333,118 @@ def flowchef(model: FlowModel, sigmas: torch.Tensor, target: Conditioning, *, ta
 # ---- the nodes -------------------------------------------------------------------------------------------------
 
 
-@node("FlowChef", category="editors",
-      inputs=[Input("model", SocketType.FLOW_MODEL),
-              Input("target", SocketType.CONDITIONING, "The prompt to sample: the edit, the fill, or the clean image"),
-              Input("source", SocketType.CONDITIONING, "edit: a prompt describing the source (masked CFG pushes "
-                                                       "away from it)", optional=True),
-              Input("negative", SocketType.CONDITIONING, "SD3's CFG negative (TextEncode's negative output)",
-                    optional=True),
-              Input("source_latent", SocketType.LATENT, "edit, inpaint, box inpainting: the encoded source image",
-                    optional=True),
-              Input("mask", SocketType.MASK, "edit: the region to change; inpaint/box: the region to fill",
-                    optional=True),
-              Input("vae", SocketType.VAE, "Super-resolution and deblurring compare decoded pixels", optional=True),
-              Input("measurement", SocketType.IMAGE, "Super-resolution and deblurring: the degraded image",
-                    optional=True),
-              Input("sigmas", SocketType.SIGMAS, "The schedule: its step count is T")],
-      outputs=[Output("latent", SocketType.LATENT, "The steered latent")])
+@node(
+    "FlowChef",
+    category="editors",
+    inputs=[
+        Input("model", SocketType.FLOW_MODEL),
+        Input("target", SocketType.CONDITIONING, "The prompt to sample: the edit, the fill, or the clean image"),
+        Input(
+            "source",
+            SocketType.CONDITIONING,
+            "edit: a prompt describing the source (masked CFG pushes away from it)",
+            optional=True,
+        ),
+        Input("negative", SocketType.CONDITIONING, "SD3's CFG negative (TextEncode's negative output)", optional=True),
+        Input(
+            "source_latent", SocketType.LATENT, "edit, inpaint, box inpainting: the encoded source image", optional=True
+        ),
+        Input("mask", SocketType.MASK, "edit: the region to change; inpaint/box: the region to fill", optional=True),
+        Input("vae", SocketType.VAE, "Super-resolution and deblurring compare decoded pixels", optional=True),
+        Input("measurement", SocketType.IMAGE, "Super-resolution and deblurring: the degraded image", optional=True),
+        Input("sigmas", SocketType.SIGMAS, "The schedule: its step count is T"),
+    ],
+    outputs=[Output("latent", SocketType.LATENT, "The steered latent")],
+)
 class FlowChefNode(Node):
     """Edit, inpaint or restore an image by steering sampling from noise towards it (FlowChef): no inversion and
     no backpropagation through the model."""
 
     class Params(NodeParams):
-        task: Task = Field("edit", description=(
-            "edit: redraw the masked region to the target prompt and keep the rest; inpaint: fill the masked region "
-            "from the prompt; inverse_problem: restore the degraded image the operator describes."))
+        task: Task = Field(
+            "edit",
+            description=(
+                "edit: redraw the masked region to the target prompt and keep the rest; inpaint: fill the masked region "
+                "from the prompt; inverse_problem: restore the degraded image the operator describes."
+            ),
+        )
         operator: OperatorName = operator_field()
         factor: Literal[2, 4] = factor_field()
         blur_kernel: int = blur_kernel_field()
         blur_sigma: float = blur_sigma_field()
         box_size: int = box_size_field()
-        max_steps: int | None = Field(None, ge=0, le=1000, description=(
-            "Steer only the first N steps and sample the rest freely: fewer lets the prompt shape the fine detail. "
-            "Blank: every step."))
-        source_steps: int | None = Field(None, ge=0, le=1000, description=(
-            "edit: for this many first steps the whole image is pulled to the source (layout kept), afterwards only "
-            f"the unmasked part. Blank: the model's default ({per_model_defaults(DEFAULTS, 'source_steps')})."))
-        opt_iters: int | None = Field(None, ge=0, le=100, description=(
-            "Gradient steps per sampling step: more holds the result closer to the source or measurement. "
-            f"Blank: the model's default ({per_model_defaults(DEFAULTS, 'opt_iters')})."))
-        lr: float | None = Field(None, ge=0.0, le=1000.0, json_schema_extra={"step": 0.05}, description=(
-            "Step size of each gradient step: higher follows the source or measurement harder (too high overshoots; "
-            f"its effect grows as the image shrinks). Blank: the model's default ({per_model_defaults(DEFAULTS, 'lr')})."))
-        optimizer: OptimizerName = Field("sgd", description=(
-            "sgd: plain gradient steps (the FLUX reference); adam: steps of a fixed size whatever the loss scale "
-            "(the reference's inverse problems; use a small lr such as 0.02)."))
-        loss_weight: float = Field(1000.0, ge=0.0, le=1e6, description=(
-            "Multiplies the loss, and so the SGD step: higher holds the result closer to the source or measurement."))
-        guidance: float | None = Field(None, ge=0.0, le=100.0, json_schema_extra={"step": 0.5}, description=(
-            "SD3: CFG scale with the negative prompt (on above 1); FLUX-dev: the embedded guidance. Higher follows "
-            f"the target prompt more. Blank: the model's default ({per_model_defaults(DEFAULTS, 'guidance')})."))
-        true_cfg: float | None = Field(None, ge=0.0, le=100.0, json_schema_extra={"step": 0.5}, description=(
-            "edit: masked CFG inside the mask, pushing from the source prompt to the target; higher changes the "
-            f"masked region more, 1 or below is off. Blank: the model's default ({per_model_defaults(DEFAULTS, 'true_cfg')})."))
+        max_steps: int | None = Field(
+            None,
+            ge=0,
+            le=1000,
+            description=(
+                "Steer only the first N steps and sample the rest freely: fewer lets the prompt shape the fine detail. "
+                "Blank: every step."
+            ),
+        )
+        source_steps: int | None = Field(
+            None,
+            ge=0,
+            le=1000,
+            description=(
+                "edit: for this many first steps the whole image is pulled to the source (layout kept), afterwards only "
+                f"the unmasked part. Blank: the model's default ({per_model_defaults(DEFAULTS, 'source_steps')})."
+            ),
+        )
+        opt_iters: int | None = Field(
+            None,
+            ge=0,
+            le=100,
+            description=(
+                "Gradient steps per sampling step: more holds the result closer to the source or measurement. "
+                f"Blank: the model's default ({per_model_defaults(DEFAULTS, 'opt_iters')})."
+            ),
+        )
+        lr: float | None = Field(
+            None,
+            ge=0.0,
+            le=1000.0,
+            json_schema_extra={"step": 0.05},
+            description=(
+                "Step size of each gradient step: higher follows the source or measurement harder (too high overshoots; "
+                f"its effect grows as the image shrinks). Blank: the model's default ({per_model_defaults(DEFAULTS, 'lr')})."
+            ),
+        )
+        optimizer: OptimizerName = Field(
+            "sgd",
+            description=(
+                "sgd: plain gradient steps (the FLUX reference); adam: steps of a fixed size whatever the loss scale "
+                "(the reference's inverse problems; use a small lr such as 0.02)."
+            ),
+        )
+        loss_weight: float = Field(
+            1000.0,
+            ge=0.0,
+            le=1e6,
+            description=(
+                "Multiplies the loss, and so the SGD step: higher holds the result closer to the source or measurement."
+            ),
+        )
+        guidance: float | None = Field(
+            None,
+            ge=0.0,
+            le=100.0,
+            json_schema_extra={"step": 0.5},
+            description=(
+                "SD3: CFG scale with the negative prompt (on above 1); FLUX-dev: the embedded guidance. Higher follows "
+                f"the target prompt more. Blank: the model's default ({per_model_defaults(DEFAULTS, 'guidance')})."
+            ),
+        )
+        true_cfg: float | None = Field(
+            None,
+            ge=0.0,
+            le=100.0,
+            json_schema_extra={"step": 0.5},
+            description=(
+                "edit: masked CFG inside the mask, pushing from the source prompt to the target; higher changes the "
+                f"masked region more, 1 or below is off. Blank: the model's default ({per_model_defaults(DEFAULTS, 'true_cfg')})."
+            ),
+        )
         seed: int = seed_field(0, "The seed of the starting noise; another seed, another result.")
         preview_every: int = preview_every_field()
 
@@ -328,24 +454,49 @@ class FlowChefNode(Node):
             return []
         return blur_kernel_problems(params.operator, params.blur_kernel)
 
-    def run(self, ctx: NodeContext, params: Params, model: FlowModel, target: Conditioning, sigmas: torch.Tensor,
-            source: Conditioning | None = None, negative: Conditioning | None = None,
-            source_latent: Latent | None = None, mask: torch.Tensor | None = None, vae: VAE | None = None,
-            measurement: torch.Tensor | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        ctx: NodeContext,
+        params: Params,
+        model: FlowModel,
+        target: Conditioning,
+        sigmas: torch.Tensor,
+        source: Conditioning | None = None,
+        negative: Conditioning | None = None,
+        source_latent: Latent | None = None,
+        mask: torch.Tensor | None = None,
+        vae: VAE | None = None,
+        measurement: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
         for field, message in self.check(params):
             raise NodeError(message, field=field)
         require_family(model, target=target, source=source, negative=negative, source_latent=source_latent, vae=vae)
         chosen = model_defaults(DEFAULTS, model, params)
         ctx.record_seed("seed", params.seed)
-        degradation = Degradation(params.operator, params.factor, params.blur_kernel, params.blur_sigma,
-                                  params.box_size)
+        degradation = Degradation(
+            params.operator, params.factor, params.blur_kernel, params.blur_sigma, params.box_size
+        )
         result = flowchef(
-            model, sigmas, target, task=params.task, source=source, negative=negative,
-            source_latent=None if source_latent is None else source_latent.samples, mask=mask,
-            degradation=degradation if params.task == "inverse_problem" else None, vae=vae, measurement=measurement,
+            model,
+            sigmas,
+            target,
+            task=params.task,
+            source=source,
+            negative=negative,
+            source_latent=None if source_latent is None else source_latent.samples,
+            mask=mask,
+            degradation=degradation if params.task == "inverse_problem" else None,
+            vae=vae,
+            measurement=measurement,
             max_steps=len(sigmas) - 1 if params.max_steps is None else params.max_steps,
-            source_steps=chosen.source_steps, opt_iters=chosen.opt_iters, lr=chosen.lr,
-            optimizer=params.optimizer, loss_weight=params.loss_weight, guidance=chosen.guidance,
-            true_cfg=chosen.true_cfg, generator=torch.Generator("cpu").manual_seed(params.seed),
-            callback=step_progress(ctx, model, params.preview_every))
+            source_steps=chosen.source_steps,
+            opt_iters=chosen.opt_iters,
+            lr=chosen.lr,
+            optimizer=params.optimizer,
+            loss_weight=params.loss_weight,
+            guidance=chosen.guidance,
+            true_cfg=chosen.true_cfg,
+            generator=torch.Generator("cpu").manual_seed(params.seed),
+            callback=step_progress(ctx, model, params.preview_every),
+        )
         return {"latent": Latent(result, model.family)}

@@ -42,7 +42,6 @@ SIZE_THRESHOLD = (EXTENT_RANGES["small"][1] + EXTENT_RANGES["large"][0]) / 2
 TEMPLATE_BLURS = (0.0, 0.75, 1.5, 2.25)
 
 
-
 @dataclass(frozen=True)
 class Analysis:
     """What an image shows. With no object found, `colour`, `shape`, `size`, `centre`, `extent` and
@@ -82,8 +81,9 @@ def analyze(image: Any) -> Analysis:
     scale = CANVAS / min(pixels.shape[:2])  # image pixels → canvas units
     found = segment(pixels)
     if not found.has_object:
-        return _nothing(PALETTE_NAMES[found.background_index], found.background_rgb, found.background_confidence,
-                        pixels.shape[:2])
+        return _nothing(
+            PALETTE_NAMES[found.background_index], found.background_rgb, found.background_confidence, pixels.shape[:2]
+        )
 
     scores, fits = _match_shapes(found.alpha, dilate(found.rough, MATCH_REACH))
     best = scores[0][0]
@@ -91,21 +91,38 @@ def analyze(image: Any) -> Analysis:
     extent_canvas = extent * scale
     half_gap = (EXTENT_RANGES["large"][0] - EXTENT_RANGES["small"][1]) / 2
     return Analysis(
-        background=PALETTE_NAMES[found.background_index], colour=PALETTE_NAMES[found.colour_index], shape=best,
-        size="large" if extent_canvas >= SIZE_THRESHOLD else "small", mask=found.mask,
-        centre=(centre[0] * scale, centre[1] * scale), extent=extent_canvas,
-        background_rgb=_rgb_tuple(found.background_rgb), colour_rgb=_rgb_tuple(found.colour_rgb),
-        background_confidence=found.background_confidence, colour_confidence=found.colour_confidence,
-        shape_confidence=scores[0][1], size_confidence=min(1.0, abs(extent_canvas - SIZE_THRESHOLD) / half_gap),
+        background=PALETTE_NAMES[found.background_index],
+        colour=PALETTE_NAMES[found.colour_index],
+        shape=best,
+        size="large" if extent_canvas >= SIZE_THRESHOLD else "small",
+        mask=found.mask,
+        centre=(centre[0] * scale, centre[1] * scale),
+        extent=extent_canvas,
+        background_rgb=_rgb_tuple(found.background_rgb),
+        colour_rgb=_rgb_tuple(found.colour_rgb),
+        background_confidence=found.background_confidence,
+        colour_confidence=found.colour_confidence,
+        shape_confidence=scores[0][1],
+        size_confidence=min(1.0, abs(extent_canvas - SIZE_THRESHOLD) / half_gap),
         shape_scores=scores,
     )
 
 
 def _nothing(background: str, background_rgb: np.ndarray, confidence: float, size: tuple[int, int]) -> Analysis:
     return Analysis(
-        background=background, colour=None, shape=None, size=None, mask=np.zeros(size, dtype=bool),
-        centre=None, extent=None, background_rgb=_rgb_tuple(background_rgb), colour_rgb=None,
-        background_confidence=confidence, colour_confidence=0.0, shape_confidence=0.0, size_confidence=0.0,
+        background=background,
+        colour=None,
+        shape=None,
+        size=None,
+        mask=np.zeros(size, dtype=bool),
+        centre=None,
+        extent=None,
+        background_rgb=_rgb_tuple(background_rgb),
+        colour_rgb=None,
+        background_confidence=confidence,
+        colour_confidence=0.0,
+        shape_confidence=0.0,
+        size_confidence=0.0,
         shape_scores=(),
     )
 
@@ -147,8 +164,9 @@ def _blur_matrix(length: int, sigma: float) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
-def _match_shapes(alpha: np.ndarray, region: np.ndarray
-                  ) -> tuple[tuple[tuple[str, float], ...], dict[str, tuple[tuple[float, float], float]]]:
+def _match_shapes(
+    alpha: np.ndarray, region: np.ndarray
+) -> tuple[tuple[tuple[str, float], ...], dict[str, tuple[tuple[float, float], float]]]:
     """Every shape's best soft IoU with the coverage `alpha` inside `region`, best first, and each shape's
     fitted (centre, extent) in image pixels."""
     rows, columns = np.nonzero(region)
@@ -173,8 +191,7 @@ def _match_shapes(alpha: np.ndarray, region: np.ndarray
         drawn = coverage(shape, centre, extent, (height, width), supersample=2)  # 2× is plenty to compare
         best = 0.0
         for sigma in TEMPLATE_BLURS:
-            template = drawn if sigma == 0 else (
-                _blur_matrix(height, sigma) @ drawn @ _blur_matrix(width, sigma).T)
+            template = drawn if sigma == 0 else (_blur_matrix(height, sigma) @ drawn @ _blur_matrix(width, sigma).T)
             union = float(np.maximum(template, target).sum())
             best = max(best, float(np.minimum(template, target).sum()) / union if union else 0.0)
         scores[shape] = best

@@ -106,8 +106,9 @@ class Scene:
     @property
     def caption(self) -> str:
         article = "an" if self.background[0] in "aeiou" else "a"
-        return CAPTION_TEMPLATES[self.template].format(size=self.size, colour=self.colour, shape=self.shape,
-                                                       article=article, background=self.background)
+        return CAPTION_TEMPLATES[self.template].format(
+            size=self.size, colour=self.colour, shape=self.shape, article=article, background=self.background
+        )
 
 
 def shape_contains(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -164,8 +165,8 @@ _HEART_MID = (1.0 + _HEART_LOBE_Y - _HEART_R) / 2.0  # halfway between the tip a
 def _heart_contains(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     y = v + _HEART_MID
     square = np.abs(u) + np.abs(y - (1.0 - _HEART_D)) <= _HEART_D
-    left = (u + _HEART_D / 2) ** 2 + (y - _HEART_LOBE_Y) ** 2 <= _HEART_R ** 2
-    right = (u - _HEART_D / 2) ** 2 + (y - _HEART_LOBE_Y) ** 2 <= _HEART_R ** 2
+    left = (u + _HEART_D / 2) ** 2 + (y - _HEART_LOBE_Y) ** 2 <= _HEART_R**2
+    right = (u - _HEART_D / 2) ** 2 + (y - _HEART_LOBE_Y) ** 2 <= _HEART_R**2
     return square | left | right
 
 
@@ -192,8 +193,9 @@ def _patch(shape: str, extent: float, offset: tuple[float, float], supersample: 
 _cached_patch = lru_cache(maxsize=1024)(_patch)
 
 
-def _draw(frame: np.ndarray, shape: str, centre: tuple[float, float], extent: float, supersample: int,
-          cache: bool) -> None:
+def _draw(
+    frame: np.ndarray, shape: str, centre: tuple[float, float], extent: float, supersample: int, cache: bool
+) -> None:
     """Write the shape's coverage into `frame` (2-D, zero where nothing is drawn), clipped to the frame."""
     column, row = math.floor(centre[0]), math.floor(centre[1])
     make_patch = _cached_patch if cache else _patch
@@ -203,11 +205,18 @@ def _draw(frame: np.ndarray, shape: str, centre: tuple[float, float], extent: fl
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + patch.shape[0], height), min(left + patch.shape[1], width)
     if y0 < y1 and x0 < x1:
-        frame[y0:y1, x0:x1] = patch[y0 - top:y1 - top, x0 - left:x1 - left]
+        frame[y0:y1, x0:x1] = patch[y0 - top : y1 - top, x0 - left : x1 - left]
 
 
-def coverage(shape: str, centre: tuple[float, float], extent: float, size: tuple[int, int],
-             supersample: int = SUPERSAMPLE, *, cache: bool = False) -> np.ndarray:
+def coverage(
+    shape: str,
+    centre: tuple[float, float],
+    extent: float,
+    size: tuple[int, int],
+    supersample: int = SUPERSAMPLE,
+    *,
+    cache: bool = False,
+) -> np.ndarray:
     """Per-pixel coverage [H, W] in [0, 1] of `shape` placed at `centre` with `extent`, in the frame's pixels.
 
     `cache` keeps the stamp for reuse: right for the few whole-number geometries of sampled scenes, wrong
@@ -236,8 +245,11 @@ def render(scene: Scene, size: int = CANVAS) -> Image.Image:
     """The scene as an anti-aliased RGB image of `size`² pixels (geometry scaled from the 64-pixel canvas)."""
     alpha = np.zeros((1, size, size), dtype=np.float32)
     _scene_coverage(alpha[0], scene)
-    pixels = _compose(alpha, np.array([PALETTE[scene.colour]], dtype=np.float32),
-                      np.array([PALETTE[scene.background]], dtype=np.float32))[0]
+    pixels = _compose(
+        alpha,
+        np.array([PALETTE[scene.colour]], dtype=np.float32),
+        np.array([PALETTE[scene.background]], dtype=np.float32),
+    )[0]
     return Image.fromarray(pixels.transpose(1, 2, 0))
 
 
@@ -255,12 +267,18 @@ def _held_out_hash(combination: Combination) -> float:
 
 ALL_COMBINATIONS: tuple[Combination, ...] = tuple(
     (colour, shape, background)
-    for colour in COLOURS for shape in SHAPES for background in COLOURS if background != colour)
+    for colour in COLOURS
+    for shape in SHAPES
+    for background in COLOURS
+    if background != colour
+)
 HELD_OUT_COMBINATIONS: tuple[Combination, ...] = tuple(
-    combination for combination in ALL_COMBINATIONS if _held_out_hash(combination) < HELD_OUT_FRACTION)
+    combination for combination in ALL_COMBINATIONS if _held_out_hash(combination) < HELD_OUT_FRACTION
+)
 _HELD_OUT = frozenset(HELD_OUT_COMBINATIONS)
 TRAINING_COMBINATIONS: tuple[Combination, ...] = tuple(
-    combination for combination in ALL_COMBINATIONS if combination not in _HELD_OUT)
+    combination for combination in ALL_COMBINATIONS if combination not in _HELD_OUT
+)
 
 
 def is_held_out(colour: str, shape: str, background: str) -> bool:
@@ -279,8 +297,9 @@ def random_scene(rng: np.random.Generator, *, allowed: Sequence[Combination] = A
     extent = int(rng.integers(low, high + 1))
     x, y = (int(c) for c in rng.integers(extent + MARGIN, CANVAS - extent - MARGIN + 1, size=2))
     template = int(rng.integers(len(CAPTION_TEMPLATES)))
-    return Scene(shape=shape, colour=colour, background=background, size=size, centre=(x, y), extent=extent,
-                 template=template)
+    return Scene(
+        shape=shape, colour=colour, background=background, size=size, centre=(x, y), extent=extent, template=template
+    )
 
 
 def sample_training_scene(rng: np.random.Generator) -> Scene:

@@ -54,11 +54,12 @@ def segment(image: Any) -> Segmentation:
     background_index = int(np.bincount(votes, minlength=len(PALETTE_NAMES)).argmax())
     background_rgb = np.median(border[votes == background_index], axis=0)
     background_confidence = float((votes == background_index).mean())
-    nothing = Segmentation(background_index, background_rgb, background_confidence,
-                           np.zeros(pixels.shape[:2], dtype=bool))
+    nothing = Segmentation(
+        background_index, background_rgb, background_confidence, np.zeros(pixels.shape[:2], dtype=bool)
+    )
 
     offset = pixels - background_rgb
-    distance = np.sqrt((offset ** 2).sum(axis=-1))
+    distance = np.sqrt((offset**2).sum(axis=-1))
     rough = distance > ROUGH_DISTANCE
     if np.count_nonzero(rough) < MIN_OBJECT_PIXELS:
         return nothing
@@ -75,8 +76,17 @@ def segment(image: Any) -> Segmentation:
     mask = alpha >= 0.5
     if np.count_nonzero(mask) < MIN_OBJECT_PIXELS:
         return nothing
-    return Segmentation(background_index, background_rgb, background_confidence, mask, colour_index, colour_rgb,
-                        colour_confidence, alpha, rough)
+    return Segmentation(
+        background_index,
+        background_rgb,
+        background_confidence,
+        mask,
+        colour_index,
+        colour_rgb,
+        colour_confidence,
+        alpha,
+        rough,
+    )
 
 
 def as_rgb_array(image: Any) -> np.ndarray:
@@ -110,5 +120,5 @@ def _mixing_costs(offsets: np.ndarray, background_rgb: np.ndarray, measured_rgb:
     positions = np.clip(offsets @ segments.T / lengths, 0.0, 1.0)  # [N, colours]
     squared = (offsets * offsets).sum(axis=1)[:, None]
     # |o - t·s|² = |o|² - 2t(o·s) + t²|s|², without building the [N, colours, 3] residuals
-    residuals = squared - 2 * positions * (offsets @ segments.T) + positions ** 2 * lengths
+    residuals = squared - 2 * positions * (offsets @ segments.T) + positions**2 * lengths
     return residuals.mean(axis=0) + COLOUR_PULL * ((PALETTE_RGB - measured_rgb) ** 2).sum(axis=1)

@@ -11,7 +11,7 @@ through exactly the same classes and adapter as real SD3.
 The recipe is SD3's (Esser et al. 2024): logit-normal σ, x_σ = (1−σ)·z + σ·ε, velocity target ε − z,
 timestep σ·1000, captions dropped to "" 10% of the time so classifier-free guidance works, AdamW with
 warm-up and cosine decay, gradient clipping, an EMA of the weights. Lessons from the first experiment
-(shared/docs/research/offline-diffusers.md §4): clip gradients and watch a held-out reconstruction (an
+(docs/algorithms.md, "The embedded model"): clip gradients and watch a held-out reconstruction (an
 unclipped VAE broke late), and store the model's own max_sequence_length (0: no T5 tokens at all).
 """
 
@@ -81,6 +81,7 @@ class TrainConfig:
 
 # ---------------------------------------------------------------------------------------------- data
 
+
 def images_and_captions(rng: np.random.Generator, n: int, held_out: bool = False) -> tuple[torch.Tensor, list[str]]:
     """A fresh batch of scenes: images in [−1, 1] (what the VAE sees) and their captions."""
     images, captions, _ = dataset.batch(rng, n, held_out=held_out)
@@ -97,12 +98,16 @@ def caption_corpus() -> list[str]:
                     for background in dataset.COLOURS:
                         if background != colour:
                             article = "an" if background[0] in "aeiou" else "a"
-                            corpus.append(template.format(size=size, colour=colour, shape=shape, article=article,
-                                                          background=background))
+                            corpus.append(
+                                template.format(
+                                    size=size, colour=colour, shape=shape, article=article, background=background
+                                )
+                            )
     return corpus
 
 
 # ---------------------------------------------------------------------------------------------- models
+
 
 def build_pipeline(config: TrainConfig):  # -> StableDiffusion3Pipeline
     from diffusers import (
@@ -117,28 +122,58 @@ def build_pipeline(config: TrainConfig):  # -> StableDiffusion3Pipeline
     corpus = caption_corpus()
     tokenizer = build_clip_tokenizer(corpus, model_max_length=config.text_tokens)
     tokenizer_2 = build_clip_tokenizer(corpus, model_max_length=config.text_tokens, pad_token="!")
-    clip = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=config.clip_hidden,
-                          intermediate_size=4 * config.clip_hidden, num_hidden_layers=config.clip_layers,
-                          num_attention_heads=config.clip_heads, projection_dim=config.clip_hidden,
-                          max_position_embeddings=config.text_tokens, bos_token_id=tokenizer.bos_token_id,
-                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    clip = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.clip_hidden,
+        intermediate_size=4 * config.clip_hidden,
+        num_hidden_layers=config.clip_layers,
+        num_attention_heads=config.clip_heads,
+        projection_dim=config.clip_hidden,
+        max_position_embeddings=config.text_tokens,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     blocks = len(config.vae_channels)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * blocks,
-                        up_block_types=("UpDecoderBlock2D",) * blocks, block_out_channels=config.vae_channels,
-                        layers_per_block=1, latent_channels=config.latent_channels, norm_num_groups=16,
-                        sample_size=config.image_size, use_quant_conv=False, use_post_quant_conv=False)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        block_out_channels=config.vae_channels,
+        layers_per_block=1,
+        latent_channels=config.latent_channels,
+        norm_num_groups=16,
+        sample_size=config.image_size,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
     latent_size = config.image_size // 2 ** (blocks - 1)
     joint = 2 * config.clip_hidden  # the two CLIPs' hidden states, concatenated
     transformer = SD3Transformer2DModel(
-        sample_size=latent_size, patch_size=2, in_channels=config.latent_channels,
-        out_channels=config.latent_channels, num_layers=config.dit_layers, attention_head_dim=config.dit_head_dim,
-        num_attention_heads=config.dit_heads, joint_attention_dim=joint, caption_projection_dim=joint,
-        pooled_projection_dim=joint, pos_embed_max_size=latent_size)
+        sample_size=latent_size,
+        patch_size=2,
+        in_channels=config.latent_channels,
+        out_channels=config.latent_channels,
+        num_layers=config.dit_layers,
+        attention_head_dim=config.dit_head_dim,
+        num_attention_heads=config.dit_heads,
+        joint_attention_dim=joint,
+        caption_projection_dim=joint,
+        pooled_projection_dim=joint,
+        pos_embed_max_size=latent_size,
+    )
     return StableDiffusion3Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), vae=vae,
-        text_encoder=CLIPTextModelWithProjection(clip), tokenizer=tokenizer,
-        text_encoder_2=CLIPTextModelWithProjection(clip), tokenizer_2=tokenizer_2,
-        text_encoder_3=None, tokenizer_3=None)
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+        vae=vae,
+        text_encoder=CLIPTextModelWithProjection(clip),
+        tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(clip),
+        tokenizer_2=tokenizer_2,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
 
 
 def parameters(pipe, names: tuple[str, ...]) -> list[torch.nn.Parameter]:
@@ -159,8 +194,13 @@ def projected_steps(step: int, started: float, seconds: float) -> int:
     return max(step + 1, round(step * seconds / elapsed)) if step else 10**6
 
 
-def optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: Iterable[torch.nn.Parameter], lr: float,
-             grad_clip: float) -> None:
+def optimise(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    params: Iterable[torch.nn.Parameter],
+    lr: float,
+    grad_clip: float,
+) -> None:
     """One update at learning rate `lr`, gradients clipped to norm `grad_clip` (every phase trains this way)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -170,8 +210,8 @@ def optimise(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: Itera
     optimizer.step()
 
 
-
 # ---------------------------------------------------------------------------------------------- phase 1: VAE
+
 
 def reconstruction_loss(reconstruction: torch.Tensor, images: torch.Tensor, object_weight: float) -> torch.Tensor:
     """MSE in which object pixels count 1 + object_weight times: a small shape is a few percent of the
@@ -196,8 +236,10 @@ def train_vae(pipe, config: TrainConfig, seconds: float, log: "Log") -> None:
             images = images.to(config.device)
             posterior = vae.encode(images).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
-            loss = (reconstruction_loss(reconstruction, images, config.object_weight)
-                    + config.vae_kl_weight * posterior.kl().mean())
+            loss = (
+                reconstruction_loss(reconstruction, images, config.object_weight)
+                + config.vae_kl_weight * posterior.kl().mean()
+            )
             lr = lr_at(step, projected_steps(step, started, seconds), config.vae_lr, 50)
             optimise(optimizer, loss, vae.parameters(), lr, config.grad_clip)
             step += 1
@@ -205,16 +247,23 @@ def train_vae(pipe, config: TrainConfig, seconds: float, log: "Log") -> None:
             if step % config.log_every == 0:
                 held_out = reconstruction_error(vae, held_out_images, config.device)
                 read_back = reconstruction_fidelity(vae, held_out_scenes, config.device)
-                bar.set_postfix(loss=f"{loss.item():.4f}", held_out=f"{held_out:.4f}", shape=f"{read_back['shape']:.3f}")
+                bar.set_postfix(
+                    loss=f"{loss.item():.4f}", held_out=f"{held_out:.4f}", shape=f"{read_back['shape']:.3f}"
+                )
                 log.write(phase="vae", step=step, loss=loss.item(), held_out_mse=held_out, **read_back)
                 vae.train()
                 if min(read_back.values()) >= config.vae_target_accuracy:
                     break
     vae.eval()
     set_latent_statistics(pipe, config)
-    log.write(phase="vae", step=step, held_out_mse=reconstruction_error(vae, held_out_images, config.device),
-              **reconstruction_fidelity(vae, held_out_scenes, config.device),
-              scaling_factor=vae.config.scaling_factor, shift_factor=vae.config.shift_factor)
+    log.write(
+        phase="vae",
+        step=step,
+        held_out_mse=reconstruction_error(vae, held_out_images, config.device),
+        **reconstruction_fidelity(vae, held_out_scenes, config.device),
+        scaling_factor=vae.config.scaling_factor,
+        shift_factor=vae.config.shift_factor,
+    )
 
 
 @torch.no_grad()
@@ -224,8 +273,9 @@ def reconstruction_error(vae, images: torch.Tensor, device: str) -> float:
 
 
 @torch.no_grad()
-def reconstruction_fidelity(vae, scenes: tuple[torch.Tensor, list[str], list[dataset.Scene]],
-                            device: str) -> dict[str, float]:
+def reconstruction_fidelity(
+    vae, scenes: tuple[torch.Tensor, list[str], list[dataset.Scene]], device: str
+) -> dict[str, float]:
     """The analyzer's accuracy on reconstructions (colour, shape, size): what the flow model can at best reach."""
     from nodes.embedded.analyzer import analyze
 
@@ -233,8 +283,10 @@ def reconstruction_fidelity(vae, scenes: tuple[torch.Tensor, list[str], list[dat
     vae.eval()
     decoded = vae.decode(vae.encode(images.to(device) * 2 - 1).latent_dist.mode()).sample
     found = [analyze(((image + 1) / 2).clamp(0, 1).cpu()) for image in decoded]
-    return {name: float(np.mean([getattr(f, name) == getattr(e, name) for f, e in zip(found, expected)]))
-            for name in ("colour", "shape", "size")}
+    return {
+        name: float(np.mean([getattr(f, name) == getattr(e, name) for f, e in zip(found, expected)]))
+        for name in ("colour", "shape", "size")
+    }
 
 
 @torch.no_grad()
@@ -242,11 +294,13 @@ def set_latent_statistics(pipe, config: TrainConfig) -> None:
     """Write the latents' mean and 1/std into the VAE config, as SD3's shift and scale factors are."""
     images, _ = images_and_captions(np.random.default_rng(20_000), 512)
     latents = torch.cat([pipe.vae.encode(chunk.to(config.device)).latent_dist.mode() for chunk in images.split(64)])
-    pipe.vae.register_to_config(shift_factor=round(latents.mean().item(), 4),
-                                scaling_factor=round(1.0 / latents.std().item(), 4))
+    pipe.vae.register_to_config(
+        shift_factor=round(latents.mean().item(), 4), scaling_factor=round(1.0 / latents.std().item(), 4)
+    )
 
 
 # ---------------------------------------------------------------------------------------------- phase 3: decoder
+
 
 def finetune_decoder(pipe, config: TrainConfig, seconds: float, log: "Log") -> None:
     """Sharpen the decoder on the latents the flow model was trained on (the encoder stays frozen, so the latent
@@ -278,11 +332,16 @@ def finetune_decoder(pipe, config: TrainConfig, seconds: float, log: "Log") -> N
                 bar.set_postfix(loss=f"{loss.item():.4f}", held_out=f"{held_out:.4f}")
                 log.write(phase="decoder", step=step, loss=loss.item(), held_out_mse=held_out)
     vae.eval().requires_grad_(False)
-    log.write(phase="decoder", step=step, held_out_mse=reconstruction_error(vae, held_out_images, config.device),
-              **reconstruction_fidelity(vae, held_out_scenes, config.device))
+    log.write(
+        phase="decoder",
+        step=step,
+        held_out_mse=reconstruction_error(vae, held_out_images, config.device),
+        **reconstruction_fidelity(vae, held_out_scenes, config.device),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- phase 2: flow
+
 
 def encode_latents(pipe, images: torch.Tensor) -> torch.Tensor:
     vae = pipe.vae
@@ -292,7 +351,9 @@ def encode_latents(pipe, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_pool(pipe, config: TrainConfig, count: int, seed: int, held_out: bool = False) -> tuple[torch.Tensor, list[str]]:
+def encode_pool(
+    pipe, config: TrainConfig, count: int, seed: int, held_out: bool = False
+) -> tuple[torch.Tensor, list[str]]:
     """Latents and captions of `count` fresh scenes, encoded once."""
     rng = np.random.default_rng(seed)
     latents, captions = [], []
@@ -309,10 +370,21 @@ def flow_loss(pipe, z: torch.Tensor, captions: list[str], generator: torch.Gener
     sigma = torch.sigmoid(torch.randn(z.shape[0], generator=generator)).to(device)  # logit-normal
     s = sigma.view(-1, 1, 1, 1)
     noisy = (1 - s) * z + s * noise
-    embeds, _, pooled, _ = pipe.encode_prompt(prompt=captions, prompt_2=None, prompt_3=None, device=device,
-                                              do_classifier_free_guidance=False, max_sequence_length=0)
-    predicted = pipe.transformer(hidden_states=noisy, timestep=sigma * 1000, encoder_hidden_states=embeds,
-                                 pooled_projections=pooled, return_dict=False)[0]
+    embeds, _, pooled, _ = pipe.encode_prompt(
+        prompt=captions,
+        prompt_2=None,
+        prompt_3=None,
+        device=device,
+        do_classifier_free_guidance=False,
+        max_sequence_length=0,
+    )
+    predicted = pipe.transformer(
+        hidden_states=noisy,
+        timestep=sigma * 1000,
+        encoder_hidden_states=embeds,
+        pooled_projections=pooled,
+        return_dict=False,
+    )[0]
     return F.mse_loss(predicted, noise - z)
 
 
@@ -339,15 +411,21 @@ def train_flow(pipe, ema, config: TrainConfig, seconds: float, log: "Log", state
             picked = rng.integers(0, len(pool), config.dit_batch)
             captions = ["" if rng.random() < config.caption_dropout else pool_captions[i] for i in picked]
             loss = flow_loss(pipe, pool[torch.from_numpy(picked).to(pool.device)], captions, generator, config.device)
-            optimise(optimizer, loss, params, lr_at(step, estimated_total, config.dit_lr, config.warmup_steps),
-                     config.grad_clip)
+            optimise(
+                optimizer,
+                loss,
+                params,
+                lr_at(step, estimated_total, config.dit_lr, config.warmup_steps),
+                config.grad_clip,
+            )
             update_ema(ema, pipe, trained, config.ema_decay)
             step += 1
             bar.update(1)
             if step % config.log_every == 0:
                 with torch.no_grad():
-                    evaluation = flow_loss(ema, held_out[0], held_out[1],
-                                           torch.Generator().manual_seed(0), config.device).item()
+                    evaluation = flow_loss(
+                        ema, held_out[0], held_out[1], torch.Generator().manual_seed(0), config.device
+                    ).item()
                 bar.set_postfix(loss=f"{loss.item():.3f}", held_out=f"{evaluation:.3f}")
                 log.write(phase="flow", step=step, loss=loss.item(), held_out_loss=evaluation)
             now = time.monotonic()
@@ -370,10 +448,16 @@ def update_ema(ema, pipe, names: tuple[str, ...], decay: float) -> None:
 
 # ---------------------------------------------------------------------------------------------- sampling
 
-SAMPLE_PROMPTS = ("a large red circle on a blue background", "a small yellow star on a black background",
-                  "a large green triangle on a white background", "a large purple heart on an orange background",
-                  "a small cyan cross on a grey background", "a large white ring on a red background",
-                  "a large blue diamond on a yellow background", "a small orange square on a purple background")
+SAMPLE_PROMPTS = (
+    "a large red circle on a blue background",
+    "a small yellow star on a black background",
+    "a large green triangle on a white background",
+    "a large purple heart on an orange background",
+    "a small cyan cross on a grey background",
+    "a large white ring on a red background",
+    "a large blue diamond on a yellow background",
+    "a small orange square on a purple background",
+)
 
 
 @torch.no_grad()
@@ -381,9 +465,16 @@ def save_samples(pipe, config: TrainConfig, step: int) -> Path:
     """A captioned grid of the EMA model's samples (28 Euler steps, guidance 4) for watching progress."""
     for module in (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2):
         module.eval()
-    images = pipe(prompt=list(SAMPLE_PROMPTS), num_inference_steps=28, guidance_scale=4.0,
-                  height=config.image_size, width=config.image_size, max_sequence_length=0,
-                  generator=torch.Generator("cpu").manual_seed(0), output_type="pt").images
+    images = pipe(
+        prompt=list(SAMPLE_PROMPTS),
+        num_inference_steps=28,
+        guidance_scale=4.0,
+        height=config.image_size,
+        width=config.image_size,
+        max_sequence_length=0,
+        generator=torch.Generator("cpu").manual_seed(0),
+        output_type="pt",
+    ).images
     sheet = grid_image(to_pil(images), list(SAMPLE_PROMPTS), columns=4)
     path = config.work / f"samples-{step:06d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -392,6 +483,7 @@ def save_samples(pipe, config: TrainConfig, step: int) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- saving
+
 
 class Log:
     """Training metrics as JSON lines next to the checkpoints."""
@@ -411,8 +503,9 @@ def save_checkpoint(pipe, ema, optimizer, config: TrainConfig, step: int, estima
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp / "pipe")
     ema.save_pretrained(tmp / "ema")
-    torch.save({"optimizer": optimizer.state_dict(), "step": step, "estimated_total": estimated_total},
-               tmp / "state.pt")
+    torch.save(
+        {"optimizer": optimizer.state_dict(), "step": step, "estimated_total": estimated_total}, tmp / "state.pt"
+    )
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)  # a crash mid-save leaves the previous checkpoint intact
 
@@ -430,6 +523,7 @@ def save_model(ema, config: TrainConfig, stats: dict[str, object]) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- main
+
 
 def train(config: TrainConfig, resume: bool = False) -> Path:
     from diffusers import StableDiffusion3Pipeline
@@ -461,10 +555,14 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         if isinstance(module, torch.nn.Module):
             module.eval()
     samples = save_samples(ema, config, step=10**6 - 1)
-    stats = {"minutes": round((time.monotonic() - started) / 60, 1), "device": config.device,
-             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}}
+    stats = {
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "device": config.device,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+    }
     out = save_model(ema, config, stats)
-    print(f"saved {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 1e6:.1f} MB); "
-          f"last samples: {samples}")
+    print(
+        f"saved {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 1e6:.1f} MB); "
+        f"last samples: {samples}"
+    )
     return out
-

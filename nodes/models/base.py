@@ -1,6 +1,6 @@
 """The flow-model adapter interface: what solvers and editors ask of a model, whatever its family.
 
-Convention (algorithms.md §0): x_σ = (1−σ)·x0 + σ·ε, v = ε − x0, σ from 1 (noise) to 0 (data). Latents
+Convention (docs/algorithms.md, "Conventions"): x_σ = (1−σ)·x0 + σ·ε, v = ε − x0, σ from 1 (noise) to 0 (data). Latents
 on wires are always unpacked [B, C, h, w] in model space (VAE output already shifted and scaled); FLUX
 packing and position ids happen inside the FLUX adapter. Solvers and editors see only `FlowModel`, so
 every editor works with every family.
@@ -42,9 +42,14 @@ def _same_conditioning(a: Conditioning | None, b: Conditioning | None) -> bool:
 
 
 def _same_query(a: VelocityQuery, b: VelocityQuery) -> bool:
-    return (a.guidance == b.guidance and a.true_cfg == b.true_cfg and a.x.shape == b.x.shape
-            and (a.x is b.x or torch.equal(a.x, b.x)) and _same_conditioning(a.positive, b.positive)
-            and _same_conditioning(a.negative, b.negative))
+    return (
+        a.guidance == b.guidance
+        and a.true_cfg == b.true_cfg
+        and a.x.shape == b.x.shape
+        and (a.x is b.x or torch.equal(a.x, b.x))
+        and _same_conditioning(a.positive, b.positive)
+        and _same_conditioning(a.negative, b.negative)
+    )
 
 
 class FlowModel(ABC):
@@ -72,15 +77,23 @@ class FlowModel(ABC):
         """Pixels per latent cell (8 for SD3 and FLUX)."""
 
     @abstractmethod
-    def predict(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
-                guidance: float | None = None) -> torch.Tensor:
+    def predict(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, guidance: float | None = None
+    ) -> torch.Tensor:
         """One forward call: v for each row of x with the matching row of cond (no CFG).
 
         `sigma` is a 0-dim float32 tensor; `guidance` is FLUX's embedded guidance (ignored by SD3)."""
 
     @abstractmethod
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, positive: Conditioning,
-                 negative: Conditioning | None = None, guidance: float = 1.0, true_cfg: float = 1.0) -> torch.Tensor:
+    def velocity(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        positive: Conditioning,
+        negative: Conditioning | None = None,
+        guidance: float = 1.0,
+        true_cfg: float = 1.0,
+    ) -> torch.Tensor:
         """The guided velocity as the family's diffusers pipeline computes it.
 
         SD3: classifier-free guidance with scale `guidance` (only when > 1; `negative` batched with
@@ -135,8 +148,13 @@ class FlowModel(ABC):
         return "embedded" if self.source.startswith("embedded:") else self.family
 
     def describe(self) -> dict[str, Any]:
-        return {"family": self.family, "source": self.source, "sha256": self.sha256,
-                "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device)}
+        return {
+            "family": self.family,
+            "source": self.source,
+            "sha256": self.sha256,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+        }
 
 
 class PipelineFlowModel(FlowModel):
@@ -175,11 +193,10 @@ class PipelineFlowModel(FlowModel):
     def preview_rgb(self, latent: torch.Tensor) -> torch.Tensor:
         """The embedded model's decoder is small enough to run for every preview: the real image. Others go
         through a linear map fitted on their own VAE, fitted (or read from the cache) at the first preview
-        rather than at load, so a run without previews never pays for it (algorithms.md §7)."""
+        rather than at load, so a run without previews never pays for it (docs/algorithms.md, "Live previews")."""
         if self.defaults_key == "embedded":
             return self.autoencoder.decode(latent)
         if self._linear_preview is None:
             key = vae_fingerprint(self.autoencoder, fallback=self.sha256)
-            self._linear_preview = cached_linear_preview(self.autoencoder, self.vae_scale_factor, key,
-                                                         self.cache_root)
+            self._linear_preview = cached_linear_preview(self.autoencoder, self.vae_scale_factor, key, self.cache_root)
         return self._linear_preview.apply(latent)

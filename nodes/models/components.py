@@ -3,7 +3,7 @@ the Conditioning and Latent values they make.
 
 Text goes through the family pipeline's own `encode_prompt` (so embeddings equal diffusers' bit for bit)
 with the model's own `max_sequence_length`. Latents are x0 = (E(img).mode() − shift)·scale and images
-are D(x/scale + shift), with the image cropped to a multiple of 16 px at the top-left first (§0).
+are D(x/scale + shift), with the image cropped to a multiple of 16 px at the top-left first (docs/algorithms.md, "Conventions").
 """
 
 from __future__ import annotations
@@ -34,8 +34,13 @@ class Conditioning:
             return self
         if self.batch != 1:
             raise ValueError(f"conditioning has {self.batch} prompts, cannot broadcast to a batch of {batch}")
-        return Conditioning(self.family, self.prompt_embeds.repeat(batch, 1, 1), self.pooled.repeat(batch, 1),
-                            self.prompts * batch, self.extra)
+        return Conditioning(
+            self.family,
+            self.prompt_embeds.repeat(batch, 1, 1),
+            self.pooled.repeat(batch, 1),
+            self.prompts * batch,
+            self.extra,
+        )
 
     @staticmethod
     def cat(parts: list[Conditioning]) -> Conditioning:
@@ -46,9 +51,13 @@ class Conditioning:
         length = max(p.prompt_embeds.shape[1] for p in parts)
         if any(p.prompt_embeds.shape[1] != length for p in parts):
             raise ValueError("cannot batch conditionings of different sequence lengths")
-        return Conditioning(first.family, torch.cat([p.prompt_embeds for p in parts]),
-                            torch.cat([p.pooled for p in parts]), tuple(x for p in parts for x in p.prompts),
-                            first.extra)
+        return Conditioning(
+            first.family,
+            torch.cat([p.prompt_embeds for p in parts]),
+            torch.cat([p.pooled for p in parts]),
+            tuple(x for p in parts for x in p.prompts),
+            first.extra,
+        )
 
     def nbytes(self) -> int:
         tensors = [self.prompt_embeds, self.pooled, *self.extra.values()]
@@ -81,11 +90,17 @@ class TextEncoder:
         with torch.no_grad():
             if self.family == "flux":
                 embeds, pooled, txt_ids = self.pipe.encode_prompt(
-                    prompt=prompts, prompt_2=None, device=device, max_sequence_length=self.max_sequence_length)
+                    prompt=prompts, prompt_2=None, device=device, max_sequence_length=self.max_sequence_length
+                )
                 return Conditioning("flux", embeds, pooled, tuple(prompts), {"txt_ids": txt_ids})
             embeds, _, pooled, _ = self.pipe.encode_prompt(
-                prompt=prompts, prompt_2=None, prompt_3=None, do_classifier_free_guidance=False, device=device,
-                max_sequence_length=self.max_sequence_length)
+                prompt=prompts,
+                prompt_2=None,
+                prompt_3=None,
+                do_classifier_free_guidance=False,
+                device=device,
+                max_sequence_length=self.max_sequence_length,
+            )
             return Conditioning("sd3", embeds, pooled, tuple(prompts))
 
     def nbytes(self) -> int:
@@ -120,8 +135,9 @@ class VAE:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents → [B, 3, H, W] float32 in [0, 1] (as the pipelines' postprocess)."""
         with torch.no_grad():
-            image = self.vae.decode(latents.to(self.vae.dtype) / self.scaling_factor + self.shift_factor,
-                                    return_dict=False)[0]
+            image = self.vae.decode(
+                latents.to(self.vae.dtype) / self.scaling_factor + self.shift_factor, return_dict=False
+            )[0]
         return (image / 2 + 0.5).clamp(0, 1).float().cpu()
 
     def nbytes(self) -> int:

@@ -8,7 +8,6 @@ diffusers' own helpers, image ids index the (h/2)×(w/2) grid, the transformer t
 from __future__ import annotations
 
 import torch
-
 from diffusers.utils.torch_utils import randn_tensor
 
 from nodes.models.base import PipelineFlowModel, VelocityQuery
@@ -39,8 +38,9 @@ class FluxModel(PipelineFlowModel):
         factor = self.vae_scale_factor
         return self.pipe._unpack_latents(packed, h * factor, w * factor, factor)  # type: ignore[attr-defined]
 
-    def predict(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
-                guidance: float | torch.Tensor | None = None) -> torch.Tensor:
+    def predict(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, guidance: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
         """As `FlowModel.predict`; `guidance` may also be one value per row (a batch mixing several)."""
         batch, _, h, w = x.shape
         img_ids = self.pipe._prepare_latent_image_ids(batch, h // 2, w // 2, self.device, x.dtype)  # type: ignore[attr-defined]
@@ -50,15 +50,30 @@ class FluxModel(PipelineFlowModel):
             if isinstance(guidance, torch.Tensor):
                 embedded = guidance.to(device=self.device, dtype=torch.float32)
             else:
-                embedded = torch.full([1], 3.5 if guidance is None else guidance, device=self.device,
-                                      dtype=torch.float32).expand(batch)
-        packed = self.transformer(hidden_states=self.pack(x), timestep=timestep / 1000, guidance=embedded,
-                                  pooled_projections=cond.pooled, encoder_hidden_states=cond.prompt_embeds,
-                                  txt_ids=cond.extra["txt_ids"], img_ids=img_ids, return_dict=False)[0]
+                embedded = torch.full(
+                    [1], 3.5 if guidance is None else guidance, device=self.device, dtype=torch.float32
+                ).expand(batch)
+        packed = self.transformer(
+            hidden_states=self.pack(x),
+            timestep=timestep / 1000,
+            guidance=embedded,
+            pooled_projections=cond.pooled,
+            encoder_hidden_states=cond.prompt_embeds,
+            txt_ids=cond.extra["txt_ids"],
+            img_ids=img_ids,
+            return_dict=False,
+        )[0]
         return self.unpack(packed, h, w)
 
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, positive: Conditioning,
-                 negative: Conditioning | None = None, guidance: float = 3.5, true_cfg: float = 1.0) -> torch.Tensor:
+    def velocity(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        positive: Conditioning,
+        negative: Conditioning | None = None,
+        guidance: float = 3.5,
+        true_cfg: float = 1.0,
+    ) -> torch.Tensor:
         batch = x.shape[0]
         v = self.predict(x, sigma, positive.repeat_to(batch), guidance)
         if true_cfg > 1 and negative is not None:
@@ -83,10 +98,10 @@ class FluxModel(PipelineFlowModel):
         results, start = [], 0
         for query in queries:
             batch = query.x.shape[0]
-            v = predicted[start:start + batch]
+            v = predicted[start : start + batch]
             start += batch
             if query.true_cfg > 1 and query.negative is not None:
-                v_negative = predicted[start:start + batch]
+                v_negative = predicted[start : start + batch]
                 start += batch
                 v = v_negative + query.true_cfg * (v - v_negative)
             results.append(v)

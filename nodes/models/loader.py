@@ -86,8 +86,10 @@ def resolve_source(source: str) -> Source:
         folder = REPO_MODELS / name
         if not name or "/" in name or not (folder / "model_index.json").is_file():
             available = sorted(p.name for p in REPO_MODELS.glob("*") if (p / "model_index.json").is_file())
-            raise ModelLoadError(f"embedded model {name!r} is not installed in {REPO_MODELS} "
-                                 f"(available: {', '.join(available) or 'none'})")
+            raise ModelLoadError(
+                f"embedded model {name!r} is not installed in {REPO_MODELS} "
+                f"(available: {', '.join(available) or 'none'})"
+            )
         return Source("folder", str(folder), text)
     try:
         path = Path(text).expanduser()
@@ -115,10 +117,18 @@ def content_hash(source: Source, cache_root: Path | None = None) -> str:
     if source.kind == "hub":
         return f"hub:{source.location}"
     root = Path(source.location)
-    files = [root] if root.is_file() else sorted(
-        f for f in root.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts))
-    stamp = [(str(f.relative_to(root) if root.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns)
-             for f in files]
+    files = (
+        [root]
+        if root.is_file()
+        else sorted(
+            f
+            for f in root.rglob("*")
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
+        )
+    )
+    stamp = [
+        (str(f.relative_to(root) if root.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns) for f in files
+    ]
     stamp_key = hashlib.sha256(json.dumps([str(root), stamp]).encode()).hexdigest()
     cache_file = None if cache_root is None else cache_folder(cache_root, "model_hashes") / f"{stamp_key}.txt"
     if cache_file is not None and cache_file.is_file():
@@ -143,8 +153,9 @@ def _folder_family(folder: Path) -> tuple[str, dict[str, Any]]:
     class_name = index.get("_class_name", "?")
     family = PIPELINE_FAMILIES.get(class_name)
     if family is None:
-        raise ModelLoadError(f"{folder} holds a {class_name}, not a supported flow model "
-                             f"(supported: {', '.join(PIPELINE_FAMILIES)})")
+        raise ModelLoadError(
+            f"{folder} holds a {class_name}, not a supported flow model (supported: {', '.join(PIPELINE_FAMILIES)})"
+        )
     return family, index
 
 
@@ -177,7 +188,7 @@ def _dtype(options: LoadOptions) -> torch.dtype:
 
 
 def source_family(source: Source) -> str:
-    """"sd3" or "flux": read from model_index.json for a folder, the safetensors header for a file, the name
+    """ "sd3" or "flux": read from model_index.json for a folder, the safetensors header for a file, the name
     for a hub id; ModelLoadError when it cannot be told."""
     if source.kind == "folder":
         return _folder_family(Path(source.location))[0]
@@ -191,11 +202,16 @@ def load_model(source_text: str, options: LoadOptions, cache_root: Path | None =
     source = resolve_source(source_text)
     if not options.device.startswith("cuda"):  # refuse before reading gigabytes of weights
         if options.offload != "none":
-            raise ModelLoadError(f"{source.label!r}: offload {options.offload!r} needs a CUDA GPU; on CPU use offload none",
-                                 field="offload")
+            raise ModelLoadError(
+                f"{source.label!r}: offload {options.offload!r} needs a CUDA GPU; on CPU use offload none",
+                field="offload",
+            )
         if options.compile:
-            raise ModelLoadError(f"{source.label!r}: torch.compile is offered on CUDA GPUs only (on CPU it costs "
-                                 "minutes and gains nothing)", field="compile")
+            raise ModelLoadError(
+                f"{source.label!r}: torch.compile is offered on CUDA GPUs only (on CPU it costs "
+                "minutes and gains nothing)",
+                field="compile",
+            )
     dtype = _dtype(options)
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}
     metadata: dict[str, Any] = {}
@@ -209,8 +225,10 @@ def load_model(source_text: str, options: LoadOptions, cache_root: Path | None =
     else:
         family = source_family(source)
     if options.family != "auto" and options.family != family:
-        raise ModelLoadError(f"{source.label!r} is {FAMILY_NAMES[family]} model, but family {options.family!r} "
-                             "was asked for", field="family")
+        raise ModelLoadError(
+            f"{source.label!r} is {FAMILY_NAMES[family]} model, but family {options.family!r} was asked for",
+            field="family",
+        )
     if family == "sd3" and (options.drop_t5 or (source.kind == "folder" and saved_without_t5)):
         # diffusers cannot reload a T5-less SD3 folder unless told, and dropping T5 saves ~9.5 GB in fp16
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
@@ -226,7 +244,7 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelLoadError(f"cannot read {path}: {error}") from None
     if not isinstance(metadata, dict):
-        raise ModelLoadError(f"{path} must hold a JSON object such as {{\"max_sequence_length\": 77}}")
+        raise ModelLoadError(f'{path} must hold a JSON object such as {{"max_sequence_length": 77}}')
     return metadata
 
 
@@ -264,17 +282,22 @@ def _explain(source: Source, error: Exception) -> str:
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if source.kind == "hub":
         hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-        return (f"model {source.location!r} is not in the local Hugging Face cache ({hf_home}) and could not be "
-                f"downloaded ({detail}). On a machine with a network run `huggingface-cli download "
-                f"{source.location}`, copy the cache here, or download the folder and enter its path as the model")
+        return (
+            f"model {source.location!r} is not in the local Hugging Face cache ({hf_home}) and could not be "
+            f"downloaded ({detail}). On a machine with a network run `huggingface-cli download "
+            f"{source.location}`, copy the cache here, or download the folder and enter its path as the model"
+        )
     if source.kind == "file":
-        return (f"cannot load the single-file checkpoint {source.location!r} ({detail}). Offline, single files "
-                f"need the matching diffusers configs: set config_folder to a local diffusers folder of the same model")
+        return (
+            f"cannot load the single-file checkpoint {source.location!r} ({detail}). Offline, single files "
+            f"need the matching diffusers configs: set config_folder to a local diffusers folder of the same model"
+        )
     return f"cannot load the model folder {source.location!r} ({detail})"
 
 
-def _assemble(pipe: Any, family: str, source: Source, options: LoadOptions, metadata: dict[str, Any],
-              cache_root: Path | None) -> LoadedModel:
+def _assemble(
+    pipe: Any, family: str, source: Source, options: LoadOptions, metadata: dict[str, Any], cache_root: Path | None
+) -> LoadedModel:
     from nodes.models.flux import FluxModel
     from nodes.models.sd3 import SD3Model
 
@@ -296,10 +319,16 @@ def _assemble(pipe: Any, family: str, source: Source, options: LoadOptions, meta
             model.transformer = pipe.transformer
     # 0 in flowcanvas.json is meaningful: a model trained without T5 tokens (the embedded one) takes none.
     saved_length = metadata.get("max_sequence_length")
-    length = options.max_sequence_length or (int(saved_length) if saved_length is not None else _default_length(family, pipe))
+    length = options.max_sequence_length or (
+        int(saved_length) if saved_length is not None else _default_length(family, pipe)
+    )
     encoder = TextEncoder(family, pipe, length, source.label, model.device)
-    nbytes = sum(p.numel() * p.element_size() for c in pipe.components.values()
-                 if isinstance(c, torch.nn.Module) for p in c.parameters())
+    nbytes = sum(
+        p.numel() * p.element_size()
+        for c in pipe.components.values()
+        if isinstance(c, torch.nn.Module)
+        for p in c.parameters()
+    )
     return LoadedModel(model, encoder, VAE(family, pipe.vae, source.label), nbytes)
 
 
@@ -320,8 +349,12 @@ def _place(pipe: Any, options: LoadOptions) -> None:
             for name in ("transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
                 module = getattr(pipe, name, None)
                 if module is not None and hasattr(module, "enable_group_offload"):
-                    module.enable_group_offload(onload_device=torch.device(device), offload_type="block_level",
-                                                num_blocks_per_group=1, use_stream=True)
+                    module.enable_group_offload(
+                        onload_device=torch.device(device),
+                        offload_type="block_level",
+                        num_blocks_per_group=1,
+                        use_stream=True,
+                    )
         return
     pipe.to(device)
 
@@ -355,8 +388,9 @@ class ModelManager:
 
     def loaded(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [{**m.model.describe(), "options": k[1].model_dump(), "bytes": m.nbytes}
-                    for k, m in self._models.items()]
+            return [
+                {**m.model.describe(), "options": k[1].model_dump(), "bytes": m.nbytes} for k, m in self._models.items()
+            ]
 
     def free(self, source: str | None = None) -> int:
         """Free one source's models (all when None); returns how many were freed."""
@@ -375,31 +409,50 @@ class ModelManager:
 MANAGER = ModelManager()
 
 
-@node("LoadFlowModel", category="loaders",
-      outputs=[Output("model", SocketType.FLOW_MODEL, "The flow transformer"),
-               Output("text_encoder", SocketType.TEXT_ENCODER, "The prompt encoders"),
-               Output("vae", SocketType.VAE, "The image autoencoder")])
+@node(
+    "LoadFlowModel",
+    category="loaders",
+    outputs=[
+        Output("model", SocketType.FLOW_MODEL, "The flow transformer"),
+        Output("text_encoder", SocketType.TEXT_ENCODER, "The prompt encoders"),
+        Output("vae", SocketType.VAE, "The image autoencoder"),
+    ],
+)
 class LoadFlowModel(Node):
     """Load an SD3/SD3.5 or FLUX.1 model (or the embedded one) from a folder, a .safetensors file or a hub id."""
 
     class Params(NodeParams):
-        source: str = Field("embedded:shapes", min_length=1, description=(
-            "embedded:shapes, a diffusers folder, a .safetensors file, or a hub id such as "
-            "stabilityai/stable-diffusion-3-medium-diffusers."), json_schema_extra={"widget": "model", "reads": "model"})
-        family: Literal["auto", "sd3", "flux"] = Field("auto", description="Model family; auto reads it from the files.")
+        source: str = Field(
+            "embedded:shapes",
+            min_length=1,
+            description=(
+                "embedded:shapes, a diffusers folder, a .safetensors file, or a hub id such as "
+                "stabilityai/stable-diffusion-3-medium-diffusers."
+            ),
+            json_schema_extra={"widget": "model", "reads": "model"},
+        )
+        family: Literal["auto", "sd3", "flux"] = Field(
+            "auto", description="Model family; auto reads it from the files."
+        )
         dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
-            "auto", description="Weight precision; auto is fp32 on CPU and bf16 on a GPU.")
+            "auto", description="Weight precision; auto is fp32 on CPU and bf16 on a GPU."
+        )
         offload: Literal["none", "model", "group", "sequential"] = Field(
-            "none", description="GPU only: keep parts of the model in CPU memory (model: small cost; sequential: "
-                                "least memory, slowest).")
+            "none",
+            description="GPU only: keep parts of the model in CPU memory (model: small cost; sequential: "
+            "least memory, slowest).",
+        )
         vae_tiling: bool = Field(False, description="Decode large images tile by tile to save memory.")
         vae_slicing: bool = Field(False, description="Decode a batch one image at a time to save memory.")
         compile: bool = Field(False, description="GPU only: torch.compile the transformer (slow first run).")
         drop_t5: bool = Field(False, description="SD3 only: leave out the T5 encoder (saves ~9.5 GB, weaker text).")
         max_sequence_length: int = Field(0, ge=0, le=512, description="Text tokens per prompt; 0 uses the model's own.")
-        config_folder: str = Field("", description="For a single .safetensors file offline: a diffusers folder of the "
-                                                   "same model to take the configs from.",
-                                   json_schema_extra={"reads": "model"})
+        config_folder: str = Field(
+            "",
+            description="For a single .safetensors file offline: a diffusers folder of the "
+            "same model to take the configs from.",
+            json_schema_extra={"reads": "model"},
+        )
 
     @classmethod
     def fingerprint(cls, params: Params, ctx: NodeContext) -> str:

@@ -1,4 +1,4 @@
-"""Cheap latent → RGB previews (algorithms.md §7): what every live preview shows while a node runs.
+"""Cheap latent → RGB previews (docs/algorithms.md, "Live previews"): what every live preview shows while a node runs.
 
 An SD3 or FLUX decoder is too slow to run every few steps (the embedded model's small one is not, and its
 adapter decodes), so those models preview through a linear map from their latent channels to RGB (plus a
@@ -46,8 +46,9 @@ class LinearPreview:
 
     @staticmethod
     def from_json(data: dict[str, list]) -> LinearPreview:
-        return LinearPreview(torch.tensor(data["weights"], dtype=torch.float32),
-                             torch.tensor(data["bias"], dtype=torch.float32))
+        return LinearPreview(
+            torch.tensor(data["weights"], dtype=torch.float32), torch.tensor(data["bias"], dtype=torch.float32)
+        )
 
 
 def channel_stretch(latent: torch.Tensor) -> torch.Tensor:
@@ -66,8 +67,9 @@ def synthetic_images(count: int, size: int, generator: torch.Generator) -> torch
     images = []
     for _ in range(count):
         corners = torch.rand(4, 3, 1, 1, generator=generator)
-        image = (corners[0] * (1 - x) * (1 - y) + corners[1] * x * (1 - y)
-                 + corners[2] * (1 - x) * y + corners[3] * x * y)
+        image = (
+            corners[0] * (1 - x) * (1 - y) + corners[1] * x * (1 - y) + corners[2] * (1 - x) * y + corners[3] * x * y
+        )
         for _ in range(SHAPES_PER_IMAGE):
             colour = torch.rand(3, 1, 1, generator=generator)
             cx, cy, radius, kind = torch.rand(4, generator=generator).tolist()
@@ -85,8 +87,7 @@ def regression_pairs(vae: VAE, images: torch.Tensor, factor: int) -> tuple[torch
     """(latents [N·h·w, C], colours [N·h·w, 3]): each latent cell and the mean colour of the pixels it covers."""
     latents = vae.encode(images).to("cpu", torch.float32)
     colours = F.avg_pool2d(images, factor)
-    return (latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]),
-            colours.permute(0, 2, 3, 1).reshape(-1, 3))
+    return (latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]), colours.permute(0, 2, 3, 1).reshape(-1, 3))
 
 
 def fit_linear_preview(vae: VAE, factor: int, images: torch.Tensor) -> LinearPreview:

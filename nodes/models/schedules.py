@@ -11,8 +11,13 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 
-def flux_mu(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096,
-            base_shift: float = 0.5, max_shift: float = 1.15) -> float:
+def flux_mu(
+    image_seq_len: int,
+    base_seq_len: int = 256,
+    max_seq_len: int = 4096,
+    base_shift: float = 0.5,
+    max_shift: float = 1.15,
+) -> float:
     """The resolution-dependent shift of FluxPipeline (its `calculate_shift`): linear in the packed token count.
 
     Written out rather than imported: importing it would load the whole FLUX pipeline module and its
@@ -22,8 +27,9 @@ def flux_mu(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096
     return image_seq_len * slope + intercept
 
 
-def euler_scheduler_sigmas(config: Mapping[str, Any], steps: int, *, mu: float | None = None,
-                           spaced_by_pipeline: bool = False) -> torch.Tensor:
+def euler_scheduler_sigmas(
+    config: Mapping[str, Any], steps: int, *, mu: float | None = None, spaced_by_pipeline: bool = False
+) -> torch.Tensor:
     """`FlowMatchEulerDiscreteScheduler.from_config(config).set_timesteps(...).sigmas`: T+1 float32 values on the CPU.
 
     `spaced_by_pipeline`: pass sigmas=linspace(1, 1/T, T) as FluxPipeline does, instead of letting the
@@ -37,8 +43,13 @@ def euler_scheduler_sigmas(config: Mapping[str, Any], steps: int, *, mu: float |
 
 
 def _config_mu(config: Mapping[str, Any], image_seq_len: int) -> float:
-    return flux_mu(image_seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                   config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+    return flux_mu(
+        image_seq_len,
+        config.get("base_image_seq_len", 256),
+        config.get("max_image_seq_len", 4096),
+        config.get("base_shift", 0.5),
+        config.get("max_shift", 1.15),
+    )
 
 
 def pipeline_sigmas(config: Mapping[str, Any], steps: int, image_seq_len: int, *, flux_style: bool) -> torch.Tensor:

@@ -21,14 +21,27 @@ class SD3Model(PipelineFlowModel):
     def latent_channels(self) -> int:
         return int(self.transformer.config.in_channels)
 
-    def predict(self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
-                guidance: float | None = None) -> torch.Tensor:
+    def predict(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, guidance: float | None = None
+    ) -> torch.Tensor:
         timestep = (sigma * 1000).to(self.device).expand(x.shape[0])
-        return self.transformer(hidden_states=x, timestep=timestep, encoder_hidden_states=cond.prompt_embeds,
-                                pooled_projections=cond.pooled, return_dict=False)[0]
+        return self.transformer(
+            hidden_states=x,
+            timestep=timestep,
+            encoder_hidden_states=cond.prompt_embeds,
+            pooled_projections=cond.pooled,
+            return_dict=False,
+        )[0]
 
-    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, positive: Conditioning,
-                 negative: Conditioning | None = None, guidance: float = 1.0, true_cfg: float = 1.0) -> torch.Tensor:
+    def velocity(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        positive: Conditioning,
+        negative: Conditioning | None = None,
+        guidance: float = 1.0,
+        true_cfg: float = 1.0,
+    ) -> torch.Tensor:
         return self.batched_velocities(sigma, [VelocityQuery(x, positive, negative, guidance)])[0]
 
     def batched_velocities(self, sigma: torch.Tensor, queries: list[VelocityQuery]) -> list[torch.Tensor]:
@@ -47,11 +60,11 @@ class SD3Model(PipelineFlowModel):
         for query in queries:
             batch = query.x.shape[0]
             if query.guidance > 1 and query.negative is not None:
-                v_uncond, v_cond = predicted[start:start + batch], predicted[start + batch:start + 2 * batch]
+                v_uncond, v_cond = predicted[start : start + batch], predicted[start + batch : start + 2 * batch]
                 results.append(v_uncond + query.guidance * (v_cond - v_uncond))
                 start += 2 * batch
             else:
-                results.append(predicted[start:start + batch])
+                results.append(predicted[start : start + batch])
                 start += batch
         return results
 

@@ -3,7 +3,7 @@
 Real SD3/FLUX checkpoints ship their tokenizers; a model built from configs (the test fixtures, the embedded
 default model) needs its own without a download. Both builders return ordinary `transformers` tokenizer
 classes, so they save with `save_pretrained`, load back with `from_pretrained(folder)` and go through the
-pipelines' own `encode_prompt` like the real ones (research: offline-diffusers.md §1).
+pipelines' own `encode_prompt` like the real ones (docs/algorithms.md, "The embedded model").
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ T5_CHAR_SCORE = -20.0
 T5_MODEL_MAX_LENGTH = 512
 
 
-def build_clip_tokenizer(corpus: Iterable[str], merges: int = 300, model_max_length: int = 77,
-                         pad_token: str = CLIP_EOS) -> CLIPTokenizer:
+def build_clip_tokenizer(
+    corpus: Iterable[str], merges: int = 300, model_max_length: int = 77, pad_token: str = CLIP_EOS
+) -> CLIPTokenizer:
     """A byte-level BPE CLIP tokenizer with up to `merges` merges learned from `corpus`.
 
     The vocabulary is laid out like OpenAI CLIP's: the 256 byte characters, the same with `</w>`, one entry
@@ -54,11 +55,15 @@ def build_clip_tokenizer(corpus: Iterable[str], merges: int = 300, model_max_len
     byte_chars = list(bytes_to_unicode().values())
 
     vocab: dict[str, int] = {}
-    for token in [*byte_chars, *(c + CLIP_WORD_END for c in byte_chars), *(a + b for a, b in merge_pairs),
-                  CLIP_BOS, CLIP_EOS]:
+    for token in [
+        *byte_chars,
+        *(c + CLIP_WORD_END for c in byte_chars),
+        *(a + b for a, b in merge_pairs),
+        CLIP_BOS,
+        CLIP_EOS,
+    ]:
         vocab.setdefault(token, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=merge_pairs, model_max_length=model_max_length,
-                         pad_token=pad_token)
+    return CLIPTokenizer(vocab=vocab, merges=merge_pairs, model_max_length=model_max_length, pad_token=pad_token)
 
 
 def build_t5_tokenizer(corpus: Iterable[str]) -> T5Tokenizer:
@@ -73,8 +78,12 @@ def build_t5_tokenizer(corpus: Iterable[str]) -> T5Tokenizer:
     counts = Counter(word for text in corpus for word in re.findall(r"\w+", text))
     total = sum(counts.values())
     words = sorted(counts, key=lambda word: (-counts[word], word))
-    pieces: list[tuple[str, float]] = [(T5_PAD, 0.0), (T5_EOS, 0.0), (T5_UNK, 0.0),
-                                       (T5_WORD_START, T5_WORD_START_SCORE)]
+    pieces: list[tuple[str, float]] = [
+        (T5_PAD, 0.0),
+        (T5_EOS, 0.0),
+        (T5_UNK, 0.0),
+        (T5_WORD_START, T5_WORD_START_SCORE),
+    ]
     pieces += [(T5_WORD_START + word, math.log(counts[word] / total)) for word in words]
     pieces += [(chr(code), T5_CHAR_SCORE) for code in range(ord("!"), ord("~") + 1)]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=T5_MODEL_MAX_LENGTH)
@@ -106,7 +115,7 @@ def _merge_pair(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, .
     merged: list[str] = []
     i = 0
     while i < len(symbols):
-        if symbols[i:i + 2] == pair:
+        if symbols[i : i + 2] == pair:
             merged.append(symbols[i] + symbols[i + 1])
             i += 2
         else:

@@ -1,4 +1,4 @@
-"""BOSS, Bellman optimal step-size straightening (algorithms.md §5), and the BossSchedule node.
+"""BOSS, Bellman optimal step-size straightening (docs/algorithms.md, "BOSS schedules"), and the BossSchedule node.
 
 BOSS picks, from a fine grid of noise levels, the few steps whose one-step Euler jumps best follow the fine
 Euler trajectory of the model itself: a cost matrix of jump errors (k_max model calls per noise batch),
@@ -59,9 +59,14 @@ def _add_one_step_errors(cost: torch.Tensor, xs: torch.Tensor, vs: torch.Tensor,
             cost[start:stop, j] += error.square().sum(dim=(1, 2))
 
 
-def boss_cost_matrix(velocity_fn: VelocityFn, noise_batches: Iterable[torch.Tensor], k_max: int, *,
-                     grid: torch.Tensor | None = None,
-                     progress: Callable[[int], None] | None = None) -> torch.Tensor:
+def boss_cost_matrix(
+    velocity_fn: VelocityFn,
+    noise_batches: Iterable[torch.Tensor],
+    k_max: int,
+    *,
+    grid: torch.Tensor | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> torch.Tensor:
     """C[i, j]: the mean (per sample, summed over elements) squared error of one Euler jump from node i to node j
     against the fine Euler trajectory through every grid node, for i < j (0 elsewhere).
 
@@ -121,9 +126,15 @@ def boss_path(cost: torch.Tensor | np.ndarray, nfe: int) -> list[int]:
     return path
 
 
-def boss_noise_batches(sample_shape: Sequence[int], num_samples: int, batch: int, seed: int, *,
-                       dtype: torch.dtype = torch.float32,
-                       device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+def boss_noise_batches(
+    sample_shape: Sequence[int],
+    num_samples: int,
+    batch: int,
+    seed: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Iterator[torch.Tensor]:
     """Standard-normal noise in batches, drawn sample by sample from one seeded CPU generator, so the
     samples are the same whatever the batch size."""
     if num_samples < 1 or batch < 1:
@@ -135,9 +146,17 @@ def boss_noise_batches(sample_shape: Sequence[int], num_samples: int, batch: int
         yield torch.stack(rows).to(device=device, dtype=dtype)
 
 
-def boss_sigmas(velocity_fn: VelocityFn, shape: Sequence[int], nfe: int, k_max: int = 100,
-                num_samples: int = 100, batch: int = 100, base_grid: BaseGrid = "uniform", shift: float = 3.0,
-                seed: int = 0) -> torch.Tensor:
+def boss_sigmas(
+    velocity_fn: VelocityFn,
+    shape: Sequence[int],
+    nfe: int,
+    k_max: int = 100,
+    num_samples: int = 100,
+    batch: int = 100,
+    base_grid: BaseGrid = "uniform",
+    shift: float = 3.0,
+    seed: int = 0,
+) -> torch.Tensor:
     """A BOSS schedule of nfe Euler steps for `velocity_fn` on samples of `shape` (one sample, no batch dim)."""
     grid = boss_grid(k_max, base_grid, shift)
     if nfe >= k_max:
@@ -158,53 +177,100 @@ def _conditioning_key(cond: Conditioning | None) -> Any:
     return {"family": cond.family, "embeddings": digest.hexdigest()}
 
 
-def boss_cache_key(model: FlowModel, positive: Conditioning, negative: Conditioning | None, guidance: float,
-                   shape: Sequence[int], k_max: int, num_samples: int, seed: int, base_grid: str) -> str:
+def boss_cache_key(
+    model: FlowModel,
+    positive: Conditioning,
+    negative: Conditioning | None,
+    guidance: float,
+    shape: Sequence[int],
+    k_max: int,
+    num_samples: int,
+    seed: int,
+    base_grid: str,
+) -> str:
     """SHA-256 of canonical JSON of everything the cost matrix depends on (batch size does not: see
     `boss_noise_batches`)."""
-    material = {"format": 1, "model": model.sha256, "positive": _conditioning_key(positive),
-                "negative": _conditioning_key(negative), "guidance": guidance, "shape": list(shape),
-                "k_max": k_max, "num_samples": num_samples, "seed": seed, "base_grid": base_grid}
+    material = {
+        "format": 1,
+        "model": model.sha256,
+        "positive": _conditioning_key(positive),
+        "negative": _conditioning_key(negative),
+        "guidance": guidance,
+        "shape": list(shape),
+        "k_max": k_max,
+        "num_samples": num_samples,
+        "seed": seed,
+        "base_grid": base_grid,
+    }
     text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@node("BossSchedule", category="sampling",
-      inputs=[Input("model", SocketType.FLOW_MODEL, "The model to sample"),
-              Input("positive", SocketType.CONDITIONING, "The prompt the schedule is tuned for"),
-              Input("negative", SocketType.CONDITIONING, "Negative prompt, when guidance uses one", optional=True)],
-      outputs=[SIGMAS_OUT])
+@node(
+    "BossSchedule",
+    category="sampling",
+    inputs=[
+        Input("model", SocketType.FLOW_MODEL, "The model to sample"),
+        Input("positive", SocketType.CONDITIONING, "The prompt the schedule is tuned for"),
+        Input("negative", SocketType.CONDITIONING, "Negative prompt, when guidance uses one", optional=True),
+    ],
+    outputs=[SIGMAS_OUT],
+)
 class BossSchedule(Node):
     """Few-step schedule found for this model and prompt (BOSS): picks the steps that best follow a fine
     trajectory. Costs num_samples × k_max model calls once; the result is cached on disk."""
 
     class Params(NodeParams):
         nfe: int = Field(8, ge=1, le=MAX_STEPS, description="Number of Euler steps (model calls) to plan for.")
-        k_max: int = Field(100, ge=2, le=MAX_STEPS, description="Steps of the fine trajectory the steps are "
-                                                                 "chosen from; finer is slower.")
+        k_max: int = Field(
+            100,
+            ge=2,
+            le=MAX_STEPS,
+            description="Steps of the fine trajectory the steps are chosen from; finer is slower.",
+        )
         num_samples: int = Field(100, ge=1, le=10_000, description="Noise samples the error is averaged over.")
         batch: int = Field(100, ge=1, le=10_000, description="Samples per model call; lower it if memory runs out.")
         width: int = Field(1024, ge=16, le=MAX_SIDE, description="Image width in pixels.")
         height: int = Field(1024, ge=16, le=MAX_SIDE, description="Image height in pixels.")
-        guidance: float = Field(3.5, ge=0, le=100, description="Guidance scale; use the one you will sample with.",
-                                json_schema_extra={"step": 0.1})
-        base_grid: BaseGrid = Field("uniform", description="Fine steps evenly spaced, or spaced like the model's "
-                                                           "own schedule.")
+        guidance: float = Field(
+            3.5,
+            ge=0,
+            le=100,
+            description="Guidance scale; use the one you will sample with.",
+            json_schema_extra={"step": 0.1},
+        )
+        base_grid: BaseGrid = Field(
+            "uniform", description="Fine steps evenly spaced, or spaced like the model's own schedule."
+        )
         seed: int = seed_field(0, "Seed of the noise samples.")
 
-    def run(self, ctx: NodeContext, params: Params, model: FlowModel, positive: Conditioning,
-            negative: Conditioning | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        ctx: NodeContext,
+        params: Params,
+        model: FlowModel,
+        positive: Conditioning,
+        negative: Conditioning | None = None,
+    ) -> dict[str, Any]:
         ctx.record_seed("seed", params.seed)
         shape = model.latent_shape(1, params.height, params.width)[1:]
         if params.base_grid == "shifted":
-            grid = model.default_sigmas(params.k_max, params.height, params.width).to(device="cpu",
-                                                                                         dtype=torch.float32)
+            grid = model.default_sigmas(params.k_max, params.height, params.width).to(device="cpu", dtype=torch.float32)
         else:
             grid = boss_grid(params.k_max)
         if params.nfe >= params.k_max:
             return {"sigmas": grid}  # every grid node is a step: nothing to choose, no model calls needed
-        key = boss_cache_key(model, positive, negative, params.guidance, shape, params.k_max, params.num_samples,
-                             params.seed, params.base_grid)
+        key = boss_cache_key(
+            model,
+            positive,
+            negative,
+            params.guidance,
+            shape,
+            params.k_max,
+            params.num_samples,
+            params.seed,
+            params.base_grid,
+        )
         folder = ctx.cache_dir("boss")
         path = None if folder is None else folder / f"{key}.npy"
         if path is not None and path.exists():
@@ -218,14 +284,23 @@ class BossSchedule(Node):
         return {"sigmas": grid[boss_path(cost, params.nfe)]}
 
     @staticmethod
-    def _cost_matrix(ctx: NodeContext, params: Params, model: FlowModel, positive: Conditioning,
-                     negative: Conditioning | None, shape: Sequence[int], grid: torch.Tensor) -> torch.Tensor:
+    def _cost_matrix(
+        ctx: NodeContext,
+        params: Params,
+        model: FlowModel,
+        positive: Conditioning,
+        negative: Conditioning | None,
+        shape: Sequence[int],
+        grid: torch.Tensor,
+    ) -> torch.Tensor:
         total = math.ceil(params.num_samples / params.batch) * params.k_max
 
         def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
             return model.velocity(x, sigma.to(model.device), positive, negative, params.guidance)
 
-        noise = boss_noise_batches(shape, params.num_samples, params.batch, params.seed, dtype=model.dtype,
-                                   device=model.device)
-        return boss_cost_matrix(velocity, noise, params.k_max, grid=grid,
-                                progress=lambda done: ctx.progress(done, total))
+        noise = boss_noise_batches(
+            shape, params.num_samples, params.batch, params.seed, dtype=model.dtype, device=model.device
+        )
+        return boss_cost_matrix(
+            velocity, noise, params.k_max, grid=grid, progress=lambda done: ctx.progress(done, total)
+        )

@@ -47,14 +47,22 @@ class NoiseNode(Node):
         return {"noise": NoiseSource(params.seed)}
 
 
-@node("EmptyLatent", category="latent", inputs=[Input("model", SocketType.FLOW_MODEL)],
-      outputs=[Output("latent", SocketType.LATENT)])
+@node(
+    "EmptyLatent",
+    category="latent",
+    inputs=[Input("model", SocketType.FLOW_MODEL)],
+    outputs=[Output("latent", SocketType.LATENT)],
+)
 class EmptyLatent(Node):
     """A blank latent of the model's shape for an image size (the start of text-to-image)."""
 
     class Params(NodeParams):
-        width: int = Field(1024, ge=16, le=8192, multiple_of=16, description="Image width in pixels (a multiple of 16).")
-        height: int = Field(1024, ge=16, le=8192, multiple_of=16, description="Image height in pixels (a multiple of 16).")
+        width: int = Field(
+            1024, ge=16, le=8192, multiple_of=16, description="Image width in pixels (a multiple of 16)."
+        )
+        height: int = Field(
+            1024, ge=16, le=8192, multiple_of=16, description="Image height in pixels (a multiple of 16)."
+        )
         batch_size: int = Field(1, ge=1, le=64, description="Images per run.")
 
     def run(self, ctx: NodeContext, params: Params, model: FlowModel) -> dict[str, Any]:
@@ -66,8 +74,11 @@ def require_family(model: FlowModel, **values: Conditioning | Latent | None) -> 
     """Refuse conditionings and latents made by another model family (they would fail deep in the model)."""
     for name, value in values.items():
         if value is not None and value.family != model.family:
-            raise NodeError(f"{name} comes from a {value.family} model, but the model is {model.family}",
-                            field=name, hint="wire everything from the same Load Flow Model node")
+            raise NodeError(
+                f"{name} comes from a {value.family} model, but the model is {model.family}",
+                field=name,
+                hint="wire everything from the same Load Flow Model node",
+            )
 
 
 def start_index(steps: int, denoise: float) -> int:
@@ -92,26 +103,61 @@ def step_progress(ctx: NodeContext, model: FlowModel, preview_every: int) -> Cal
     return report
 
 
-@node("Sampler", category="sampling",
-      inputs=[Input("model", SocketType.FLOW_MODEL), Input("positive", SocketType.CONDITIONING),
-              Input("negative", SocketType.CONDITIONING, "Used by CFG (SD3) and true CFG (FLUX)", optional=True),
-              Input("latent", SocketType.LATENT, "Empty for text-to-image; an encoded image for image-to-image"),
-              Input("sigmas", SocketType.SIGMAS), Input("solver", SocketType.SOLVER), Input("noise", SocketType.NOISE)],
-      outputs=[Output("latent", SocketType.LATENT)])
+@node(
+    "Sampler",
+    category="sampling",
+    inputs=[
+        Input("model", SocketType.FLOW_MODEL),
+        Input("positive", SocketType.CONDITIONING),
+        Input("negative", SocketType.CONDITIONING, "Used by CFG (SD3) and true CFG (FLUX)", optional=True),
+        Input("latent", SocketType.LATENT, "Empty for text-to-image; an encoded image for image-to-image"),
+        Input("sigmas", SocketType.SIGMAS),
+        Input("solver", SocketType.SOLVER),
+        Input("noise", SocketType.NOISE),
+    ],
+    outputs=[Output("latent", SocketType.LATENT)],
+)
 class Sampler(Node):
     """Integrate the flow from noise to an image along a schedule with a solver."""
 
     class Params(NodeParams):
-        guidance: float = Field(7.0, ge=0.0, le=100.0, json_schema_extra={"step": 0.1}, description=(
-            "SD3: classifier-free guidance scale (on above 1); FLUX-dev: the embedded guidance."))
-        true_cfg: float = Field(1.0, ge=1.0, le=100.0, json_schema_extra={"step": 0.1},
-                                description="FLUX only: true CFG with the negative prompt when above 1 (two passes).")
-        denoise: float = Field(1.0, ge=0.0, le=1.0, json_schema_extra={"step": 0.01}, description=(
-            "How much of the input latent to redraw: 1 ignores it (text-to-image), lower keeps more of it."))
+        guidance: float = Field(
+            7.0,
+            ge=0.0,
+            le=100.0,
+            json_schema_extra={"step": 0.1},
+            description=("SD3: classifier-free guidance scale (on above 1); FLUX-dev: the embedded guidance."),
+        )
+        true_cfg: float = Field(
+            1.0,
+            ge=1.0,
+            le=100.0,
+            json_schema_extra={"step": 0.1},
+            description="FLUX only: true CFG with the negative prompt when above 1 (two passes).",
+        )
+        denoise: float = Field(
+            1.0,
+            ge=0.0,
+            le=1.0,
+            json_schema_extra={"step": 0.01},
+            description=(
+                "How much of the input latent to redraw: 1 ignores it (text-to-image), lower keeps more of it."
+            ),
+        )
         preview_every: int = preview_every_field("Show a rough preview every N steps (0: never).")
 
-    def run(self, ctx: NodeContext, params: Params, model: FlowModel, positive: Conditioning, latent: Latent,
-            sigmas: torch.Tensor, solver: Solver, noise: NoiseSource, negative: Conditioning | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        ctx: NodeContext,
+        params: Params,
+        model: FlowModel,
+        positive: Conditioning,
+        latent: Latent,
+        sigmas: torch.Tensor,
+        solver: Solver,
+        noise: NoiseSource,
+        negative: Conditioning | None = None,
+    ) -> dict[str, Any]:
         require_family(model, positive=positive, negative=negative, latent=latent)
         steps = len(sigmas) - 1
         first = start_index(steps, params.denoise)

@@ -1,6 +1,6 @@
 """Noise schedules (SIGMAS) for rectified-flow sampling, and the schedule nodes.
 
-Convention (algorithms.md §0): x_σ = (1−σ)·x0 + σ·ε, v = ε − x0, σ from 1 (noise) to 0 (data). A schedule is
+Convention (docs/algorithms.md, "Conventions"): x_σ = (1−σ)·x0 + σ·ε, v = ε − x0, σ from 1 (noise) to 0 (data). A schedule is
 a 1-D float32 CPU tensor of T+1 descending values ending in 0; step i goes from sigmas[i] to sigmas[i+1].
 Schedules never know about solvers (k-diffusion style), so any schedule composes with any solver.
 
@@ -49,8 +49,14 @@ def shifted_sigmas(steps: int, shift: float) -> torch.Tensor:
     return euler_scheduler_sigmas({"shift": shift}, steps)
 
 
-def flux_sigmas(steps: int, image_seq_len: int, base_shift: float = 0.5, max_shift: float = 1.15,
-                base_seq_len: int = 256, max_seq_len: int = 4096) -> torch.Tensor:
+def flux_sigmas(
+    steps: int,
+    image_seq_len: int,
+    base_shift: float = 0.5,
+    max_shift: float = 1.15,
+    base_seq_len: int = 256,
+    max_seq_len: int = 4096,
+) -> torch.Tensor:
     """FluxPipeline's schedule: linspace(1, 1/T, T) under the exponential time shift with mu from the token count."""
     _check_steps(steps)
     if image_seq_len < 1:
@@ -124,8 +130,13 @@ class ShiftedSchedule(Node):
 
     class Params(NodeParams):
         steps: int = _steps_field()
-        shift: float = Field(3.0, gt=0, le=100, description="Above 1 spends more steps at high noise; 1 is even.",
-                             json_schema_extra={"step": 0.1})
+        shift: float = Field(
+            3.0,
+            gt=0,
+            le=100,
+            description="Above 1 spends more steps at high noise; 1 is even.",
+            json_schema_extra={"step": 0.1},
+        )
 
     def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
         return _schedule(lambda: shifted_sigmas(params.steps, params.shift), "shift")
@@ -139,18 +150,24 @@ class FluxDynamicShiftSchedule(Node):
         steps: int = _steps_field()
         width: int = Field(1024, ge=16, le=MAX_SIDE, description="Image width in pixels.")
         height: int = Field(1024, ge=16, le=MAX_SIDE, description="Image height in pixels.")
-        base_shift: float = Field(0.5, ge=0, le=10, description="Shift (mu) at the base token count.",
-                                  json_schema_extra={"step": 0.05})
-        max_shift: float = Field(1.15, ge=0, le=10, description="Shift (mu) at the max token count.",
-                                 json_schema_extra={"step": 0.05})
+        base_shift: float = Field(
+            0.5, ge=0, le=10, description="Shift (mu) at the base token count.", json_schema_extra={"step": 0.05}
+        )
+        max_shift: float = Field(
+            1.15, ge=0, le=10, description="Shift (mu) at the max token count.", json_schema_extra={"step": 0.05}
+        )
         base_seq_len: int = Field(256, ge=1, le=1_000_000, description="Token count where the shift is base_shift.")
         max_seq_len: int = Field(4096, ge=1, le=1_000_000, description="Token count where the shift is max_shift.")
 
     @classmethod
     def check(cls, params: Params) -> list[tuple[str, str]]:
         if params.max_seq_len <= params.base_seq_len:
-            return [("max_seq_len", f"max_seq_len ({params.max_seq_len}) must be above base_seq_len "
-                                    f"({params.base_seq_len})")]
+            return [
+                (
+                    "max_seq_len",
+                    f"max_seq_len ({params.max_seq_len}) must be above base_seq_len ({params.base_seq_len})",
+                )
+            ]
         return []
 
     def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
@@ -158,12 +175,25 @@ class FluxDynamicShiftSchedule(Node):
             raise NodeError(message, field=field)
         # FLUX packs 2×2 latent cells (8 px each) into one token: (H/16)·(W/16) tokens.
         image_seq_len = (params.height // 16) * (params.width // 16)
-        return _schedule(lambda: flux_sigmas(params.steps, image_seq_len, params.base_shift, params.max_shift,
-                                             params.base_seq_len, params.max_seq_len), "steps")
+        return _schedule(
+            lambda: flux_sigmas(
+                params.steps,
+                image_seq_len,
+                params.base_shift,
+                params.max_shift,
+                params.base_seq_len,
+                params.max_seq_len,
+            ),
+            "steps",
+        )
 
 
-@node("ModelSchedule", category="sampling", inputs=[Input("model", SocketType.FLOW_MODEL, "The model to sample")],
-      outputs=[SIGMAS_OUT])
+@node(
+    "ModelSchedule",
+    category="sampling",
+    inputs=[Input("model", SocketType.FLOW_MODEL, "The model to sample")],
+    outputs=[SIGMAS_OUT],
+)
 class ModelSchedule(Node):
     """The schedule the model's own diffusers pipeline would use at this size."""
 
@@ -173,8 +203,12 @@ class ModelSchedule(Node):
         height: int = Field(1024, ge=16, le=MAX_SIDE, description="Image height in pixels.")
 
     def run(self, ctx: NodeContext, params: Params, model: FlowModel) -> dict[str, Any]:
-        return _schedule(lambda: model.default_sigmas(params.steps, params.height, params.width)
-                         .to(device="cpu", dtype=torch.float32), "steps")
+        return _schedule(
+            lambda: model.default_sigmas(params.steps, params.height, params.width).to(
+                device="cpu", dtype=torch.float32
+            ),
+            "steps",
+        )
 
 
 @node("CustomSchedule", category="sampling", outputs=[SIGMAS_OUT])
@@ -182,9 +216,12 @@ class CustomSchedule(Node):
     """Noise levels typed by hand, from 1 (noise) down to 0 (data)."""
 
     class Params(NodeParams):
-        sigmas: str = Field("1.0, 0.75, 0.5, 0.25, 0.0", min_length=1, max_length=20_000,
-                            description="Comma-separated noise levels, decreasing, between 1 and 0 "
-                                        "(a final 0 is added if missing).")
+        sigmas: str = Field(
+            "1.0, 0.75, 0.5, 0.25, 0.0",
+            min_length=1,
+            max_length=20_000,
+            description="Comma-separated noise levels, decreasing, between 1 and 0 (a final 0 is added if missing).",
+        )
 
     @classmethod
     def check(cls, params: Params) -> list[tuple[str, str]]:

@@ -56,8 +56,9 @@ def _check_schedule(sigmas: torch.Tensor) -> int:
     return sigmas.shape[0] - 1
 
 
-def sample_euler(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor,
-                 callback: StepCallback | None = None) -> torch.Tensor:
+def sample_euler(
+    velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, callback: StepCallback | None = None
+) -> torch.Tensor:
     """Euler: x ← x + (σ_{i+1} − σ_i)·v(x, σ_i). One evaluation per step; equals diffusers' `step` bit for bit."""
     steps = _check_schedule(sigmas)
     for i in range(steps):
@@ -75,8 +76,9 @@ def _heun_derivative(sample: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor)
     return (sample - (sample - v * sigma)) / sigma
 
 
-def sample_heun(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor,
-                callback: StepCallback | None = None) -> torch.Tensor:
+def sample_heun(
+    velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, callback: StepCallback | None = None
+) -> torch.Tensor:
     """Heun (trapezoidal predictor–corrector) as `FlowMatchHeunDiscreteScheduler` (s_churn=0).
 
     The last step is plain Euler (its corrector would call the model at σ=0, on pure data), so T steps cost
@@ -100,8 +102,9 @@ def sample_heun(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor,
     return x
 
 
-def sample_midpoint(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor,
-                    callback: StepCallback | None = None) -> torch.Tensor:
+def sample_midpoint(
+    velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, callback: StepCallback | None = None
+) -> torch.Tensor:
     """Explicit midpoint: a half Euler step, then the full step with the velocity there. Two evaluations on every
     step, the last one included (its midpoint σ_{T−1}/2 is above 0, so no call at pure data): 2T in all."""
     steps = _check_schedule(sigmas)
@@ -118,8 +121,9 @@ def sample_midpoint(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tens
     return x
 
 
-def sample_adams_bashforth2(velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor,
-                            callback: StepCallback | None = None) -> torch.Tensor:
+def sample_adams_bashforth2(
+    velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, callback: StepCallback | None = None
+) -> torch.Tensor:
     """Two-step Adams–Bashforth in σ with variable steps, one evaluation per step; the first step is Euler.
 
     x ← x + h·(v_i + (h/(2·h_prev))·(v_i − v_{i−1})), h = σ_{i+1} − σ_i: the velocity extrapolated linearly in σ
@@ -152,8 +156,9 @@ class Solver:
     sample_fn: Callable[[VelocityFn, torch.Tensor, torch.Tensor, StepCallback | None], torch.Tensor]
     evaluations_fn: Callable[[int], int]
 
-    def sample(self, velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor,
-               callback: StepCallback | None = None) -> torch.Tensor:
+    def sample(
+        self, velocity_fn: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, callback: StepCallback | None = None
+    ) -> torch.Tensor:
         return self.sample_fn(velocity_fn, x, sigmas, callback)
 
     def evaluations(self, steps: int) -> int:
@@ -187,10 +192,14 @@ def _solver_node(type_name: str, solver: Solver, doc: str) -> type[Node]:
 
 
 EulerSolver = _solver_node("EulerSolver", EULER, "Euler steps: one model call per step, first order.")
-HeunSolver = _solver_node("HeunSolver", HEUN, "Heun steps: two model calls per step (one on the last), second "
-                                              "order; sharper than Euler at the same step count.")
-MidpointSolver = _solver_node("MidpointSolver", MIDPOINT, "Midpoint steps: two model calls per step, second "
-                                                          "order.")
-MultistepSolver = _solver_node("MultistepSolver", ADAMS_BASHFORTH2, "Adams–Bashforth steps: one model call per "
-                                                                    "step, second order by reusing the previous "
-                                                                    "step's velocity.")
+HeunSolver = _solver_node(
+    "HeunSolver",
+    HEUN,
+    "Heun steps: two model calls per step (one on the last), second order; sharper than Euler at the same step count.",
+)
+MidpointSolver = _solver_node("MidpointSolver", MIDPOINT, "Midpoint steps: two model calls per step, second order.")
+MultistepSolver = _solver_node(
+    "MultistepSolver",
+    ADAMS_BASHFORTH2,
+    "Adams–Bashforth steps: one model call per step, second order by reusing the previous step's velocity.",
+)

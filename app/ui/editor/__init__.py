@@ -1,6 +1,6 @@
-"""The node-canvas editor as a plain `gr.HTML` (see docs/research/gradio-editor.md).
+"""The node-canvas editor as a plain `gr.HTML` (see docs/architecture.md, "The studio UI").
 
-The component's value is the workflow document itself (design §2). Its JavaScript lives in `static/` as ES
+The component's value is the workflow document itself (docs/architecture.md, "The workflow file"). Its JavaScript lives in `static/` as ES
 modules written for this project, served by Gradio's static-file route; `js_on_load` only imports `bridge.mjs`
 and calls `mount`. Custom props: `catalogue` (nodes.catalogue.catalogue()); `validation`, sent with
 `gr.update(validation={"issues": [...], "id": ...})`: issues as dicts `{node, field, code, message, hint}`,
@@ -80,8 +80,9 @@ def _bootstrap() -> str:
     )
 
 
-def flow_editor(value: dict[str, Any] | None, catalogue: dict[str, Any], *, readonly: bool = False,
-                **kwargs: Any) -> gr.HTML:
+def flow_editor(
+    value: dict[str, Any] | None, catalogue: dict[str, Any], *, readonly: bool = False, **kwargs: Any
+) -> gr.HTML:
     """A canvas editing `value` (a workflow document, or None for an empty one) against `catalogue`.
 
     `readonly`: the same canvas for looking only (a shared workflow): no palette, no edit or run commands, widgets

@@ -21,6 +21,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from app.ui.studio import Studio
 from app.ui.views.run_records import (
     FINISHED,
     RESULT_FIXED_HEADERS,
@@ -29,7 +30,6 @@ from app.ui.views.run_records import (
     result_rows,
     results_csv,
 )
-from app.ui.studio import Studio
 from pipelines.batch import (
     BatchSpecError,
     SweepGroup,
@@ -103,8 +103,9 @@ def _group_number(name: str, raw: Any) -> int:
     except (TypeError, ValueError):
         number = float("nan")
     if not number.is_integer() or number < 1:
-        raise BatchSpecError(f"{name}: the group must be a whole number from 1 (got {raw!r}); "
-                             "fields with the same group are zipped")
+        raise BatchSpecError(
+            f"{name}: the group must be a whole number from 1 (got {raw!r}); fields with the same group are zipped"
+        )
     return int(number)
 
 
@@ -131,8 +132,10 @@ def sweep_groups(workflow: Workflow, rows: Sequence[Sequence[Any]], csv_path: st
                 unknown.append(column)
         if unknown:
             labels = ", ".join(e.label for e in workflow.exposed) or "none"
-            raise BatchSpecError(f"the CSV's column(s) {', '.join(unknown)} are not fields of {workflow.name!r}; "
-                                 f"its exposed fields: {labels}")
+            raise BatchSpecError(
+                f"the CSV's column(s) {', '.join(unknown)} are not fields of {workflow.name!r}; "
+                f"its exposed fields: {labels}"
+            )
         groups.append(jobs)
     if not groups:
         raise BatchSpecError("nothing to run: pick at least one field and give it values, or upload a jobs CSV")
@@ -178,11 +181,19 @@ class BatchView:
             return {self.load_message: plain_markdown(f"this workflow cannot be read: {issues_text(invalid.issues)}")}
         fields = exposed_values(workflow)
         origin = f"library, version {loaded.version}" if loaded.workflow_id else "the canvas"
-        note = (f"**{plain_markdown(workflow.name)}** (from {origin}): {len(fields)} exposed field(s)."
-                if fields else f"**{plain_markdown(workflow.name)}** exposes no fields: expose params on the canvas "
-                               "to sweep them (a jobs CSV may still name `node.param`).")
-        return {self.loaded: loaded, self.current_values: fields, self.load_message: note,
-                self.fields: gr.CheckboxGroup(choices=list(fields), value=[]), self.sweep_table: _sweep_table([])}
+        note = (
+            f"**{plain_markdown(workflow.name)}** (from {origin}): {len(fields)} exposed field(s)."
+            if fields
+            else f"**{plain_markdown(workflow.name)}** exposes no fields: expose params on the canvas "
+            "to sweep them (a jobs CSV may still name `node.param`)."
+        )
+        return {
+            self.loaded: loaded,
+            self.current_values: fields,
+            self.load_message: note,
+            self.fields: gr.CheckboxGroup(choices=list(fields), value=[]),
+            self.sweep_table: _sweep_table([]),
+        }
 
     def pick(self, picked: list[str], rows: list[list[Any]], current_values: dict[str, str]) -> pd.DataFrame:
         """The table's rows for the picked fields, in pick order; a newly picked field starts with its current
@@ -198,8 +209,9 @@ class BatchView:
                 next_group += 1
         return _sweep_table(table)
 
-    def plan(self, loaded: Loaded | None, rows: list[list[Any]], csv_path: str | None
-             ) -> tuple[Workflow, list[dict[str, Any]], str]:
+    def plan(
+        self, loaded: Loaded | None, rows: list[list[Any]], csv_path: str | None
+    ) -> tuple[Workflow, list[dict[str, Any]], str]:
         """The workflow, every run's values and the count line. Raises BatchSpecError or WorkflowInvalid."""
         if loaded is None:
             raise BatchSpecError("load a workflow first")
@@ -207,8 +219,10 @@ class BatchView:
         groups = sweep_groups(workflow, rows, csv_path)
         jobs = expand(groups)
         if len(jobs) > MAX_STUDIO_RUNS:
-            raise BatchSpecError(f"this batch expands to {len(jobs)} runs; the studio queues at most "
-                                 f"{MAX_STUDIO_RUNS} at once (the CLI's `run --sweep` takes more)")
+            raise BatchSpecError(
+                f"this batch expands to {len(jobs)} runs; the studio queues at most "
+                f"{MAX_STUDIO_RUNS} at once (the CLI's `run --sweep` takes more)"
+            )
         return workflow, jobs, describe(groups, len(jobs))
 
     def count(self, loaded: Loaded | None, rows: list[list[Any]], csv_path: str | None) -> tuple[str, Any]:
@@ -219,19 +233,29 @@ class BatchView:
             return plain_markdown(str(error)), gr.Button("Queue", interactive=False)
         except WorkflowInvalid as invalid:
             return plain_markdown(issues_text(invalid.issues)), gr.Button("Queue", interactive=False)
-        return plain_markdown(description), gr.Button(f"Queue {len(jobs)} run{'s' if len(jobs) != 1 else ''}",
-                                                      interactive=True)
+        return plain_markdown(description), gr.Button(
+            f"Queue {len(jobs)} run{'s' if len(jobs) != 1 else ''}", interactive=True
+        )
 
     # ---------------------------------------------------------------- queueing and following
 
-    def queue_batch(self, loaded: Loaded | None, rows: list[list[Any]], csv_path: str | None) -> Iterator[dict[Any, Any]]:
+    def queue_batch(
+        self, loaded: Loaded | None, rows: list[list[Any]], csv_path: str | None
+    ) -> Iterator[dict[Any, Any]]:
         """Validate every run, queue them all (or none), then follow them to the end."""
         try:
             workflow, jobs, description = self.plan(loaded, rows, csv_path)
             assert loaded is not None
-            submission = submit_batch(self.pool, RunRequest(
-                workflow=workflow, workflow_id=loaded.workflow_id, workflow_version=loaded.version,
-                file_roots=self.studio.readable_roots), jobs)
+            submission = submit_batch(
+                self.pool,
+                RunRequest(
+                    workflow=workflow,
+                    workflow_id=loaded.workflow_id,
+                    workflow_version=loaded.version,
+                    file_roots=self.studio.readable_roots,
+                ),
+                jobs,
+            )
         except BatchSpecError as error:
             yield {self.message: plain_markdown(f"nothing queued: {error}")}
             return
@@ -251,8 +275,9 @@ class BatchView:
         except NotFound as error:
             yield {self.message: plain_markdown(str(error))}
             return
-        records = sorted(self.storage.list_runs(batch_id=batch.id, limit=batch.total),
-                         key=lambda record: record.batch_index or 0)
+        records = sorted(
+            self.storage.list_runs(batch_id=batch.id, limit=batch.total), key=lambda record: record.batch_index or 0
+        )
         yield {self.message: ""}
         yield from self.follow([record.id for record in records], batch.id)
 
@@ -282,19 +307,25 @@ class BatchView:
         images = [[self.storage.artifacts.absolute(path) for path in paths] for paths in stored]
         counts = {status: sum(1 for r in records if r.status == status) for status in RunStatus}
         finished = sum(counts[status] for status in FINISHED)
-        progress = (f"batch {name}: {finished} of {len(records)} finished ({counts[RunStatus.SUCCEEDED]} succeeded, "
-                    f"{counts[RunStatus.FAILED]} failed, {counts[RunStatus.CANCELLED]} cancelled, "
-                    f"{counts[RunStatus.INTERRUPTED]} interrupted); {counts[RunStatus.RUNNING]} running, "
-                    f"{counts[RunStatus.QUEUED]} queued")
-        cells = [(str(path), f"#{index + 1} {values_text(record.overrides)}")
-                 for index, (record, files) in enumerate(zip(records, images)) for path in files]
+        progress = (
+            f"batch {name}: {finished} of {len(records)} finished ({counts[RunStatus.SUCCEEDED]} succeeded, "
+            f"{counts[RunStatus.FAILED]} failed, {counts[RunStatus.CANCELLED]} cancelled, "
+            f"{counts[RunStatus.INTERRUPTED]} interrupted); {counts[RunStatus.RUNNING]} running, "
+            f"{counts[RunStatus.QUEUED]} queued"
+        )
+        cells = [
+            (str(path), f"#{index + 1} {values_text(record.overrides)}")
+            for index, (record, files) in enumerate(zip(records, images))
+            for path in files
+        ]
         headers, rows = result_rows(records, stored)
         updates: dict[Any, Any] = {
             self.progress: plain_markdown(progress),
             # As many columns as the downloadable grid (nodes.image.grid_image): 4 results are 2 × 2.
             self.gallery: gr.Gallery(value=cells, columns=max(1, math.ceil(math.sqrt(len(cells))))),
             self.results_table: pd.DataFrame(rows, columns=headers),
-            self.grid_download: gr.DownloadButton(visible=False), self.csv_download: gr.DownloadButton(visible=False),
+            self.grid_download: gr.DownloadButton(visible=False),
+            self.csv_download: gr.DownloadButton(visible=False),
         }
         if final:
             folder = Path(tempfile.mkdtemp(prefix="flowcanvas-batch-"))
@@ -313,41 +344,68 @@ class BatchView:
         with gr.Tab("Batch", id=BATCH_TAB) as tab:
             self.loaded = gr.State(None)
             self.current_values = gr.State({})
-            gr.Markdown("Run a workflow over swept values. Fields with the same **group** are zipped (run *i* takes "
-                        "each one's *i*-th value); groups multiply. Values: `a, b, c` (`\\,` keeps a comma), "
-                        "`1..8`, `0..1:0.25`, or a JSON list such as `[\"a red star\", \"a blue, large circle\"]`.")
+            gr.Markdown(
+                "Run a workflow over swept values. Fields with the same **group** are zipped (run *i* takes "
+                "each one's *i*-th value); groups multiply. Values: `a, b, c` (`\\,` keeps a comma), "
+                '`1..8`, `0..1:0.25`, or a JSON list such as `["a red star", "a blue, large circle"]`.'
+            )
             with gr.Row():
-                self.source = gr.Radio([FROM_CANVAS, FROM_LIBRARY], value=FROM_CANVAS, label="Workflow from",
-                                       elem_id="batch-source")
-                self.library = gr.Dropdown(choices=[], label="Library workflow", elem_id="batch-library",
-                                           interactive=True)
+                self.source = gr.Radio(
+                    [FROM_CANVAS, FROM_LIBRARY], value=FROM_CANVAS, label="Workflow from", elem_id="batch-source"
+                )
+                self.library = gr.Dropdown(
+                    choices=[], label="Library workflow", elem_id="batch-library", interactive=True
+                )
                 self.load_button = gr.Button("Load fields", elem_id="batch-load", scale=0)
             self.load_message = gr.Markdown(elem_id="batch-load-message")
             self.fields = gr.CheckboxGroup(choices=[], label="Exposed fields to set or sweep", elem_id="batch-fields")
-            self.sweep_table = gr.Dataframe(_sweep_table([]), headers=SWEEP_HEADERS, type="array", interactive=True,
-                                            column_count=3, static_columns=[0],
-                                            datatype=["str", "str", "number"], elem_id="batch-sweeps",
-                                            label="Values per field (edit the values and group cells)")
-            self.csv_file = gr.File(label="Jobs CSV (header: field names; one row per run)", file_types=[".csv"],
-                                    type="filepath", elem_id="batch-csv", height=120)
+            self.sweep_table = gr.Dataframe(
+                _sweep_table([]),
+                headers=SWEEP_HEADERS,
+                type="array",
+                interactive=True,
+                column_count=3,
+                static_columns=[0],
+                datatype=["str", "str", "number"],
+                elem_id="batch-sweeps",
+                label="Values per field (edit the values and group cells)",
+            )
+            self.csv_file = gr.File(
+                label="Jobs CSV (header: field names; one row per run)",
+                file_types=[".csv"],
+                type="filepath",
+                elem_id="batch-csv",
+                height=120,
+            )
             self.count_line = gr.Markdown("load a workflow first", elem_id="batch-count")
             self.queue_button = gr.Button("Queue", variant="primary", interactive=False, elem_id="batch-queue")
             self.message = gr.Markdown(elem_id="batch-message")
 
             gr.Markdown("### Results")
             with gr.Row():
-                self.batch_ref = gr.Textbox(label="Batch id", placeholder="a batch id from the Runs history",
-                                            elem_id="batch-ref", scale=2)
+                self.batch_ref = gr.Textbox(
+                    label="Batch id", placeholder="a batch id from the Runs history", elem_id="batch-ref", scale=2
+                )
                 self.show_button = gr.Button("Show results", elem_id="batch-show", scale=0)
             self.progress = gr.Markdown(elem_id="batch-progress")
-            self.gallery = gr.Gallery(label="Results, captioned with each run's values", columns=2, height="auto",
-                                      fit_columns=False, object_fit="contain", interactive=False,
-                                      elem_id="batch-results")
+            self.gallery = gr.Gallery(
+                label="Results, captioned with each run's values",
+                columns=2,
+                height="auto",
+                fit_columns=False,
+                object_fit="contain",
+                interactive=False,
+                elem_id="batch-results",
+            )
             with gr.Row():
                 self.grid_download = gr.DownloadButton("Download grid (PNG)", visible=False, elem_id="batch-grid")
                 self.csv_download = gr.DownloadButton("Download results (CSV)", visible=False, elem_id="batch-csv-out")
-            self.results_table = gr.Dataframe(pd.DataFrame([], columns=RESULT_FIXED_HEADERS), interactive=False,
-                                              label="Results", elem_id="batch-results-table")
+            self.results_table = gr.Dataframe(
+                pd.DataFrame([], columns=RESULT_FIXED_HEADERS),
+                interactive=False,
+                label="Results",
+                elem_id="batch-results-table",
+            )
         self._wire(tab)
 
     def _wire(self, tab: gr.Tab) -> None:
@@ -356,15 +414,23 @@ class BatchView:
         count_outputs = [self.count_line, self.queue_button]
         # The count follows the load explicitly: an empty table set empty again raises no change event.
         self.load_button.click(
-            self.load, [self.source, self.library, self.studio.editor],
-            [self.loaded, self.current_values, self.load_message, self.fields, self.sweep_table], **PRIVATE).then(
-            self.count, plan_inputs, count_outputs, **PRIVATE)
-        self.fields.input(self.pick, [self.fields, self.sweep_table, self.current_values], self.sweep_table,
-                          **PRIVATE)
+            self.load,
+            [self.source, self.library, self.studio.editor],
+            [self.loaded, self.current_values, self.load_message, self.fields, self.sweep_table],
+            **PRIVATE,
+        ).then(self.count, plan_inputs, count_outputs, **PRIVATE)
+        self.fields.input(self.pick, [self.fields, self.sweep_table, self.current_values], self.sweep_table, **PRIVATE)
         for trigger in (self.sweep_table.change, self.csv_file.change):
             trigger(self.count, plan_inputs, count_outputs, **PRIVATE)
-        results = [self.message, self.batch_ref, self.progress, self.gallery, self.results_table,
-                   self.grid_download, self.csv_download]
+        results = [
+            self.message,
+            self.batch_ref,
+            self.progress,
+            self.gallery,
+            self.results_table,
+            self.grid_download,
+            self.csv_download,
+        ]
         # Following waits on the worker, not on other events: outside the default one-at-a-time slot.
         self.queue_button.click(self.queue_batch, plan_inputs, results, concurrency_limit=None, **PRIVATE)
         for trigger in (self.show_button.click, self.batch_ref.submit):

@@ -84,7 +84,7 @@ class StarterCard(BaseModel):
     model_note: str  # what model it needs ("embedded model", "needs SD3 weights", …)
 
 
-# ---------------------------------------------------------------- pure helpers (tested in tests/test_library_e2e.py)
+# ---------------------------------------------------------------- pure helpers (tested in tests/e2e/test_library_e2e.py)
 
 
 def _named(ids: list[str]) -> str:
@@ -107,17 +107,23 @@ def change_summary(before: Workflow | None, after: Workflow) -> str:
     if removed:
         parts.append(f"removed {_named(removed)}")
     common = sorted(before.nodes.keys() & after.nodes.keys())
-    params = [f"{node}.{name}" for node in common
-              for name in sorted(before.nodes[node].params.keys() | after.nodes[node].params.keys())
-              if before.nodes[node].params.get(name) != after.nodes[node].params.get(name)]
+    params = [
+        f"{node}.{name}"
+        for node in common
+        for name in sorted(before.nodes[node].params.keys() | after.nodes[node].params.keys())
+        if before.nodes[node].params.get(name) != after.nodes[node].params.get(name)
+    ]
     if params:
         parts.append(f"params {_named(params)}")
     wired = [node for node in common if before.nodes[node].inputs != after.nodes[node].inputs]
     if wired:
         parts.append(f"wiring of {_named(wired)}")
-    other = [node for node in common
-             if before.nodes[node].model_dump(exclude={"params", "inputs", "position"})
-             != after.nodes[node].model_dump(exclude={"params", "inputs", "position"})]
+    other = [
+        node
+        for node in common
+        if before.nodes[node].model_dump(exclude={"params", "inputs", "position"})
+        != after.nodes[node].model_dump(exclude={"params", "inputs", "position"})
+    ]
     if other:
         parts.append(f"type, title or bypass of {_named(other)}")
     moved = [node for node in common if before.nodes[node].position != after.nodes[node].position]
@@ -183,8 +189,9 @@ def model_note(workflow: Workflow) -> str:
     loaders = [entry.params for entry in workflow.nodes.values() if entry.type == "LoadFlowModel"]
     if not loaders:
         return "no model needed"
-    external = [params for params in loaders
-                if not str(params.get("source", default_source)).startswith(EMBEDDED_PREFIX)]
+    external = [
+        params for params in loaders if not str(params.get("source", default_source)).startswith(EMBEDDED_PREFIX)
+    ]
     if not external:
         return "embedded model"
     family = str(external[0].get("family", "auto"))
@@ -199,9 +206,14 @@ def model_note(workflow: Workflow) -> str:
 def starter_card(template: Template) -> StarterCard:
     thumbnail = THUMBNAILS / f"{template.stem}.png"
     workflow = template.workflow
-    return StarterCard(stem=template.stem, title=workflow.name, summary=first_sentence(workflow.description),
-                       description=workflow.description, thumbnail=thumbnail if thumbnail.is_file() else None,
-                       model_note=model_note(workflow))
+    return StarterCard(
+        stem=template.stem,
+        title=workflow.name,
+        summary=first_sentence(workflow.description),
+        description=workflow.description,
+        thumbnail=thumbnail if thumbnail.is_file() else None,
+        model_note=model_note(workflow),
+    )
 
 
 def _text(value: str) -> str:
@@ -217,8 +229,9 @@ def starter_gallery_html(cards: list[StarterCard]) -> str:
         if card.thumbnail is not None:
             # Page-relative like STUDIO_HEAD; the modification time makes a regenerated picture load afresh.
             source = _text(f"gradio_api/file={card.thumbnail}?v={card.thumbnail.stat().st_mtime_ns}")
-            picture = (f'<img class="fc-starter-picture" src="{source}" alt="What {_text(card.title)} makes" '
-                       'loading="lazy">')
+            picture = (
+                f'<img class="fc-starter-picture" src="{source}" alt="What {_text(card.title)} makes" loading="lazy">'
+            )
             note = f'<p class="fc-starter-model">{_text(card.model_note)}</p>'
         else:  # the tile says what model it needs, once
             picture = f'<span class="fc-starter-placeholder">{_text(card.model_note)}</span>'
@@ -234,10 +247,13 @@ def starter_gallery_html(cards: list[StarterCard]) -> str:
             f'<button type="button" class="fc-starter-open" data-action="open" id="starter-open-{stem}">Open</button>'
             f'<button type="button" class="fc-starter-add" data-action="add" id="starter-add-{stem}">'
             f"Add to my library</button>"
-            f"</div></div></article>")
-    return ('<section class="fc-starters" aria-label="Start from a template">'
-            '<h3 class="fc-starters-heading">Start from a template</h3>'
-            f'<div class="fc-starter-grid" role="list">{"".join(items)}</div></section>')
+            f"</div></div></article>"
+        )
+    return (
+        '<section class="fc-starters" aria-label="Start from a template">'
+        '<h3 class="fc-starters-heading">Start from a template</h3>'
+        f'<div class="fc-starter-grid" role="list">{"".join(items)}</div></section>'
+    )
 
 
 # Buttons hand their card's template to Python; the listener is added once per element (js_on_load may run again
@@ -310,98 +326,167 @@ class LibraryView:
             self.listed = gr.State([])  # the ids in the gallery, in its order
             self.shared_ref = gr.State(None)  # {"workflow_id", "version"} of the shared view
             with gr.Group(visible=False, elem_id="library-shared") as self.shared_box:
-                self.shared_title = gr.Textbox(label="Shared workflow (read-only)", interactive=False,
-                                               elem_id="library-shared-title")
+                self.shared_title = gr.Textbox(
+                    label="Shared workflow (read-only)", interactive=False, elem_id="library-shared-title"
+                )
                 self.shared_description = gr.Textbox(label="Description", interactive=False, lines=2)
                 self.shared_canvas = flow_editor(None, self.node_catalogue, readonly=True, elem_id="shared-canvas")
                 with gr.Row():
-                    self.copy_shared_button = gr.Button("Copy to my library", size="sm", variant="primary",
-                                                        elem_id="library-copy-shared")
+                    self.copy_shared_button = gr.Button(
+                        "Copy to my library", size="sm", variant="primary", elem_id="library-copy-shared"
+                    )
                     self.close_shared_button = gr.Button("Close", size="sm")
-            self.starters = gr.HTML(value=starter_gallery_html(self._starter_cards()), apply_default_css=False,
-                                    css_template=STARTER_CSS, js_on_load=STARTER_SCRIPT,
-                                    elem_id="library-starters")
+            self.starters = gr.HTML(
+                value=starter_gallery_html(self._starter_cards()),
+                apply_default_css=False,
+                css_template=STARTER_CSS,
+                js_on_load=STARTER_SCRIPT,
+                elem_id="library-starters",
+            )
             gr.Markdown("### My workflows")
             with gr.Row(equal_height=True):
-                self.canvas_line = gr.Textbox(label="Canvas", interactive=False, scale=3,
-                                              value="The canvas document is not saved in the library yet.")
+                self.canvas_line = gr.Textbox(
+                    label="Canvas",
+                    interactive=False,
+                    scale=3,
+                    value="The canvas document is not saved in the library yet.",
+                )
                 self.save_button = gr.Button("Save", size="sm", variant="primary", scale=0, elem_id="library-save")
-                self.save_as_name = gr.Textbox(label="Save as (name)", scale=2, placeholder="the document's name",
-                                               elem_id="library-save-as-name")
+                self.save_as_name = gr.Textbox(
+                    label="Save as (name)", scale=2, placeholder="the document's name", elem_id="library-save-as-name"
+                )
                 self.save_as_button = gr.Button("Save as", size="sm", scale=0, elem_id="library-save-as")
             with gr.Row(equal_height=True):
                 self.status = gr.Textbox(label="Status", interactive=False, scale=4, elem_id="library-status")
-                self.import_button = gr.UploadButton("Import JSON or PNG…", file_types=[".json", ".png"],
-                                                     type="filepath", size="sm", scale=0,
-                                                     elem_id="library-import-button")
+                self.import_button = gr.UploadButton(
+                    "Import JSON or PNG…",
+                    file_types=[".json", ".png"],
+                    type="filepath",
+                    size="sm",
+                    scale=0,
+                    elem_id="library-import-button",
+                )
             self.importer = gr.HTML(
-                value=None, apply_default_css=False, elem_id="library-importer", head=STUDIO_HEAD,
-                html_template=('<div class="fc-import"><span class="fc-import-status" role="status">'
-                               "Drop a workflow (.json) or a FlowCanvas PNG anywhere on the page to open it."
-                               "</span></div>"),
-                js_on_load=self._importer_bootstrap())
+                value=None,
+                apply_default_css=False,
+                elem_id="library-importer",
+                head=STUDIO_HEAD,
+                html_template=(
+                    '<div class="fc-import"><span class="fc-import-status" role="status">'
+                    "Drop a workflow (.json) or a FlowCanvas PNG anywhere on the page to open it."
+                    "</span></div>"
+                ),
+                js_on_load=self._importer_bootstrap(),
+            )
             with gr.Row():
                 with gr.Column(scale=3):
                     with gr.Row(equal_height=True):
-                        self.search = gr.Textbox(label="Search names and descriptions", elem_id="library-search",
-                                                 scale=3)
+                        self.search = gr.Textbox(
+                            label="Search names and descriptions", elem_id="library-search", scale=3
+                        )
                         self.tag = gr.Dropdown(label="Tag", choices=[], value=None, scale=2, elem_id="library-tag")
                         self.refresh_button = gr.Button("Refresh", size="sm", scale=0)
                     self.list_note = gr.Markdown(EMPTY_LIBRARY, elem_id="library-list-note")
-                    self.gallery = gr.Gallery(label="Workflows", columns=3, height=360, allow_preview=False,
-                                              fit_columns=False, object_fit="contain", format="png", visible=False,
-                                              elem_id="library-list")
+                    self.gallery = gr.Gallery(
+                        label="Workflows",
+                        columns=3,
+                        height=360,
+                        allow_preview=False,
+                        fit_columns=False,
+                        object_fit="contain",
+                        format="png",
+                        visible=False,
+                        elem_id="library-list",
+                    )
                 with gr.Column(scale=4), gr.Group(visible=False, elem_id="library-details") as self.details:
                     with gr.Row():
                         self.name = gr.Textbox(label="Name", elem_id="library-name", scale=2)
                         self.tags = gr.Textbox(label="Tags (comma-separated)", elem_id="library-tags", scale=2)
                     self.description = gr.Textbox(label="Description", lines=2, elem_id="library-description")
                     with gr.Row():
-                        self.save_meta_button = gr.Button("Save name, tags and description", size="sm",
-                                                          elem_id="library-save-meta")
-                        self.open_button = gr.Button("Open in the canvas", size="sm", variant="primary",
-                                                     elem_id="library-open")
+                        self.save_meta_button = gr.Button(
+                            "Save name, tags and description", size="sm", elem_id="library-save-meta"
+                        )
+                        self.open_button = gr.Button(
+                            "Open in the canvas", size="sm", variant="primary", elem_id="library-open"
+                        )
                         self.duplicate_button = gr.Button("Duplicate", size="sm", elem_id="library-duplicate")
                         self.delete_button = gr.Button("Delete…", size="sm", variant="stop", elem_id="library-delete")
                     with gr.Row(visible=False, elem_id="library-confirm-delete") as self.confirm_row:
                         self.confirm_text = gr.Textbox(show_label=False, interactive=False, scale=3)
-                        self.confirm_button = gr.Button("Yes, delete", size="sm", variant="stop", scale=0,
-                                                        elem_id="library-confirm")
+                        self.confirm_button = gr.Button(
+                            "Yes, delete", size="sm", variant="stop", scale=0, elem_id="library-confirm"
+                        )
                         self.cancel_delete_button = gr.Button("Keep it", size="sm", scale=0)
                     with gr.Row(equal_height=True):
                         self.download_json = gr.DownloadButton("Export JSON", size="sm", elem_id="library-export-json")
                         self.download_png = gr.DownloadButton("Export PNG", size="sm", elem_id="library-export-png")
-                        self.share_link = gr.Textbox(label="Share link (opens a read-only view)",
-                                                     interactive=False, buttons=["copy"], scale=2,
-                                                     elem_id="library-share-link")
-                    self.versions = gr.Dataframe(headers=VERSION_HEADERS, interactive=False, wrap=True,
-                                                 column_widths=VERSION_COLUMN_WIDTHS,
-                                                 label="Versions (newest first; select one)",
-                                                 elem_id="library-versions")
+                        self.share_link = gr.Textbox(
+                            label="Share link (opens a read-only view)",
+                            interactive=False,
+                            buttons=["copy"],
+                            scale=2,
+                            elem_id="library-share-link",
+                        )
+                    self.versions = gr.Dataframe(
+                        headers=VERSION_HEADERS,
+                        interactive=False,
+                        wrap=True,
+                        column_widths=VERSION_COLUMN_WIDTHS,
+                        label="Versions (newest first; select one)",
+                        elem_id="library-versions",
+                    )
                     with gr.Row(equal_height=True):
-                        self.version = gr.Number(label="Version", precision=0, minimum=1,
-                                                 elem_id="library-version")
-                        self.open_version_button = gr.Button("Open this version in the canvas", size="sm",
-                                                             elem_id="library-open-version")
-                        self.restore_button = gr.Button("Restore this version", size="sm", interactive=False,
-                                                        elem_id="library-restore")
+                        self.version = gr.Number(label="Version", precision=0, minimum=1, elem_id="library-version")
+                        self.open_version_button = gr.Button(
+                            "Open this version in the canvas", size="sm", elem_id="library-open-version"
+                        )
+                        self.restore_button = gr.Button(
+                            "Restore this version", size="sm", interactive=False, elem_id="library-restore"
+                        )
         self._wire()
 
     @staticmethod
     def _importer_bootstrap() -> str:
         url = json.dumps(f"/gradio_api/file={STATIC_DIR / 'import_drop.mjs'}")
-        return ("/* events: 'import_file' */ "
-                "import(((window.gradio_config && window.gradio_config.root) || '').replace(/\\/$/, '') + "
-                f"{url}).then((m) => m.install({{ element, trigger, upload }}));")
+        return (
+            "/* events: 'import_file' */ "
+            "import(((window.gradio_config && window.gradio_config.root) || '').replace(/\\/$/, '') + "
+            f"{url}).then((m) => m.install({{ element, trigger, upload }}));"
+        )
 
     @property
     def _outputs(self) -> list[Any]:
         """Every component a handler may update (each returns updates for some of them)."""
-        return [self.link, self.selected, self.listed, self.shared_ref, self.canvas_line, self.status,
-                self.shared_box, self.shared_title, self.shared_description, self.shared_canvas,
-                self.starters, self.list_note, self.gallery, self.tag, self.details, self.name, self.tags,
-                self.description, self.confirm_row, self.confirm_text, self.download_json, self.download_png,
-                self.share_link, self.versions, self.version, self.restore_button, *self.studio.canvas_outputs]
+        return [
+            self.link,
+            self.selected,
+            self.listed,
+            self.shared_ref,
+            self.canvas_line,
+            self.status,
+            self.shared_box,
+            self.shared_title,
+            self.shared_description,
+            self.shared_canvas,
+            self.starters,
+            self.list_note,
+            self.gallery,
+            self.tag,
+            self.details,
+            self.name,
+            self.tags,
+            self.description,
+            self.confirm_row,
+            self.confirm_text,
+            self.download_json,
+            self.download_png,
+            self.share_link,
+            self.versions,
+            self.version,
+            self.restore_button,
+            *self.studio.canvas_outputs,
+        ]
 
     def _wire(self) -> None:
         outputs = self._outputs
@@ -414,33 +499,39 @@ class LibraryView:
         self.search.submit(self.refresh, inputs=selection, outputs=outputs, **PRIVATE)
         self.tag.input(self.refresh, inputs=selection, outputs=outputs, **PRIVATE)
         self.gallery.select(self.on_pick, inputs=self.listed, outputs=outputs, **PRIVATE)
-        self.save_button.click(self.save, inputs=[self.studio.editor, self.link, *listing], outputs=outputs,
-                               **PRIVATE)
-        self.save_as_button.click(self.save_as, inputs=[self.studio.editor, self.save_as_name, *listing],
-                                  outputs=outputs, **PRIVATE)
-        self.save_meta_button.click(self.save_meta, inputs=[self.selected, self.name, self.tags, self.description,
-                                                            *listing], outputs=outputs, **PRIVATE)
+        self.save_button.click(self.save, inputs=[self.studio.editor, self.link, *listing], outputs=outputs, **PRIVATE)
+        self.save_as_button.click(
+            self.save_as, inputs=[self.studio.editor, self.save_as_name, *listing], outputs=outputs, **PRIVATE
+        )
+        self.save_meta_button.click(
+            self.save_meta,
+            inputs=[self.selected, self.name, self.tags, self.description, *listing],
+            outputs=outputs,
+            **PRIVATE,
+        )
         self.open_button.click(self.open_current, inputs=self.selected, outputs=outputs, **PRIVATE)
         self.duplicate_button.click(self.duplicate, inputs=selection, outputs=outputs, **PRIVATE)
         self.delete_button.click(self.ask_delete, inputs=self.selected, outputs=outputs, **PRIVATE)
-        self.cancel_delete_button.click(lambda: {self.confirm_row: gr.update(visible=False)}, outputs=outputs,
-                                        **PRIVATE)
-        self.confirm_button.click(self.delete, inputs=[self.selected, self.link, *listing], outputs=outputs,
-                                  **PRIVATE)
+        self.cancel_delete_button.click(
+            lambda: {self.confirm_row: gr.update(visible=False)}, outputs=outputs, **PRIVATE
+        )
+        self.confirm_button.click(self.delete, inputs=[self.selected, self.link, *listing], outputs=outputs, **PRIVATE)
         self.versions.select(self.on_pick_version, outputs=outputs, **PRIVATE)
         self.version.change(self.restorable, inputs=[self.selected, self.version], outputs=outputs, **PRIVATE)
-        self.open_version_button.click(self.open_version, inputs=[self.selected, self.version], outputs=outputs,
-                                       **PRIVATE)
-        self.restore_button.click(self.restore, inputs=[self.selected, self.version, *listing], outputs=outputs,
-                                  **PRIVATE)
+        self.open_version_button.click(
+            self.open_version, inputs=[self.selected, self.version], outputs=outputs, **PRIVATE
+        )
+        self.restore_button.click(
+            self.restore, inputs=[self.selected, self.version, *listing], outputs=outputs, **PRIVATE
+        )
         self.starters.open_template(self.open_template, outputs=outputs, **PRIVATE)
         self.starters.add_template(self.add_template, inputs=listing, outputs=outputs, **PRIVATE)
         self.importer.import_file(self.import_dropped, outputs=outputs, **PRIVATE)
         self.import_button.upload(self.import_picked, inputs=self.import_button, outputs=outputs, **PRIVATE)
-        self.copy_shared_button.click(self.copy_shared, inputs=[self.shared_ref, *listing], outputs=outputs,
-                                      **PRIVATE)
-        self.close_shared_button.click(lambda: {self.shared_box: gr.update(visible=False), self.shared_ref: None},
-                                       outputs=outputs, **PRIVATE)
+        self.copy_shared_button.click(self.copy_shared, inputs=[self.shared_ref, *listing], outputs=outputs, **PRIVATE)
+        self.close_shared_button.click(
+            lambda: {self.shared_box: gr.update(visible=False), self.shared_ref: None}, outputs=outputs, **PRIVATE
+        )
 
     # ---------------------------------------------------------------- listing and details
 
@@ -452,14 +543,19 @@ class LibraryView:
         for record in records:
             image = images.get(record.id)
             picture = self.storage.artifacts.absolute(image.path) if image is not None else placeholder
-            caption = f"{record.name} · v{record.current_version}" + (f" · {', '.join(record.tags)}" if record.tags else "")
+            caption = f"{record.name} · v{record.current_version}" + (
+                f" · {', '.join(record.tags)}" if record.tags else ""
+            )
             items.append((str(picture), caption))
         every = self.storage.list_workflows()
         all_tags = sorted({t for r in every for t in r.tags}, key=str.casefold)
         note = "" if records else (EMPTY_LIBRARY if not every else "No saved workflow matches this search or tag.")
-        return {self.gallery: gr.update(value=items, selected_index=None, visible=bool(items)),
-                self.list_note: gr.update(value=note, visible=bool(note)), self.listed: [r.id for r in records],
-                self.tag: gr.update(choices=[("any tag", "")] + [(t, t) for t in all_tags], value=tag or "")}
+        return {
+            self.gallery: gr.update(value=items, selected_index=None, visible=bool(items)),
+            self.list_note: gr.update(value=note, visible=bool(note)),
+            self.listed: [r.id for r in records],
+            self.tag: gr.update(choices=[("any tag", "")] + [(t, t) for t in all_tags], value=tag or ""),
+        }
 
     def _details(self, workflow_id: str | None, request: gr.Request | None = None) -> dict[Any, Any]:
         if workflow_id is None:
@@ -471,8 +567,11 @@ class LibraryView:
         for index, version in enumerate(versions):
             after = parsed[index]
             before = parsed[index - 1] if index > 0 else None
-            changes = ("(not readable as a workflow)" if after is None or (index > 0 and before is None)
-                       else change_summary(before, after))
+            changes = (
+                "(not readable as a workflow)"
+                if after is None or (index > 0 and before is None)
+                else change_summary(before, after)
+            )
             rows.append([version.version, _when(version.created_at), version.message, changes])
         current = versions[-1]
         json_path, png_path = self._exports(record, current.document)
@@ -566,8 +665,9 @@ class LibraryView:
         except NotFound:
             return {self.status: "That workflow is no longer in the library (deleted elsewhere): Refresh."}
 
-    def save(self, document: Any, link: dict[str, Any] | None, search: str, tag: str | None,
-             request: gr.Request) -> dict[Any, Any]:
+    def save(
+        self, document: Any, link: dict[str, Any] | None, search: str, tag: str | None, request: gr.Request
+    ) -> dict[Any, Any]:
         workflow = self._canvas_workflow(document)
         if isinstance(workflow, dict):
             return workflow
@@ -575,19 +675,29 @@ class LibraryView:
         if linked is None:
             return self._create(workflow, workflow.name, search, tag, request, message="saved from the canvas")
         try:
-            record = self.storage.save_workflow_version(linked.workflow_id, canonical_json(workflow),
-                                                        message="saved from the canvas",
-                                                        expected_version=linked.version)
+            record = self.storage.save_workflow_version(
+                linked.workflow_id,
+                canonical_json(workflow),
+                message="saved from the canvas",
+                expected_version=linked.version,
+            )
         except VersionConflict as conflict:
-            return {self.status: f"Not saved: this workflow was saved elsewhere since you opened it (it is now at "
-                                 f"version {conflict.current_version}). Use Save as to keep yours as a new "
-                                 "workflow, or open the latest."}
+            return {
+                self.status: f"Not saved: this workflow was saved elsewhere since you opened it (it is now at "
+                f"version {conflict.current_version}). Use Save as to keep yours as a new "
+                "workflow, or open the latest."
+            }
         except NotFound:
-            return {self.status: "Not saved: the workflow was deleted meanwhile. Use Save as to keep it.",
-                    **self._linked(None)}
-        return {**self._listing(search, tag), **self._details(record.id, request),
-                **self._linked(CanvasLink(workflow_id=record.id, version=record.current_version)),
-                self.status: f"Saved {record.name!r} as version {record.current_version}."}
+            return {
+                self.status: "Not saved: the workflow was deleted meanwhile. Use Save as to keep it.",
+                **self._linked(None),
+            }
+        return {
+            **self._listing(search, tag),
+            **self._details(record.id, request),
+            **self._linked(CanvasLink(workflow_id=record.id, version=record.current_version)),
+            self.status: f"Saved {record.name!r} as version {record.current_version}.",
+        }
 
     def save_as(self, document: Any, name: str, search: str, tag: str | None, request: gr.Request) -> dict[Any, Any]:
         workflow = self._canvas_workflow(document)
@@ -600,27 +710,46 @@ class LibraryView:
         try:
             return parse_workflow(document)
         except WorkflowInvalid as invalid:
-            return {self.status: "Not saved: the canvas document is not a valid workflow file: "
-                                 + "; ".join(str(issue) for issue in invalid.issues)}
+            return {
+                self.status: "Not saved: the canvas document is not a valid workflow file: "
+                + "; ".join(str(issue) for issue in invalid.issues)
+            }
 
-    def _create(self, workflow: Workflow, name: str, search: str, tag: str | None, request: gr.Request | None,
-                *, message: str) -> dict[Any, Any]:
-        record = self.storage.create_workflow(name, canonical_json(workflow), description=workflow.description,
-                                              tags=workflow.tags, message=message)
-        return {**self._listing(search, tag), **self._details(record.id, request),
-                **self._linked(CanvasLink(workflow_id=record.id, version=record.current_version)),
-                self.status: f"Saved as a new workflow {record.name!r} (version 1)."}
+    def _create(
+        self, workflow: Workflow, name: str, search: str, tag: str | None, request: gr.Request | None, *, message: str
+    ) -> dict[Any, Any]:
+        record = self.storage.create_workflow(
+            name, canonical_json(workflow), description=workflow.description, tags=workflow.tags, message=message
+        )
+        return {
+            **self._listing(search, tag),
+            **self._details(record.id, request),
+            **self._linked(CanvasLink(workflow_id=record.id, version=record.current_version)),
+            self.status: f"Saved as a new workflow {record.name!r} (version 1).",
+        }
 
-    def save_meta(self, selected: str | None, name: str, tags: str, description: str, search: str, tag: str | None,
-                  request: gr.Request) -> dict[Any, Any]:
+    def save_meta(
+        self,
+        selected: str | None,
+        name: str,
+        tags: str,
+        description: str,
+        search: str,
+        tag: str | None,
+        request: gr.Request,
+    ) -> dict[Any, Any]:
         if selected is None:
             return {}
         if not name.strip():
             return {self.status: "Not renamed: a workflow needs a name."}
-        record = self.storage.update_workflow_meta(selected, name=name.strip(), tags=_tags(tags),
-                                                   description=description)
-        return {**self._listing(search, tag), **self._details(record.id, request),
-                self.status: f"Saved the name, tags and description of {record.name!r}."}
+        record = self.storage.update_workflow_meta(
+            selected, name=name.strip(), tags=_tags(tags), description=description
+        )
+        return {
+            **self._listing(search, tag),
+            **self._details(record.id, request),
+            self.status: f"Saved the name, tags and description of {record.name!r}.",
+        }
 
     def open_current(self, selected: str | None) -> dict[Any, Any]:
         return self.open_version(selected, None)
@@ -643,17 +772,22 @@ class LibraryView:
             return {}
         source = self.storage.get_workflow(selected)
         copy = self.storage.duplicate_workflow(selected, f"{source.name} (copy)")
-        return {**self._listing(search, tag), **self._details(copy.id, request),
-                self.status: f"Duplicated {source.name!r} as {copy.name!r}."}
+        return {
+            **self._listing(search, tag),
+            **self._details(copy.id, request),
+            self.status: f"Duplicated {source.name!r} as {copy.name!r}.",
+        }
 
     def ask_delete(self, selected: str | None) -> dict[Any, Any]:
         if selected is None:
             return {}
         record = self.storage.get_workflow(selected)
         runs = self.storage.count_runs(selected)
-        return {self.confirm_row: gr.update(visible=True),
-                self.confirm_text: f"Delete {record.name!r} and its {record.current_version} version(s)? "
-                                   f"Its {runs} run(s) keep their records and images."}
+        return {
+            self.confirm_row: gr.update(visible=True),
+            self.confirm_text: f"Delete {record.name!r} and its {record.current_version} version(s)? "
+            f"Its {runs} run(s) keep their records and images.",
+        }
 
     def delete(self, selected: str | None, link: dict[str, Any] | None, search: str, tag: str | None) -> dict[Any, Any]:
         if selected is None:
@@ -663,8 +797,12 @@ class LibraryView:
             self.storage.delete_workflow(selected)
         except NotFound:
             return {self.status: "Already deleted.", **self._details(None)}
-        updates = {**self._listing(search, tag), **self._details(None), self.confirm_row: gr.update(visible=False),
-                   self.status: f"Deleted {record.name!r}; its runs keep their records."}
+        updates = {
+            **self._listing(search, tag),
+            **self._details(None),
+            self.confirm_row: gr.update(visible=False),
+            self.status: f"Deleted {record.name!r}; its runs keep their records.",
+        }
         if link and link.get("workflow_id") == selected:
             updates.update(self._linked(None))
         return updates
@@ -679,11 +817,15 @@ class LibraryView:
             current = self.storage.get_workflow(selected).current_version if selected else None
         except NotFound:
             current = None
-        return {self.restore_button: gr.update(interactive=current is not None and bool(version)
-                                               and int(version) != current)}
+        return {
+            self.restore_button: gr.update(
+                interactive=current is not None and bool(version) and int(version) != current
+            )
+        }
 
-    def restore(self, selected: str | None, version: float | None, search: str, tag: str | None,
-                request: gr.Request) -> dict[Any, Any]:
+    def restore(
+        self, selected: str | None, version: float | None, search: str, tag: str | None, request: gr.Request
+    ) -> dict[Any, Any]:
         if selected is None or not version:
             return {self.status: "Pick a version to restore first."}
         try:
@@ -692,9 +834,12 @@ class LibraryView:
             record = self.storage.restore_version(selected, int(version))
         except NotFound as missing:
             return {self.status: f"Not restored: {missing}"}
-        return {**self._listing(search, tag), **self._details(record.id, request),
-                self.status: f"Restored version {int(version)} of {record.name!r} as version "
-                             f"{record.current_version}; open it to edit."}
+        return {
+            **self._listing(search, tag),
+            **self._details(record.id, request),
+            self.status: f"Restored version {int(version)} of {record.name!r} as version "
+            f"{record.current_version}; open it to edit.",
+        }
 
     @staticmethod
     def _chosen_template(evt: gr.EventData) -> Template | None:
@@ -717,8 +862,13 @@ class LibraryView:
         if template is None:
             return {self.status: "That template is no longer in pipelines/templates: reload the page."}
         workflow = template.workflow
-        record = self.storage.create_workflow(workflow.name, canonical_json(workflow), description=workflow.description,
-                                              tags=workflow.tags, message=f"from template {template.path.name}")
+        record = self.storage.create_workflow(
+            workflow.name,
+            canonical_json(workflow),
+            description=workflow.description,
+            tags=workflow.tags,
+            message=f"from template {template.path.name}",
+        )
         message = f"Added the template {workflow.name!r} to the library."
         _toast(gr.Info, message)
         return {**self._listing(search, tag), **self._details(record.id, request), self.status: message}
@@ -764,23 +914,34 @@ class LibraryView:
             record = self.storage.get_workflow(workflow_id)
             chosen = self.storage.get_workflow_version(record.id, version)
         except ValueError:
-            return {**shown, self.shared_title: f"The share link's version {version_text!r} is not a number.",
-                    self.shared_ref: None}
+            return {
+                **shown,
+                self.shared_title: f"The share link's version {version_text!r} is not a number.",
+                self.shared_ref: None,
+            }
         except (NotFound, StorageError) as missing:
-            return {**shown, self.shared_title: f"This share link's workflow is not in this library: {missing}",
-                    self.shared_description: "", self.shared_canvas: self._shared_canvas(None), self.shared_ref: None}
-        return {**shown,
-                self.shared_title: f"{record.name} · version {chosen.version} of {record.current_version}",
-                self.shared_description: record.description,
-                self.shared_canvas: self._shared_canvas(json.loads(chosen.document)),
-                self.shared_ref: {"workflow_id": record.id, "version": chosen.version}}
+            return {
+                **shown,
+                self.shared_title: f"This share link's workflow is not in this library: {missing}",
+                self.shared_description: "",
+                self.shared_canvas: self._shared_canvas(None),
+                self.shared_ref: None,
+            }
+        return {
+            **shown,
+            self.shared_title: f"{record.name} · version {chosen.version} of {record.current_version}",
+            self.shared_description: record.description,
+            self.shared_canvas: self._shared_canvas(json.loads(chosen.document)),
+            self.shared_ref: {"workflow_id": record.id, "version": chosen.version},
+        }
 
     def _shared_canvas(self, document: dict[str, Any] | None) -> Any:
         # The catalogue again: an update that reaches a gr.HTML before it mounts (page load) replaces its props.
         return gr.update(value=document, catalogue=self.node_catalogue)
 
-    def copy_shared(self, shared: dict[str, Any] | None, search: str, tag: str | None,
-                    request: gr.Request) -> dict[Any, Any]:
+    def copy_shared(
+        self, shared: dict[str, Any] | None, search: str, tag: str | None, request: gr.Request
+    ) -> dict[Any, Any]:
         if not shared:
             return {}
         try:
@@ -788,12 +949,20 @@ class LibraryView:
             chosen = self.storage.get_workflow_version(source.id, int(shared["version"]))
         except (NotFound, KeyError, ValueError) as missing:
             return {self.status: f"Not copied: {missing}"}
-        copy = self.storage.create_workflow(f"{source.name} (copy)", chosen.document, description=source.description,
-                                            tags=source.tags,
-                                            message=f"copied from shared {source.id} version {chosen.version}")
-        return {**self._listing(search, tag), **self._details(copy.id, request),
-                self.shared_box: gr.update(visible=False), self.shared_ref: None,
-                self.status: f"Copied {source.name!r} (version {chosen.version}) to your library as {copy.name!r}."}
+        copy = self.storage.create_workflow(
+            f"{source.name} (copy)",
+            chosen.document,
+            description=source.description,
+            tags=source.tags,
+            message=f"copied from shared {source.id} version {chosen.version}",
+        )
+        return {
+            **self._listing(search, tag),
+            **self._details(copy.id, request),
+            self.shared_box: gr.update(visible=False),
+            self.shared_ref: None,
+            self.status: f"Copied {source.name!r} (version {chosen.version}) to your library as {copy.name!r}.",
+        }
 
 
 def build(studio: Studio) -> None:

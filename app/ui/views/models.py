@@ -34,8 +34,11 @@ class SourceInfo(BaseModel):
 
 def offered_sources() -> list[str]:
     """The embedded models, then the configured sources, each once."""
-    embedded = sorted(f"{EMBEDDED_PREFIX}{folder.name}" for folder in loader.REPO_MODELS.glob("*")
-                      if (folder / "model_index.json").is_file())
+    embedded = sorted(
+        f"{EMBEDDED_PREFIX}{folder.name}"
+        for folder in loader.REPO_MODELS.glob("*")
+        if (folder / "model_index.json").is_file()
+    )
     return list(dict.fromkeys([*embedded, *sorted(configured_model_sources())]))
 
 
@@ -67,15 +70,19 @@ class ModelsView:
 
     def build(self) -> None:
         with gr.Tab("Models", id=MODELS_TAB) as tab:
-            gr.Markdown("Model sources this server offers: the embedded models and those configured in "
-                        "`FLOWCANVAS_MODEL_SOURCES`. Computing hashes reads every weight file once.")
-            self.sources = gr.Dataframe(headers=SOURCE_HEADERS, interactive=False, wrap=True, label="Sources",
-                                        elem_id="models-sources")
+            gr.Markdown(
+                "Model sources this server offers: the embedded models and those configured in "
+                "`FLOWCANVAS_MODEL_SOURCES`. Computing hashes reads every weight file once."
+            )
+            self.sources = gr.Dataframe(
+                headers=SOURCE_HEADERS, interactive=False, wrap=True, label="Sources", elem_id="models-sources"
+            )
             with gr.Row():
                 refresh_sources = gr.Button("Refresh sources")
                 compute_hashes = gr.Button("Compute hashes", elem_id="models-hash")
-            self.loaded = gr.Dataframe(headers=LOADED_HEADERS, interactive=False, wrap=True, label="Loaded now",
-                                       elem_id="models-loaded")
+            self.loaded = gr.Dataframe(
+                headers=LOADED_HEADERS, interactive=False, wrap=True, label="Loaded now", elem_id="models-loaded"
+            )
             with gr.Row(equal_height=True):
                 self.choice = gr.Dropdown(label="Model", choices=[], value=None, elem_id="models-choice", scale=3)
                 free_one = gr.Button("Free", elem_id="models-free", scale=0)
@@ -104,9 +111,16 @@ class ModelsView:
     def _loaded(self) -> dict[Any, Any]:
         rows = self.pool.loaded_models()
         sources = list(dict.fromkeys(row.source for row in rows))
-        return {self.loaded: _table(LOADED_HEADERS, [[row.source, row.family, row.dtype, row.device,
-                                                       _memory(row.nbytes), ", ".join(row.held_by)] for row in rows]),
-                self.choice: gr.update(choices=sources, value=sources[0] if sources else None)}
+        return {
+            self.loaded: _table(
+                LOADED_HEADERS,
+                [
+                    [row.source, row.family, row.dtype, row.device, _memory(row.nbytes), ", ".join(row.held_by)]
+                    for row in rows
+                ],
+            ),
+            self.choice: gr.update(choices=sources, value=sources[0] if sources else None),
+        }
 
     def _free_one(self, source: str | None) -> dict[Any, Any]:
         if not source:

@@ -49,9 +49,16 @@ def duration_seconds(record: RunRecord) -> float | None:
 def history_row(record: RunRecord) -> list[Any]:
     """One row of the history table; see HISTORY_HEADERS."""
     seconds = duration_seconds(record)
-    return [record.id, str(record.status), workflow_name(record),
-            "" if record.workflow_version is None else record.workflow_version, moment(record.started_at),
-            "" if seconds is None else f"{seconds:.2f}", record.device, record.batch_id or ""]
+    return [
+        record.id,
+        str(record.status),
+        workflow_name(record),
+        "" if record.workflow_version is None else record.workflow_version,
+        moment(record.started_at),
+        "" if seconds is None else f"{seconds:.2f}",
+        record.device,
+        record.batch_id or "",
+    ]
 
 
 HISTORY_HEADERS = ["run", "status", "workflow", "version", "started", "seconds", "device", "batch"]
@@ -62,8 +69,9 @@ def error_text(record: RunRecord) -> str:
     if not record.error:
         return ""
     error = record.error
-    where = " ".join(part for part in (error.get("node"), f"({error['node_type']})" if error.get("node_type") else None)
-                     if part)
+    where = " ".join(
+        part for part in (error.get("node"), f"({error['node_type']})" if error.get("node_type") else None) if part
+    )
     message = str(error.get("message", "failed"))
     return f"{where}: {message}" if where else message
 
@@ -84,9 +92,17 @@ def result_rows(records: Sequence[RunRecord], outputs: Sequence[Sequence[str]]) 
     rows = []
     for index, (record, files) in enumerate(zip(records, outputs, strict=True)):
         seconds = duration_seconds(record)
-        rows.append([index + 1, record.id, str(record.status), "" if seconds is None else f"{seconds:.2f}",
-                     *(record.overrides.get(name, "") for name in fields), error_text(record),
-                     "\n".join(files)])
+        rows.append(
+            [
+                index + 1,
+                record.id,
+                str(record.status),
+                "" if seconds is None else f"{seconds:.2f}",
+                *(record.overrides.get(name, "") for name in fields),
+                error_text(record),
+                "\n".join(files),
+            ]
+        )
     return headers, rows
 
 

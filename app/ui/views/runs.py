@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from app.ui.studio import Studio
 from app.ui.views.run_records import (
     HISTORY_HEADERS,
     duration_seconds,
@@ -26,10 +27,9 @@ from app.ui.views.run_records import (
     plain_markdown,
     workflow_name,
 )
-from app.ui.studio import Studio
-from pipelines.overrides import substitute_overrides
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import RunRequest
+from pipelines.overrides import substitute_overrides
 from pipelines.workflow import canonical_json, load_workflow
 from storage import Ambiguous, NotFound, RunRecord, RunStatus
 
@@ -50,8 +50,10 @@ def _table(rows: list[list[Any]], headers: list[str]) -> pd.DataFrame:
 
 
 def _pairs(values: dict[str, Any]) -> pd.DataFrame:
-    return _table([[name, json.dumps(value) if not isinstance(value, str) else value]
-                   for name, value in values.items()], PAIR_HEADERS)
+    return _table(
+        [[name, json.dumps(value) if not isinstance(value, str) else value] for name, value in values.items()],
+        PAIR_HEADERS,
+    )
 
 
 class RunsView:
@@ -76,8 +78,16 @@ class RunsView:
             except NotFound:
                 continue
             place = "running" if entry.running else str(entry.position + 1)
-            rows.append([place, record.id, "running" if entry.running else "queued", workflow_name(record),
-                         entry.device, moment(record.created_at)])
+            rows.append(
+                [
+                    place,
+                    record.id,
+                    "running" if entry.running else "queued",
+                    workflow_name(record),
+                    entry.device,
+                    moment(record.created_at),
+                ]
+            )
         return rows
 
     def queue_state(self) -> str:
@@ -102,10 +112,16 @@ class RunsView:
         artifacts = self.storage.list_artifacts(record.id)
         seconds = duration_seconds(record)
         summary = {
-            "run": record.id, "status": str(record.status), "workflow": workflow_name(record),
-            "library workflow": record.workflow_id or "", "version": record.workflow_version or "",
-            "device": record.device, "created": moment(record.created_at), "started": moment(record.started_at),
-            "finished": moment(record.finished_at), "seconds": "" if seconds is None else f"{seconds:.3f}",
+            "run": record.id,
+            "status": str(record.status),
+            "workflow": workflow_name(record),
+            "library workflow": record.workflow_id or "",
+            "version": record.workflow_version or "",
+            "device": record.device,
+            "created": moment(record.created_at),
+            "started": moment(record.started_at),
+            "finished": moment(record.finished_at),
+            "seconds": "" if seconds is None else f"{seconds:.3f}",
             "batch": f"{record.batch_id} #{(record.batch_index or 0) + 1}" if record.batch_id else "",
             "run up to": record.target_node or "",
         }
@@ -131,14 +147,23 @@ class RunsView:
 
     def _page_cleared(self, message: str) -> dict[Any, Any]:
         return {
-            self.shown_run: "", self.shown_status: "", self.summary: _pairs({}), self.outputs: [],
-            self.timings: _table([], ["node", "seconds"]), self.values: _pairs({}), self.seeds: _pairs({}),
-            self.environment: {}, self.error: gr.update(value="", visible=False), self.page_message: message,
-            self.rerun_button: gr.update(interactive=False), self.canvas_button: gr.update(interactive=False),
+            self.shown_run: "",
+            self.shown_status: "",
+            self.summary: _pairs({}),
+            self.outputs: [],
+            self.timings: _table([], ["node", "seconds"]),
+            self.values: _pairs({}),
+            self.seeds: _pairs({}),
+            self.environment: {},
+            self.error: gr.update(value="", visible=False),
+            self.page_message: message,
+            self.rerun_button: gr.update(interactive=False),
+            self.canvas_button: gr.update(interactive=False),
         }
 
-    def refresh(self, status: str, shown_run: str, shown_status: str, shown_history: list, shown_queue: list
-                ) -> dict[Any, Any]:
+    def refresh(
+        self, status: str, shown_run: str, shown_status: str, shown_history: list, shown_queue: list
+    ) -> dict[Any, Any]:
         """What changed since the last refresh: the history, the queue, and the open run if its status moved."""
         updates: dict[Any, Any] = {}
         history = self.history(status)
@@ -168,16 +193,25 @@ class RunsView:
         """Queue the run again: the same workflow snapshot, values, target and device, so the same seeds."""
         try:
             record = self.record(run_id)
-            handle = self.pool.submit(RunRequest(
-                workflow=load_workflow(record.workflow), overrides=record.overrides, target=record.target_node,
-                device=record.device, workflow_id=record.workflow_id, workflow_version=record.workflow_version,
-                file_roots=self.studio.readable_roots))
+            handle = self.pool.submit(
+                RunRequest(
+                    workflow=load_workflow(record.workflow),
+                    overrides=record.overrides,
+                    target=record.target_node,
+                    device=record.device,
+                    workflow_id=record.workflow_id,
+                    workflow_version=record.workflow_version,
+                    file_roots=self.studio.readable_roots,
+                )
+            )
         except (NotFound, Ambiguous, ValueError) as error:  # ValueError: the device is not available here
             return {self.page_message: plain_markdown(f"cannot re-run: {error}"), self.rerun_of: ""}
         except WorkflowInvalid as invalid:
             problems = "; ".join(str(issue) for issue in invalid.issues)
-            return {self.page_message: plain_markdown(f"cannot re-run: the workflow no longer validates: {problems}"),
-                    self.rerun_of: ""}
+            return {
+                self.page_message: plain_markdown(f"cannot re-run: the workflow no longer validates: {problems}"),
+                self.rerun_of: "",
+            }
         updates = self.page(handle.run_id)
         updates[self.run_ref] = handle.run_id
         updates[self.page_message] = rerun_message(handle.run_id, record.id, "queued")
@@ -210,8 +244,9 @@ class RunsView:
         """The run's workflow, with its values written into the params, on the canvas (timer off: tab left)."""
         record = self.record(run_id)
         try:
-            document = json.loads(canonical_json(substitute_overrides(load_workflow(record.workflow),
-                                                                      record.overrides)))
+            document = json.loads(
+                canonical_json(substitute_overrides(load_workflow(record.workflow), record.overrides))
+            )
         except (WorkflowInvalid, KeyError):  # node types changed since: open the snapshot as it was stored
             document = json.loads(record.workflow)
         return (*self.studio.open_in_canvas(document), gr.Timer(active=False))
@@ -269,11 +304,20 @@ class RunsView:
                 self.queue_message = gr.Markdown(elem_id="runs-queue-state")
                 self.pause_button = gr.Button("Pause queue", size="sm", elem_id="runs-pause")
                 self.resume_button = gr.Button("Resume queue", size="sm", elem_id="runs-resume")
-            self.queue_table = gr.Dataframe(_table([], QUEUE_HEADERS), interactive=False, elem_id="runs-queue",
-                                            max_height=240, label="Running and waiting runs (select one)")
+            self.queue_table = gr.Dataframe(
+                _table([], QUEUE_HEADERS),
+                interactive=False,
+                elem_id="runs-queue",
+                max_height=240,
+                label="Running and waiting runs (select one)",
+            )
             with gr.Row():
-                self.queue_selected = gr.Textbox(label="Selected run", placeholder="select a row of the queue",
-                                                 elem_id="runs-queue-selected", scale=2)
+                self.queue_selected = gr.Textbox(
+                    label="Selected run",
+                    placeholder="select a row of the queue",
+                    elem_id="runs-queue-selected",
+                    scale=2,
+                )
                 self.cancel_button = gr.Button("Cancel", variant="stop", elem_id="runs-cancel")
                 self.front_button = gr.Button("To front", elem_id="runs-front")
                 self.up_button = gr.Button("Up", elem_id="runs-up")
@@ -282,43 +326,77 @@ class RunsView:
 
             gr.Markdown("### History")
             with gr.Row():
-                self.status_filter = gr.Dropdown([ALL_STATUSES, *(s.value for s in RunStatus)], value=ALL_STATUSES,
-                                                 label="Status", scale=1)
+                self.status_filter = gr.Dropdown(
+                    [ALL_STATUSES, *(s.value for s in RunStatus)], value=ALL_STATUSES, label="Status", scale=1
+                )
                 self.refresh_button = gr.Button("Refresh", scale=0, elem_id="runs-refresh")
-            self.history_table = gr.Dataframe(_table([], HISTORY_HEADERS), interactive=False, elem_id="runs-history",
-                                              max_height=360, label="Runs, newest first (select one to open it)")
+            self.history_table = gr.Dataframe(
+                _table([], HISTORY_HEADERS),
+                interactive=False,
+                elem_id="runs-history",
+                max_height=360,
+                label="Runs, newest first (select one to open it)",
+            )
 
             gr.Markdown("### Run")
             with gr.Row():
-                self.run_ref = gr.Textbox(label="Run id", placeholder="an id or id prefix", elem_id="runs-ref",
-                                          scale=2)
+                self.run_ref = gr.Textbox(label="Run id", placeholder="an id or id prefix", elem_id="runs-ref", scale=2)
                 self.open_button = gr.Button("Show", elem_id="runs-show", scale=0)
-                self.rerun_button = gr.Button("Re-run (same seeds)", interactive=False, elem_id="runs-rerun",
-                                              scale=0)
-                self.canvas_button = gr.Button("Open in canvas", interactive=False, elem_id="runs-open-canvas",
-                                               scale=0)
+                self.rerun_button = gr.Button("Re-run (same seeds)", interactive=False, elem_id="runs-rerun", scale=0)
+                self.canvas_button = gr.Button("Open in canvas", interactive=False, elem_id="runs-open-canvas", scale=0)
             self.page_message = gr.Markdown(elem_id="runs-page-message")
             self.error = gr.Textbox(label="Error", interactive=False, visible=False, elem_id="runs-error")
             with gr.Row():
                 self.summary = gr.Dataframe(_pairs({}), interactive=False, label="Run", elem_id="runs-summary")
                 # Fixed columns, contained: one 64-px output must not be stretched into a cropped strip.
-                self.outputs = gr.Gallery(label="Outputs", columns=3, height=300, fit_columns=False,
-                                          object_fit="contain", elem_id="runs-outputs", interactive=False)
+                self.outputs = gr.Gallery(
+                    label="Outputs",
+                    columns=3,
+                    height=300,
+                    fit_columns=False,
+                    object_fit="contain",
+                    elem_id="runs-outputs",
+                    interactive=False,
+                )
             with gr.Row():
-                self.timings = gr.Dataframe(_table([], ["node", "seconds"]), interactive=False,
-                                            label="Per-node timings (executed nodes; cached ones are absent)",
-                                            elem_id="runs-timings")
-                self.values = gr.Dataframe(_pairs({}), interactive=False, label="Substituted values",
-                                           elem_id="runs-values")
+                self.timings = gr.Dataframe(
+                    _table([], ["node", "seconds"]),
+                    interactive=False,
+                    label="Per-node timings (executed nodes; cached ones are absent)",
+                    elem_id="runs-timings",
+                )
+                self.values = gr.Dataframe(
+                    _pairs({}), interactive=False, label="Substituted values", elem_id="runs-values"
+                )
                 self.seeds = gr.Dataframe(_pairs({}), interactive=False, label="Seeds", elem_id="runs-seeds")
             self.environment = gr.JSON(label="Environment and model hashes", elem_id="runs-environment")
         self._wire(tab)
 
     def _wire(self, tab: gr.Tab) -> None:
-        page = [self.shown_run, self.shown_status, self.summary, self.outputs, self.timings, self.values, self.seeds,
-                self.environment, self.error, self.page_message, self.rerun_button, self.canvas_button]
-        refreshed = [self.history_table, self.shown_history, self.queue_table, self.shown_queue, self.queue_message,
-                     self.pause_button, self.resume_button, *page]
+        page = [
+            self.shown_run,
+            self.shown_status,
+            self.summary,
+            self.outputs,
+            self.timings,
+            self.values,
+            self.seeds,
+            self.environment,
+            self.error,
+            self.page_message,
+            self.rerun_button,
+            self.canvas_button,
+        ]
+        refreshed = [
+            self.history_table,
+            self.shown_history,
+            self.queue_table,
+            self.shown_queue,
+            self.queue_message,
+            self.pause_button,
+            self.resume_button,
+            *page,
+        ]
         refresh_inputs = [self.status_filter, self.shown_run, self.shown_status, self.shown_history, self.shown_queue]
         quiet = {"show_progress": "hidden", **PRIVATE}
 
@@ -331,25 +409,34 @@ class RunsView:
 
         # Following waits on the worker: outside the default one-at-a-time slot.
         rerun = self.rerun_button.click(self.rerun, self.shown_run, [*page, self.run_ref, self.rerun_of], **quiet)
-        follow = rerun.then(self.follow_rerun, [self.run_ref, self.rerun_of], self.page_message,
-                            concurrency_limit=None, **quiet)
+        follow = rerun.then(
+            self.follow_rerun, [self.run_ref, self.rerun_of], self.page_message, concurrency_limit=None, **quiet
+        )
         # Another run shown: its page must not get the re-run's message.
         self.history_table.select(_selected_row_cell(0), None, self.run_ref, cancels=[follow], **quiet).then(
-            self.show, self.run_ref, page, **quiet)
+            self.show, self.run_ref, page, **quiet
+        )
         for trigger in (self.open_button.click, self.run_ref.submit):
             trigger(self.show, self.run_ref, page, cancels=[follow], **quiet)
-        self.canvas_button.click(self.open_in_canvas, self.shown_run, [*self.studio.canvas_outputs, self.timer],
-                                 **quiet)
+        self.canvas_button.click(
+            self.open_in_canvas, self.shown_run, [*self.studio.canvas_outputs, self.timer], **quiet
+        )
 
         self.queue_table.select(_selected_row_cell(1), None, self.queue_selected, **quiet)
         # Each action changes the queue: show it now rather than at the next tick.
-        for button, action in ((self.cancel_button, self.cancel_selected), (self.front_button, self.move_to_front),
-                               (self.up_button, self.move_up), (self.down_button, self.move_down)):
+        for button, action in (
+            (self.cancel_button, self.cancel_selected),
+            (self.front_button, self.move_to_front),
+            (self.up_button, self.move_up),
+            (self.down_button, self.move_down),
+        ):
             button.click(action, self.queue_selected, self.action_message, **quiet).then(
-                self.refresh, refresh_inputs, refreshed, **quiet)
+                self.refresh, refresh_inputs, refreshed, **quiet
+            )
         for button, action in ((self.pause_button, self.pause), (self.resume_button, self.resume)):
             button.click(action, None, self.queue_message, **quiet).then(
-                self.refresh, refresh_inputs, refreshed, **quiet)
+                self.refresh, refresh_inputs, refreshed, **quiet
+            )
 
 
 def rerun_message(run_id: str, original: str, state: str) -> str:
@@ -359,8 +446,10 @@ def rerun_message(run_id: str, original: str, state: str) -> str:
 
 def _selected_row_cell(column: int) -> Any:
     """A select handler giving one cell (a run id) of the table row the user picked."""
+
     def cell(evt: gr.SelectData) -> str:
         return str(evt.row_value[column])
+
     return cell
 
 

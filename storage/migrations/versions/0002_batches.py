@@ -28,9 +28,7 @@ def upgrade() -> None:
     with op.batch_alter_table("runs") as batch_op:
         batch_op.add_column(sa.Column("batch_id", sa.String(32), nullable=True))
         batch_op.add_column(sa.Column("batch_index", sa.Integer(), nullable=True))
-        batch_op.create_foreign_key(
-            "fk_runs_batch_id_batches", "batches", ["batch_id"], ["id"], ondelete="SET NULL"
-        )
+        batch_op.create_foreign_key("fk_runs_batch_id_batches", "batches", ["batch_id"], ["id"], ondelete="SET NULL")
         batch_op.create_index("ix_runs_batch_id", ["batch_id"])
 
 

@@ -1,4 +1,4 @@
-// The editor's graph model: a FlowCanvas workflow document (design §2) edited against the node catalogue.
+// The editor's graph model: a FlowCanvas workflow document (docs/architecture.md, "The workflow file") edited against the node catalogue.
 //
 // The state IS the workflow document (plain JSON, the shape pipelines/workflow.py accepts), so saving is
 // `toWorkflow()` and undo is a snapshot of it. Every edit checks everything first and throws a GraphError

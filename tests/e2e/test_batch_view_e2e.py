@@ -52,8 +52,10 @@ def load_fields(page, *labels: str) -> None:
     page.wait_for_selector("#batch-fields input[type=checkbox]")
     for label in labels:
         page.locator(f"#batch-fields input[name='{label}']").click()
-    page.wait_for_function("(n) => document.querySelectorAll('#batch-sweeps [data-col=\"0\"][role=gridcell]').length"
-                           " === n", arg=len(labels))
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('#batch-sweeps [data-col=\"0\"][role=gridcell]').length === n",
+        arg=len(labels),
+    )
 
 
 def test_a_2x2_sweep_is_counted_queued_and_shown_as_a_4_image_captioned_grid(page, server, tmp_path: Path):
@@ -72,8 +74,10 @@ def test_a_2x2_sweep_is_counted_queued_and_shown_as_a_4_image_captioned_grid(pag
     page.click("#batch-queue")
     wait_for_text(page, "#batch-progress", "4 of 4 finished (4 succeeded")
     captions = page.locator("#batch-results .caption-label").all_inner_texts()
-    expected = [f"#{i + 1} Seed={seed}, Prompt={prompt}, Steps=2"
-                for i, (seed, prompt) in enumerate((s, p) for s in (1, 2) for p in PROMPTS)]
+    expected = [
+        f"#{i + 1} Seed={seed}, Prompt={prompt}, Steps=2"
+        for i, (seed, prompt) in enumerate((s, p) for s in (1, 2) for p in PROMPTS)
+    ]
     assert captions == expected
     assert page.locator("#batch-results img").count() == 4
     # A 2 × 2 grid (like the downloadable sheet) whose captions are shown whole, not cut with an ellipsis.
@@ -81,7 +85,8 @@ def test_a_2x2_sweep_is_counted_queued_and_shown_as_a_4_image_captioned_grid(pag
     assert len({round(box["x"]) for box in boxes}) == 2 and len({round(box["y"]) for box in boxes}) == 2, boxes
     cut = page.locator("#batch-results .caption-label").evaluate_all(
         "(labels) => labels.filter((l) => l.scrollWidth > l.clientWidth || l.scrollHeight > l.clientHeight)"
-        ".map((l) => l.innerText)")
+        ".map((l) => l.innerText)"
+    )
     assert cut == []
     for table in ("batch-sweeps", "batch-results-table"):
         assert broken_header_words(page, table) == [], table
@@ -91,8 +96,12 @@ def test_a_2x2_sweep_is_counted_queued_and_shown_as_a_4_image_captioned_grid(pag
     [batch_id] = {r.batch_id for r in runs}
     assert batch_id and page.input_value("#batch-ref textarea, #batch-ref input") == batch_id
     by_index = sorted(runs, key=lambda r: r.batch_index)
-    assert [(r.overrides["Seed"], r.overrides["Prompt"]) for r in by_index] == [(1, PROMPTS[0]), (1, PROMPTS[1]),
-                                                                                (2, PROMPTS[0]), (2, PROMPTS[1])]
+    assert [(r.overrides["Seed"], r.overrides["Prompt"]) for r in by_index] == [
+        (1, PROMPTS[0]),
+        (1, PROMPTS[1]),
+        (2, PROMPTS[0]),
+        (2, PROMPTS[1]),
+    ]
     # Outputs are named as stored (relative to the artifact folder), never by where the server keeps them.
     stored = [next(a.path for a in storage.list_artifacts(r.id) if a.kind == "image") for r in by_index]
     outputs_column = 4 + 3 + 1  # index, run, status, seconds; Seed, Prompt, Steps; error
@@ -103,7 +112,8 @@ def test_a_2x2_sweep_is_counted_queued_and_shown_as_a_4_image_captioned_grid(pag
         page.click("#batch-csv-out")
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
     assert [(row["run"], row["status"], row["Seed"], row["Prompt"], row["outputs"]) for row in rows] == [
-        (r.id, "succeeded", str(r.overrides["Seed"]), r.overrides["Prompt"], path) for r, path in zip(by_index, stored)]
+        (r.id, "succeeded", str(r.overrides["Seed"]), r.overrides["Prompt"], path) for r, path in zip(by_index, stored)
+    ]
     with page.expect_download() as download:
         page.click("#batch-grid")
     from PIL import Image
@@ -169,8 +179,9 @@ def test_a_jobs_csv_with_a_column_that_is_no_field_is_refused_and_a_matching_one
 
     page.locator("#batch-csv button[aria-label='Clear']").click()
     good = tmp_path / "good.csv"
-    good.write_text("Seed,Prompt\n1,a small blue star on a black background\n2,\"a large red, round circle\"\n3,x\n",
-                    encoding="utf-8")
+    good.write_text(
+        'Seed,Prompt\n1,a small blue star on a black background\n2,"a large red, round circle"\n3,x\n', encoding="utf-8"
+    )
     page.set_input_files("#batch-csv input[type=file]", str(good))
     wait_for_text(page, "#batch-count", "Seed + Prompt (3) = 3 runs", timeout=10_000)
     assert not page.locator("#batch-queue").is_disabled()

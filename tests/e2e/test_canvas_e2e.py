@@ -29,7 +29,7 @@ HOSTILE_TITLE = "<img src=x onerror=alert(1)>"
 DIALOGS: list[str] = []  # alert/confirm/prompt messages the page opened
 
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "pipelines" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "pipelines" / "templates"
 STARTER = TEMPLATES / "txt2img-embedded.json"
 MIN_FIT_ZOOM = 0.8  # app/ui/editor/static/viewport.mjs: 12 px labels stay about 10 px on screen
 RUN_TIMEOUT_MS = 180_000  # the first run loads the embedded model
@@ -62,7 +62,9 @@ def page(context, app_url):
     started = time.perf_counter()
     page = open_page(context, app_url)
     page.wait_for_function("document.querySelector('.fc-root')?.flowcanvas?.graph.nodeIds().length > 0")
-    print(f"\neditor first load: {time.perf_counter() - started:.3f} s (page request to the starter workflow on the canvas)")
+    print(
+        f"\neditor first load: {time.perf_counter() - started:.3f} s (page request to the starter workflow on the canvas)"
+    )
     yield page
 
 
@@ -85,7 +87,9 @@ def new_canvas(page) -> None:
 
 def add_from_palette(page, node_type: str, x: float, y: float) -> None:
     """Drag a palette item to canvas point (x, y) (relative to the canvas's top-left)."""
-    page.locator(f'.fc-palette .fc-item[data-type="{node_type}"]').drag_to(page.locator(".fc-canvas"), target_position={"x": x, "y": y})
+    page.locator(f'.fc-palette .fc-item[data-type="{node_type}"]').drag_to(
+        page.locator(".fc-canvas"), target_position={"x": x, "y": y}
+    )
 
 
 def socket_dot(page, node: str, side: str, name: str):
@@ -133,15 +137,19 @@ def run_status(page) -> str | None:
 
 
 def wait_for_run(page, *statuses: str) -> dict:
-    page.wait_for_function(f"{json.dumps(list(statuses))}.includes({EDITOR}.runView.state.status)", timeout=RUN_TIMEOUT_MS)
+    page.wait_for_function(
+        f"{json.dumps(list(statuses))}.includes({EDITOR}.runView.state.status)", timeout=RUN_TIMEOUT_MS
+    )
     return page.evaluate(f"{EDITOR}.runView.state")
 
 
 def wait_until_stepping(page, node: str) -> None:
     """Until `node` runs and has reported a step (its progress bar is up); fails at once if the run ends first."""
     state = f"{EDITOR}.runView.state"
-    page.wait_for_function(f"{state}.nodes?.[{json.dumps(node)}]?.step > 0 || ['invalid', 'failed', 'succeeded', 'cancelled'].includes({state}.status)",
-                           timeout=RUN_TIMEOUT_MS)
+    page.wait_for_function(
+        f"{state}.nodes?.[{json.dumps(node)}]?.step > 0 || ['invalid', 'failed', 'succeeded', 'cancelled'].includes({state}.status)",
+        timeout=RUN_TIMEOUT_MS,
+    )
     assert run_status(page) == "running", page.evaluate(f"JSON.stringify({state})")[:500]
 
 
@@ -157,7 +165,11 @@ def build_pair(page) -> None:
     """LoadFlowModel → TextEncode, wired by dragging from the text_encoder output."""
     add_from_palette(page, "LoadFlowModel", 100, 60)
     add_from_palette(page, "TextEncode", 420, 60)
-    drag_wire(page, socket_dot(page, "load_flow_model", "out", "text_encoder"), socket_dot(page, "text_encode", "in", "encoder"))
+    drag_wire(
+        page,
+        socket_dot(page, "load_flow_model", "out", "text_encoder"),
+        socket_dot(page, "text_encode", "in", "encoder"),
+    )
 
 
 # ---------------------------------------------------------------- tests
@@ -170,11 +182,18 @@ def test_build_wire_edit_and_validate_from_an_empty_canvas(page):
     add_from_palette(page, "EmptyLatent", 420, 300)
     graph = nodes(page)
     assert {nid: entry["type"] for nid, entry in graph.items()} == {
-        "load_flow_model": "LoadFlowModel", "text_encode": "TextEncode", "empty_latent": "EmptyLatent"}
+        "load_flow_model": "LoadFlowModel",
+        "text_encode": "TextEncode",
+        "empty_latent": "EmptyLatent",
+    }
     assert graph["load_flow_model"]["position"] == [60, 20]  # dropped at canvas (100, 60), world origin at (40, 40)
     assert graph["text_encode"]["params"] == {"text": "", "negative_text": ""}
 
-    drag_wire(page, socket_dot(page, "load_flow_model", "out", "text_encoder"), socket_dot(page, "text_encode", "in", "encoder"))
+    drag_wire(
+        page,
+        socket_dot(page, "load_flow_model", "out", "text_encoder"),
+        socket_dot(page, "text_encode", "in", "encoder"),
+    )
     assert nodes(page)["text_encode"]["inputs"] == {"encoder": {"node": "load_flow_model", "output": "text_encoder"}}
     assert page.locator(".fc-wires path.fc-wire[data-to='text_encode']").count() == 1
 
@@ -220,7 +239,11 @@ def test_undo_and_redo_restore_exact_graphs(page):
     states.append(workflow(page))
     add_from_palette(page, "TextEncode", 420, 60)
     states.append(workflow(page))
-    drag_wire(page, socket_dot(page, "load_flow_model", "out", "text_encoder"), socket_dot(page, "text_encode", "in", "encoder"))
+    drag_wire(
+        page,
+        socket_dot(page, "load_flow_model", "out", "text_encoder"),
+        socket_dot(page, "text_encode", "in", "encoder"),
+    )
     states.append(workflow(page))
     text = page.locator('.fc-node[data-node="text_encode"] .fc-param[data-name="text"] textarea')
     text.fill("a blue star")
@@ -234,8 +257,10 @@ def test_undo_and_redo_restore_exact_graphs(page):
         page.mouse.move(x + 20 * step, y + 10 * step)
     page.mouse.up()
     states.append(workflow(page))
-    assert states[-1]["nodes"]["text_encode"]["position"] == [states[-2]["nodes"]["text_encode"]["position"][0] + 100,
-                                                             states[-2]["nodes"]["text_encode"]["position"][1] + 50]
+    assert states[-1]["nodes"]["text_encode"]["position"] == [
+        states[-2]["nodes"]["text_encode"]["position"][0] + 100,
+        states[-2]["nodes"]["text_encode"]["position"][1] + 50,
+    ]
     assert len({repr(s) for s in states}) == len(states)
 
     click_background(page)
@@ -339,15 +364,23 @@ def test_an_invalid_workflow_is_marked_and_nothing_runs(page, server):
     drag_wire(page, socket_dot(page, "vae_decode", "out", "image"), socket_dot(page, "save_image", "in", "images"))
     page.click(".fc-cmd-run")
     page.wait_for_selector('.fc-node[data-node="vae_decode"].fc-has-error')
-    assert "fc-field-error" in page.locator('.fc-node[data-node="vae_decode"] .fc-field[data-name="vae"]').get_attribute("class")
+    assert "fc-field-error" in page.locator(
+        '.fc-node[data-node="vae_decode"] .fc-field[data-name="vae"]'
+    ).get_attribute("class")
     assert run_status(page) == "invalid"
     assert page.locator(".fc-node.fc-state-running, .fc-node.fc-state-done").count() == 0
     assert len(storage.list_runs()) == runs_before, "an invalid workflow leaves no run row"
 
 
 TXT2IMG_NODES = {  # type → world position: the embedded txt2img graph, laid out at zoom 0.5
-    "LoadFlowModel": (0, 0), "TextEncode": (320, 0), "EmptyLatent": (320, 200), "ModelSchedule": (320, 360),
-    "Noise": (320, 540), "EulerSolver": (320, 660), "Sampler": (640, 120), "VAEDecode": (960, 120),
+    "LoadFlowModel": (0, 0),
+    "TextEncode": (320, 0),
+    "EmptyLatent": (320, 200),
+    "ModelSchedule": (320, 360),
+    "Noise": (320, 540),
+    "EulerSolver": (320, 660),
+    "Sampler": (640, 120),
+    "VAEDecode": (960, 120),
     "SaveImage": (1260, 120),
 }
 TXT2IMG_WIRES = [
@@ -374,9 +407,10 @@ def set_widget(page, node: str, param: str, value: str) -> None:
 
 
 def test_build_txt2img_from_the_palette_and_run_it_on_the_embedded_model(page, server):
-    from nodes.embedded.analyzer import analyze
     import numpy as np
     import torch
+
+    from nodes.embedded.analyzer import analyze
 
     _, storage = server
     new_canvas(page)
@@ -396,7 +430,10 @@ def test_build_txt2img_from_the_palette_and_run_it_on_the_embedded_model(page, s
     set_widget(page, "empty_latent", "width", "64")
     set_widget(page, "empty_latent", "height", "64")
     graph = nodes(page)
-    assert graph["empty_latent"]["params"]["width"] == 64 and graph["load_flow_model"]["params"]["source"] == "embedded:shapes"
+    assert (
+        graph["empty_latent"]["params"]["width"] == 64
+        and graph["load_flow_model"]["params"]["source"] == "embedded:shapes"
+    )
 
     page.click(".fc-cmd-run")
     state = wait_for_run(page, "succeeded", "failed")
@@ -496,13 +533,17 @@ def test_open_a_subgraph_edit_inside_and_come_back(page):
     assert sorted(page.evaluate(f"{EDITOR}.graph.nodeIds()")) == ["schedule", "solver"]
     crumbs = page.locator(".fc-scope .fc-crumb").all_text_contents()
     assert crumbs[0] == "Workflow" and len(crumbs) == 2
-    assert page.locator('.fc-node[data-node="schedule"] .fc-port-in').count() >= 1, "the ports show where values come in"
+    assert page.locator('.fc-node[data-node="schedule"] .fc-port-in').count() >= 1, (
+        "the ports show where values come in"
+    )
     assert page.locator('.fc-node[data-node="schedule"] .fc-port-out').count() == 1
 
     set_widget(page, "schedule", "steps", "4")
     page.wait_for_function(f"{EDITOR}.graph.node('schedule').params.steps === 4")
     document = workflow(page)
-    assert document["subgraphs"][definition]["nodes"]["schedule"]["params"]["steps"] == 4, "the edit lands in the definition"
+    assert document["subgraphs"][definition]["nodes"]["schedule"]["params"]["steps"] == 4, (
+        "the edit lands in the definition"
+    )
     assert {"label": "Steps", "node": f"{outer}/schedule", "param": "steps"} in document["exposed"]
 
     page.click('.fc-scope button[data-depth="0"]')
@@ -520,7 +561,6 @@ def test_open_a_subgraph_edit_inside_and_come_back(page):
     page.wait_for_selector('.fc-node[data-node="schedule"].fc-state-done')
     page.keyboard.press("Shift+Tab")
     page.wait_for_selector(".fc-scope", state="hidden")
-
 
 
 # ---------------------------------------------------------------- starters, drops, overlays, read-only
@@ -563,23 +603,33 @@ def test_a_starter_opened_while_another_tab_is_shown_has_its_wires_once_the_canv
     links = page.evaluate(f"{EDITOR}.graph.links().length")
     assert len(ends) == links > 20
     assert min(ends) > 5, "every wire runs from its output to its input, none collapsed at the origin"
-    assert page.evaluate(f"{EDITOR}.viewport.zoom") >= MIN_FIT_ZOOM, "labels stay readable: the view is not zoomed out further"
+    assert page.evaluate(f"{EDITOR}.viewport.zoom") >= MIN_FIT_ZOOM, (
+        "labels stay readable: the view is not zoomed out further"
+    )
     canvas = page.locator(".fc-canvas").bounding_box()
     first = page.locator('.fc-node[data-node="model"]').bounding_box()
-    assert canvas["x"] <= first["x"] < canvas["x"] + 80 and canvas["y"] <= first["y"] < canvas["y"] + 80, "the top-left of the graph"
+    assert canvas["x"] <= first["x"] < canvas["x"] + 80 and canvas["y"] <= first["y"] < canvas["y"] + 80, (
+        "the top-left of the graph"
+    )
 
 
 def test_every_starter_shows_its_labels_whole_with_titles(page):
     from nodes.catalogue import catalogue
 
-    titles = {(spec["type"], param["name"]): param["title"] for spec in catalogue()["nodes"] for param in spec["params"]}
+    titles = {
+        (spec["type"], param["name"]): param["title"] for spec in catalogue()["nodes"] for param in spec["params"]
+    }
     for path in sorted(TEMPLATES.glob("*.json")):
         document = template(path.name)
         open_from_python(page, document)
-        cut = page.evaluate("[...document.querySelectorAll('.fc-root .fc-node .fc-label')]"
-                            ".filter((l) => l.scrollWidth > l.clientWidth).map((l) => l.textContent)")
+        cut = page.evaluate(
+            "[...document.querySelectorAll('.fc-root .fc-node .fc-label')]"
+            ".filter((l) => l.scrollWidth > l.clientWidth).map((l) => l.textContent)"
+        )
         assert cut == [], f"{path.name}: labels cut short: {cut}"
-        node, entry = next((n, e) for n, e in document["nodes"].items() if e["type"] == "TextEncode" or e["type"] == "SaveImage")
+        node, entry = next(
+            (n, e) for n, e in document["nodes"].items() if e["type"] == "TextEncode" or e["type"] == "SaveImage"
+        )
         name = "negative_text" if entry["type"] == "TextEncode" else "filename_prefix"
         row = page.locator(f'.fc-node[data-node="{node}"] .fc-param[data-name="{name}"]')
         assert row.locator(".fc-label").text_content() == titles[(entry["type"], name)] != name
@@ -629,8 +679,12 @@ def test_the_help_overlay_fits_a_768_px_screen_and_scrolls(page):
     help_box = page.locator(".fc-help")
     box = help_box.bounding_box()
     root = page.locator(".fc-root").bounding_box()
-    assert box["y"] + box["height"] <= min(root["y"] + root["height"], 768), "nothing of it is cut off by the editor or the screen"
-    assert page.evaluate("document.querySelector('.fc-help').scrollHeight > document.querySelector('.fc-help').clientHeight")
+    assert box["y"] + box["height"] <= min(root["y"] + root["height"], 768), (
+        "nothing of it is cut off by the editor or the screen"
+    )
+    assert page.evaluate(
+        "document.querySelector('.fc-help').scrollHeight > document.querySelector('.fc-help').clientHeight"
+    )
     page.click(".fc-help-close")  # scrolled to within the overlay
     assert not help_box.is_visible()
 
@@ -770,8 +824,10 @@ def test_a_read_only_canvas_shows_a_workflow_and_refuses_edits(context, readonly
     url, shared = readonly_app
     page = context.new_page()
     page.goto(url)
-    page.wait_for_function(f"document.querySelectorAll('.fc-root').length === 2 && "
-                           f"[...document.querySelectorAll('.fc-root')].every((root) => root.flowcanvas)")
+    page.wait_for_function(
+        "document.querySelectorAll('.fc-root').length === 2 && "
+        "[...document.querySelectorAll('.fc-root')].every((root) => root.flowcanvas)"
+    )
     assert page.evaluate(f"{EDITOR}.readonly") is False, "the debug hook is the first editor"
     draft = page.evaluate("localStorage.getItem('flowcanvas:draft')")
     page.click("#show-shared")
@@ -781,7 +837,14 @@ def test_a_read_only_canvas_shows_a_workflow_and_refuses_edits(context, readonly
     page.wait_for_timeout(300)
     assert min(wire_ends_apart(page, READONLY_HTML)) > 5
     assert len(wire_ends_apart(page, READONLY_HTML)) == page.evaluate(f"{shown}.graph.links().length")
-    for hidden in (".fc-palette", ".fc-outputs-panel", ".fc-cmd-run", ".fc-cmd-new", ".fc-cmd-undo", ".fc-cmd-validate"):
+    for hidden in (
+        ".fc-palette",
+        ".fc-outputs-panel",
+        ".fc-cmd-run",
+        ".fc-cmd-new",
+        ".fc-cmd-undo",
+        ".fc-cmd-validate",
+    ):
         assert page.locator(f"{READONLY_HTML} {hidden}").is_hidden(), hidden
     assert page.locator(f"{READONLY_HTML} .fc-cmd-fit").is_visible()
     widgets = page.locator(f"{READONLY_HTML} .fc-node :is(input, select, textarea)")
@@ -803,5 +866,7 @@ def test_a_read_only_canvas_shows_a_workflow_and_refuses_edits(context, readonly
     assert page.locator(f"{READONLY_HTML} .fc-menu").is_hidden()
     assert page.evaluate(f"{shown}.graph.toWorkflow()") == shared
     page.click(f"{READONLY_HTML} .fc-cmd-fit")
-    assert page.evaluate("localStorage.getItem('flowcanvas:draft')") == draft, "the browser's draft is the canvas's alone"
+    assert page.evaluate("localStorage.getItem('flowcanvas:draft')") == draft, (
+        "the browser's draft is the canvas's alone"
+    )
     page.close()

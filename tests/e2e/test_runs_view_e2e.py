@@ -71,8 +71,11 @@ def image_pixels(storage, run_id: str) -> np.ndarray:
 
 def wait_for_cell(page, table: str, column: int, text: str) -> None:
     page.wait_for_function(
-        "([table, column, text]) => [...document.querySelectorAll(`#${table} [role=gridcell][data-col=\"${column}\"]`)]"
-        ".some((cell) => cell.innerText.trim() === text)", arg=[table, column, text], timeout=60_000)
+        '([table, column, text]) => [...document.querySelectorAll(`#${table} [role=gridcell][data-col="${column}"]`)]'
+        ".some((cell) => cell.innerText.trim() === text)",
+        arg=[table, column, text],
+        timeout=60_000,
+    )
 
 
 def click_row(page, table: str, column: int, text: str) -> None:
@@ -86,14 +89,17 @@ def wait_for_history_status(page, run_id: str, status: str) -> None:
         "([id, status]) => [...document.querySelectorAll('#runs-history [role=row]')].some((row) =>"
         " row.querySelector('[data-col=\"0\"]')?.innerText.trim() === id"
         " && row.querySelector('[data-col=\"1\"]')?.innerText.trim() === status)",
-        arg=[run_id, status], timeout=120_000)
+        arg=[run_id, status],
+        timeout=120_000,
+    )
 
 
 def shown_whole(page, selector: str) -> dict:
     """How the image `selector` is drawn: its object-fit, its box and its own size."""
     return page.locator(selector).first.evaluate(
         "(img) => ({fit: getComputedStyle(img).objectFit, box: [img.clientWidth, img.clientHeight],"
-        " natural: [img.naturalWidth, img.naturalHeight]})")
+        " natural: [img.naturalWidth, img.naturalHeight]})"
+    )
 
 
 def test_a_run_page_shows_outputs_timings_values_and_a_rerun_gives_the_same_image(page, server, client):
@@ -156,30 +162,42 @@ def test_pause_cancel_a_queued_run_move_one_to_the_front_and_resume(page, server
     assert cell_texts(page, "runs-queue", 2) == ["queued"] * 3
 
     click_row(page, "runs-queue", 1, second)
-    page.wait_for_function("(id) => document.querySelector('#runs-queue-selected textarea, #runs-queue-selected "
-                           "input').value === id", arg=second)
+    page.wait_for_function(
+        "(id) => document.querySelector('#runs-queue-selected textarea, #runs-queue-selected input').value === id",
+        arg=second,
+    )
     page.click("#runs-cancel")
     wait_for_text(page, "#runs-action-message", f"cancelled {second}", timeout=10_000)
-    page.wait_for_function("(id) => ![...document.querySelectorAll('#runs-queue [data-col=\"1\"]')]"
-                           ".some((cell) => cell.innerText.trim() === id)", arg=second, timeout=10_000)
+    page.wait_for_function(
+        "(id) => ![...document.querySelectorAll('#runs-queue [data-col=\"1\"]')]"
+        ".some((cell) => cell.innerText.trim() === id)",
+        arg=second,
+        timeout=10_000,
+    )
     record = storage.get_run(second)
     assert str(record.status) == "cancelled" and record.started_at is None
     wait_for_history_status(page, second, "cancelled")
 
     click_row(page, "runs-queue", 1, third)
-    page.wait_for_function("(id) => document.querySelector('#runs-queue-selected textarea, #runs-queue-selected "
-                           "input').value === id", arg=third)
+    page.wait_for_function(
+        "(id) => document.querySelector('#runs-queue-selected textarea, #runs-queue-selected input').value === id",
+        arg=third,
+    )
     page.click("#runs-front")
     wait_for_text(page, "#runs-action-message", f"moved {third} front", timeout=10_000)
-    page.wait_for_function("(id) => document.querySelector('#runs-queue [data-row=\"0\"][data-col=\"1\"]')"
-                           "?.innerText.trim() === id", arg=third, timeout=10_000)
+    page.wait_for_function(
+        '(id) => document.querySelector(\'#runs-queue [data-row="0"][data-col="1"]\')?.innerText.trim() === id',
+        arg=third,
+        timeout=10_000,
+    )
     assert cell_texts(page, "runs-queue", 1) == [third, first]
     assert {str(storage.get_run(run_id).status) for run_id in (first, third)} == {"queued"}
 
     page.click("#runs-resume")
     wait_for_text(page, "#runs-queue-state", "The queue is running", timeout=10_000)
-    page.wait_for_function("() => document.querySelectorAll('#runs-queue [data-col=\"1\"]').length === 0",
-                           timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('#runs-queue [data-col=\"1\"]').length === 0", timeout=120_000
+    )
     started = {run_id: storage.get_run(run_id).started_at for run_id in (first, third)}
     assert started[third] < started[first]  # moved to the front: ran first
     wait_for_history_status(page, first, "succeeded")

@@ -32,7 +32,7 @@ try:
 except ImportError:  # the browser tests skip (see `context`); the summary test still runs
     expect = None
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "pipelines" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "pipelines" / "templates"
 SWATCH = TEMPLATES / "swatch.json"
 HOSTILE = "<img src=x onerror=alert(1)>"
 DIALOGS: list[str] = []
@@ -61,8 +61,9 @@ def test_change_summary_names_what_changed() -> None:
     edited["nodes"]["extra"] = {"type": "EmptyImage", "params": {}}
     del edited["nodes"]["save"]
     summary = change_summary(before, parse_workflow(edited))
-    assert summary == ("renamed 'Colour swatch' to 'Renamed'; added extra; removed save; params swatch.color; "
-                       "moved 1 node")
+    assert summary == (
+        "renamed 'Colour swatch' to 'Renamed'; added extra; removed save; params swatch.color; moved 1 node"
+    )
 
 
 # ---------------------------------------------------------------- the starter cards (no browser)
@@ -71,12 +72,19 @@ def test_change_summary_names_what_changed() -> None:
 def test_every_template_file_is_a_card_saying_what_model_it_needs() -> None:
     cards = {card.stem: card for card in map(starter_card, load_templates())}
     assert set(cards) == {path.stem for path in TEMPLATES.glob("*.json")}
-    assert {stem: cards[stem].model_note for stem in ("txt2img-sd3", "img2img-sd3", "txt2img-flux",
-                                                      "txt2img-embedded", "swatch")} == {
-        "txt2img-sd3": "needs SD3 weights", "img2img-sd3": "needs SD3 weights", "txt2img-flux": "needs FLUX.1 weights",
-        "txt2img-embedded": "embedded model", "swatch": "no model needed"}
-    assert cards["swatch"].summary == ("A solid-colour image: the smallest workflow, handy for trying sweeps and "
-                                       "the CLI.")
+    assert {
+        stem: cards[stem].model_note
+        for stem in ("txt2img-sd3", "img2img-sd3", "txt2img-flux", "txt2img-embedded", "swatch")
+    } == {
+        "txt2img-sd3": "needs SD3 weights",
+        "img2img-sd3": "needs SD3 weights",
+        "txt2img-flux": "needs FLUX.1 weights",
+        "txt2img-embedded": "embedded model",
+        "swatch": "no model needed",
+    }
+    assert cards["swatch"].summary == (
+        "A solid-colour image: the smallest workflow, handy for trying sweeps and the CLI."
+    )
     page = starter_gallery_html(list(cards.values()))
     for stem in cards:
         assert f'data-template="{stem}"' in page and f'id="starter-open-{stem}"' in page
@@ -98,7 +106,8 @@ def test_a_card_shows_the_thumbnail_when_there_is_one_and_escapes_its_text(tmp_p
 
 def test_the_first_sentence_does_not_end_at_an_abbreviation() -> None:
     assert first_sentence("Describe one shape, e.g. 'a red star'. Then run it.") == (
-        "Describe one shape, e.g. 'a red star'.")
+        "Describe one shape, e.g. 'a red star'."
+    )
     assert first_sentence("No stop at all") == "No stop at all"
 
 
@@ -154,8 +163,10 @@ def canvas_document(page) -> str:
 def wait_for_canvas(page, document: str) -> None:
     """Wait until the canvas shows `document` (canonical text) and the Canvas tab is open."""
     expected = json.loads(document)
-    page.wait_for_function(f"{EDITOR}.graph.toWorkflow().name === {json.dumps(expected['name'])} && "
-                           f"{EDITOR}.graph.nodeIds().length === {len(expected['nodes'])}")
+    page.wait_for_function(
+        f"{EDITOR}.graph.toWorkflow().name === {json.dumps(expected['name'])} && "
+        f"{EDITOR}.graph.nodeIds().length === {len(expected['nodes'])}"
+    )
     expect(page.locator("button[role=tab][aria-selected=true]")).to_have_text("Canvas")
     assert canvas_document(page) == document
 
@@ -175,8 +186,11 @@ def pick(page, name: str, search: str | None = None) -> None:
 def version_row(page, version: int):
     """The versions table's row of `version` (as the accessibility tree has it: the table also keeps hidden rows
     for measuring)."""
-    return page.locator("#library-versions").get_by_role("row").filter(
-        has=page.get_by_role("gridcell", name=str(version), exact=True))
+    return (
+        page.locator("#library-versions")
+        .get_by_role("row")
+        .filter(has=page.get_by_role("gridcell", name=str(version), exact=True))
+    )
 
 
 def drop_file(page, selector: str, name: str, data: bytes, mime: str) -> None:
@@ -186,7 +200,9 @@ def drop_file(page, selector: str, name: str, data: bytes, mime: str) -> None:
              const transfer = new DataTransfer();
              transfer.items.add(new File([bytes], name, { type: mime }));
              return transfer;
-           }""", [name, base64.b64encode(data).decode("ascii"), mime])
+           }""",
+        [name, base64.b64encode(data).decode("ascii"), mime],
+    )
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
 
 
@@ -295,18 +311,31 @@ def test_export_a_png_and_drop_it_back(page, server) -> None:
     # Outside the canvas: a PNG dropped on the canvas itself asks there first (app/ui/editor/static/drops.mjs).
     drop_file(page, "body", "round-trip-v1.png", exported, "image/png")
     wait_for_canvas(page, storage.get_workflow_version(record.id).document)
-    expect(status(page)).to_have_value("Opened on the canvas: round-trip-v1.png: an image carrying the FlowCanvas "
-                                       "workflow 'Round trip' with 2 nodes. Save keeps it in the library.")
+    expect(status(page)).to_have_value(
+        "Opened on the canvas: round-trip-v1.png: an image carrying the FlowCanvas "
+        "workflow 'Round trip' with 2 nodes. Save keeps it in the library."
+    )
 
     # Foreign and bad files are described, and the canvas stays as it is.
     shown = canvas_document(page)
     comfy = png_bytes({"prompt": json.dumps({"3": {"class_type": "KSampler", "inputs": {}}})})
     for name, data, mime, said in [
-        ("ComfyUI_0001.png", comfy, "image/png", ("ComfyUI_0001.png: a ComfyUI image carrying a ComfyUI API prompt "
-                                                  "with 1 node (KSampler); FlowCanvas cannot run it. Nothing was imported.")),
+        (
+            "ComfyUI_0001.png",
+            comfy,
+            "image/png",
+            (
+                "ComfyUI_0001.png: a ComfyUI image carrying a ComfyUI API prompt "
+                "with 1 node (KSampler); FlowCanvas cannot run it. Nothing was imported."
+            ),
+        ),
         ("photo.png", png_bytes(), "image/png", "photo.png: a PNG with no workflow in it. Nothing was imported."),
-        ("cut.json", b'{"format": ', "application/json", ("cut.json: not valid JSON (Expecting value at line 1, "
-                                                          "column 12). Nothing was imported.")),
+        (
+            "cut.json",
+            b'{"format": ',
+            "application/json",
+            ("cut.json: not valid JSON (Expecting value at line 1, column 12). Nothing was imported."),
+        ),
     ]:
         drop_file(page, "body", name, data, mime)
         expect(status(page)).to_have_value(said)
@@ -322,11 +351,17 @@ def test_the_gallery_shows_the_latest_output_as_thumbnail(page, server) -> None:
     run = storage.create_run(workflow=document, overrides={}, device="cpu")
     stored = storage.artifacts.put_bytes(png_bytes(size=(40, 24)), "png")
     storage.mark_run_started(run.id, {})
-    storage.finish_run(run.id, RunStatus.SUCCEEDED, node_timings={}, artifacts=[
-        NewArtifact(node_id="save", kind="image", path=stored.path, sha256=stored.sha256, size=stored.size)])
+    storage.finish_run(
+        run.id,
+        RunStatus.SUCCEEDED,
+        node_timings={},
+        artifacts=[NewArtifact(node_id="save", kind="image", path=stored.path, sha256=stored.sha256, size=stored.size)],
+    )
     assert storage.latest_images([record.id])[record.id].path == stored.path
     pick(page, "With output")
-    size = page.locator("#library-list .thumbnail-item img").first.evaluate("(img) => [img.naturalWidth, img.naturalHeight]")
+    size = page.locator("#library-list .thumbnail-item img").first.evaluate(
+        "(img) => [img.naturalWidth, img.naturalHeight]"
+    )
     assert size == [40, 24]  # the run's image, not the 256×256 "no output yet" card
 
 
@@ -349,7 +384,8 @@ def test_open_a_share_link_and_copy_it_to_my_library(context, server) -> None:
     assert main_canvas != storage.get_workflow_version(record.id, 1).document  # the shared one is not opened there
     shared.click("#library-copy-shared")
     expect(field(shared, "library-status")).to_have_value(
-        f"Copied '{HOSTILE}' (version 1) to your library as '{HOSTILE} (copy)'.")
+        f"Copied '{HOSTILE}' (version 1) to your library as '{HOSTILE} (copy)'."
+    )
     [copy] = [r for r in storage.list_workflows() if r.name == f"{HOSTILE} (copy)"]
     assert storage.get_workflow_version(copy.id).document == storage.get_workflow_version(record.id, 1).document
     expect(shared.locator("#library-shared:visible")).to_have_count(0)
@@ -373,7 +409,8 @@ def test_delete_asks_first_and_runs_keep_their_records(page, server) -> None:
     pick(page, "Delete me")
     page.click("#library-delete")
     expect(field(page, "library-confirm-delete")).to_have_value(
-        "Delete 'Delete me' and its 1 version(s)? Its 1 run(s) keep their records and images.")
+        "Delete 'Delete me' and its 1 version(s)? Its 1 run(s) keep their records and images."
+    )
     assert storage.get_workflow(record.id).name == "Delete me"  # asked, not done
     page.click("#library-confirm")
     expect(status(page)).to_have_value("Deleted 'Delete me'; its runs keep their records.")

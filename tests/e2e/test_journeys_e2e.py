@@ -16,8 +16,17 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from app.ui.screenshots import (EDITOR, VIEWPORT, model_sources, node_outputs, open_starter, run_and_wait,
-                                runs_here, starter, starter_names)
+from app.ui.screenshots import (
+    EDITOR,
+    VIEWPORT,
+    model_sources,
+    node_outputs,
+    open_starter,
+    run_and_wait,
+    runs_here,
+    starter,
+    starter_names,
+)
 from nodes.embedded.analyzer import analyze
 from tests.conftest import running_app
 from tests.studio_e2e import chromium
@@ -93,8 +102,10 @@ def use_tiny_models(page: Any, document: dict[str, Any], models: dict[str, Path]
 
 
 def wire_lengths(page: Any) -> list[float]:
-    return page.evaluate("() => [...document.querySelectorAll('.fc-root .fc-wires path.fc-wire:not(.fc-pending)')]"
-                         ".map((path) => path.getTotalLength())")
+    return page.evaluate(
+        "() => [...document.querySelectorAll('.fc-root .fc-wires path.fc-wire:not(.fc-pending)')]"
+        ".map((path) => path.getTotalLength())"
+    )
 
 
 def node_boxes(page: Any) -> dict[str, dict[str, float]]:
@@ -103,9 +114,15 @@ def node_boxes(page: Any) -> dict[str, dict[str, float]]:
 
 def overlapping(boxes: dict[str, dict[str, float]]) -> list[tuple[str, str]]:
     items = sorted(boxes.items())
-    return [(a, b) for i, (a, one) in enumerate(items) for b, two in items[i + 1:]
-            if one["left"] < two["right"] and two["left"] < one["right"]
-            and one["top"] < two["bottom"] and two["top"] < one["bottom"]]
+    return [
+        (a, b)
+        for i, (a, one) in enumerate(items)
+        for b, two in items[i + 1 :]
+        if one["left"] < two["right"]
+        and two["left"] < one["right"]
+        and one["top"] < two["bottom"]
+        and two["top"] < one["bottom"]
+    ]
 
 
 @pytest.mark.parametrize("name", starter_names())
@@ -118,10 +135,15 @@ def test_starter_journey(name: str, app: tuple[str, dict[str, Path]], browser: A
     try:
         open_starter(page, url, name)
         titles = page.locator(".fc-root .fc-node .fc-title").all_inner_texts()
-        assert len(titles) == len(document["nodes"]) and len(set(titles)) == len(titles), f"titles say the role: {titles}"
+        assert len(titles) == len(document["nodes"]) and len(set(titles)) == len(titles), (
+            f"titles say the role: {titles}"
+        )
         assert overlapping(node_boxes(page)) == []
-        links = sum(len(value) if isinstance(value, list) else 1
-                    for entry in document["nodes"].values() for value in entry.get("inputs", {}).values())
+        links = sum(
+            len(value) if isinstance(value, list) else 1
+            for entry in document["nodes"].values()
+            for value in entry.get("inputs", {}).values()
+        )
         lengths = wire_lengths(page)
         assert len(lengths) == links and min(lengths, default=100) > 5, f"wires drawn: {lengths}"
 
@@ -132,15 +154,21 @@ def test_starter_journey(name: str, app: tuple[str, dict[str, Path]], browser: A
 
         shown = [node for node, entry in document["nodes"].items() if entry["type"] in ("SaveImage", "PreviewImage")]
         for node in shown:
-            assert page.locator(f'.fc-node[data-node="{node}"] img.fc-output-image').count() >= 1, f"{node} shows its image"
+            assert page.locator(f'.fc-node[data-node="{node}"] img.fc-output-image').count() >= 1, (
+                f"{node} shows its image"
+            )
             panel = page.locator(f'.fc-outputs-panel figure[data-node="{node}"] img')
             assert panel.count() >= 1 and panel.first.evaluate("(image) => image.naturalWidth") > 0
         assert errors == []
 
         promise = PROMISES[name]
         if promise is not None:
-            [saved] = [path for node in shown if document["nodes"][node]["type"] == "SaveImage"
-                       for path in node_outputs(page, node)]
+            [saved] = [
+                path
+                for node in shown
+                if document["nodes"][node]["type"] == "SaveImage"
+                for path in node_outputs(page, node)
+            ]
             with Image.open(saved) as picture:
                 reading = analyze(picture)
             read = (reading.background, reading.colour, reading.shape)

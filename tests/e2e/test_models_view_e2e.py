@@ -17,7 +17,7 @@ from pipelines.workflow import load_workflow
 from storage import RunStatus
 from tests.conftest import running_app
 
-STARTER = Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json"
+STARTER = Path(__file__).resolve().parents[2] / "pipelines" / "templates" / "txt2img-embedded.json"
 CHROMIUM = Path("/usr/bin/chromium")
 EDITOR = "document.querySelector('.fc-root').flowcanvas"
 RUN_TIMEOUT_MS = 300_000  # the first run loads the embedded model on a shared CPU
@@ -52,8 +52,12 @@ def test_free_releases_the_model_from_the_manager_and_the_run_cache(pool: Worker
     [row] = pool.loaded_models()
     assert (row.source, row.device, row.family) == ("embedded:shapes", "cpu", "sd3")
     assert row.nbytes > 1_000_000 and set(row.held_by) == {"model manager", "cpu run cache"}
-    model = next(entry.outputs["model"] for worker in pool.workers() for _, entry in worker.executor.cache.entries()
-                 if "model" in entry.outputs)
+    model = next(
+        entry.outputs["model"]
+        for worker in pool.workers()
+        for _, entry in worker.executor.cache.entries()
+        if "model" in entry.outputs
+    )
     alive = weakref.ref(model)
     del model
     assert pool.free_models("embedded:nothing-like-it") == 0 and pool.loaded_models() != []
@@ -76,14 +80,16 @@ def test_the_models_view_lists_a_loaded_model_and_frees_it(tmp_path: Path) -> No
         page.locator("button[role=tab]", has_text="Models").click()
         page.click("#models-free-all")  # other tests in this process may have left models loaded
         expect(page.locator("#models-status textarea, #models-status input").first).to_have_value(
-            re.compile(r"^Freed every loaded model"))
+            re.compile(r"^Freed every loaded model")
+        )
         expect(loaded.get_by_role("gridcell", name="embedded:shapes")).to_have_count(0)
         expect(page.locator("#models-sources").get_by_role("gridcell", name="embedded:shapes")).to_have_count(1)
 
         page.locator("button[role=tab]", has_text="Canvas").click()
         page.evaluate(f"(w) => {{ {EDITOR}.load(w); {EDITOR}.commit(); {EDITOR}.run(); }}", small_starter())
-        page.wait_for_function(f"['succeeded', 'failed'].includes({EDITOR}.runView.state.status)",
-                               timeout=RUN_TIMEOUT_MS)
+        page.wait_for_function(
+            f"['succeeded', 'failed'].includes({EDITOR}.runView.state.status)", timeout=RUN_TIMEOUT_MS
+        )
         assert page.evaluate(f"{EDITOR}.runView.state.status") == "succeeded"
 
         page.locator("button[role=tab]", has_text="Models").click()
@@ -95,6 +101,7 @@ def test_the_models_view_lists_a_loaded_model_and_frees_it(tmp_path: Path) -> No
 
         page.click("#models-free")  # the dropdown holds the one loaded model
         expect(page.locator("#models-status textarea, #models-status input").first).to_have_value(
-            "Freed 'embedded:shapes': 1 model(s) released.")
+            "Freed 'embedded:shapes': 1 model(s) released."
+        )
         expect(loaded.get_by_role("gridcell", name="embedded:shapes")).to_have_count(0)
         browser.close()
