@@ -18,6 +18,7 @@ def seed_field(default: int, description: str) -> Any:
     return Field(default, ge=0, le=MAX_SEED, description=description, json_schema_extra={"widget": "seed"})
 
 
-def preview_every_field(description: str = "Show a preview every N steps (0: never).") -> Any:
-    """How often a long-running node streams a live preview: every N steps, 0 for never."""
+def preview_every_field(description: str = "Show a preview every N steps, at most four a second (0: never).") -> Any:
+    """How often a long-running node streams a live preview: every N steps, 0 for never (nodes.sampling.sampler
+    step_progress also keeps previews at least PREVIEW_INTERVAL apart)."""
     return Field(4, ge=0, le=1000, description=description)

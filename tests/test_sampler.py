@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import nodes.sampling.sampler as sampler_module
 from nodes.models.loader import MANAGER
 from nodes.registry import RunCancelled
 from nodes.sampling.sampler import start_index
@@ -31,7 +32,8 @@ def txt2img(folder: Path, steps: int, **extra) -> tuple:
     return workflow, overrides
 
 
-def test_every_step_reports_progress_and_previews_come_every_n_steps(folders):
+def test_every_step_reports_progress_and_previews_come_every_n_steps(folders, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(sampler_module, "PREVIEW_INTERVAL", 0.0)
     workflow, overrides = txt2img(folders["sd3"], 6, **{"sampler.preview_every": 2})
     events: list[RunEvent] = []
     Executor().execute(build_plan(workflow, overrides), run_id="r", sinks=[events.append])
@@ -40,6 +42,16 @@ def test_every_step_reports_progress_and_previews_come_every_n_steps(folders):
     with_preview = [e.data["step"] for e in progress if "preview_png" in e.data]
     assert with_preview == [2, 4, 6]
     assert all(e.data["preview_png"].startswith(b"\x89PNG") for e in progress if "preview_png" in e.data)
+
+
+def test_previews_are_kept_a_quarter_second_apart_but_the_last_step_always_shows(folders):
+    workflow, overrides = txt2img(folders["sd3"], 12, **{"sampler.preview_every": 1})
+    events: list[RunEvent] = []
+    Executor().execute(build_plan(workflow, overrides), run_id="r", sinks=[events.append])
+    progress = [e for e in events if e.kind == "node_progress" and e.node == "sampler"]
+    with_preview = [e.data["step"] for e in progress if "preview_png" in e.data]
+    # A tiny model's 12 steps take far less than 12 × PREVIEW_INTERVAL: the first preview, few others, the last.
+    assert with_preview[0] == 1 and with_preview[-1] == 12 and len(with_preview) < 12
 
 
 def test_cancelling_mid_sampling_stops_at_the_next_step(folders):

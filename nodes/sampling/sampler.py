@@ -7,6 +7,7 @@ decomposition): same seed, schedule and solver as a diffusers pipeline give the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -92,12 +93,24 @@ def latent_preview(model: FlowModel, x0: torch.Tensor) -> bytes:
     return preview_png(model.preview_rgb(x0[:1]))
 
 
+# Live previews are for people: more than a few a second is not seen, and on a small model a preview (a VAE
+# decode and a PNG, ~20 ms) costs as much as several sampling steps.
+PREVIEW_INTERVAL = 0.25  # seconds, at least, between two previews of one node
+
+
 def step_progress(ctx: NodeContext, model: FlowModel, preview_every: int) -> Callable[[Step], None]:
     """A step callback that reports progress to the run, with a preview of the clean estimate every
-    `preview_every` steps and at the last (never when 0); every report is also a cancellation point."""
+    `preview_every` steps (never when 0), at most one per PREVIEW_INTERVAL, and at the last step; every report is
+    also a cancellation point."""
+    last_shown: float | None = None
 
     def report(step: Step) -> None:
-        show = preview_every and (step.done % preview_every == 0 or step.done == step.total)
+        nonlocal last_shown
+        now = time.monotonic()
+        due = preview_every and (step.done % preview_every == 0 or step.done == step.total)
+        show = due and (step.done == step.total or last_shown is None or now - last_shown >= PREVIEW_INTERVAL)
+        if show:
+            last_shown = now
         ctx.progress(step.done, step.total, latent_preview(model, step.x0_estimate) if show else None)
 
     return report
@@ -144,7 +157,7 @@ class Sampler(Node):
                 "How much of the input latent to redraw: 1 ignores it (text-to-image), lower keeps more of it."
             ),
         )
-        preview_every: int = preview_every_field("Show a rough preview every N steps (0: never).")
+        preview_every: int = preview_every_field()
 
     def run(
         self,
