@@ -17,8 +17,7 @@ names (NodeContext.cache_root), one sub-folder per kind: `cache_folder`.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -41,14 +40,12 @@ def confined_path(raw: str, roots: Sequence[Path]) -> Path | None:
     return next((candidate for candidate in inside if candidate.exists()), inside[0] if inside else None)
 
 
-def configured_model_sources() -> set[str]:
-    return {source.strip() for source in os.environ.get(MODEL_SOURCES_VARIABLE, "").split(",") if source.strip()}
-
-
-def model_source_allowed(source: str, roots: Sequence[Path]) -> bool:
-    """Whether a confined run may load `source`: an embedded model, a configured source, or an existing folder
-    or file inside `roots` (a hub id is neither, unless configured: it could make the server download)."""
-    if source.startswith(EMBEDDED_PREFIX) or source in configured_model_sources():
+def model_source_allowed(source: str, roots: Sequence[Path], configured: Collection[str] = ()) -> bool:
+    """Whether a confined run may load `source`: an embedded model, a source the administrator configured
+    (`configured`, from FLOWCANVAS_MODEL_SOURCES: the caller reads the settings, nodes read no environment), or an
+    existing folder or file inside `roots` (a hub id is neither, unless configured: it could make the server
+    download)."""
+    if source.startswith(EMBEDDED_PREFIX) or source in configured:
         return True
     path = Path(source).expanduser().resolve()  # as the loader reads it: relative to the working directory
     return path.exists() and any(path.is_relative_to(root.resolve()) for root in roots)

@@ -89,6 +89,8 @@ class NodeContext:
         png_text: Callable[[], dict[str, str]] | None = None,
         file_roots: tuple[Path, ...] | None = None,
         cache_root: Path | None = None,
+        model_sources: frozenset[str] = frozenset(),
+        model_memory_bytes: int | None = None,
     ) -> None:
         self.node_id = node_id
         self.node_type = node_type
@@ -98,6 +100,8 @@ class NodeContext:
         self._png_text = png_text or dict
         self.file_roots = file_roots
         self.cache_root = cache_root
+        self.model_sources = model_sources  # what a confined run may load besides its folders (the settings')
+        self.model_memory_bytes = model_memory_bytes  # the model manager's budget (the settings'); None: its own
         self.records: dict[str, dict[str, Any]] = {"seeds": {}, "model_hashes": {}}
         self.output_items: list[OutputItem] = []
 
@@ -140,7 +144,7 @@ class NodeContext:
 
     def check_model_source(self, source: str, *, field: str) -> None:
         """Refuse a model source a confined run may not load (see nodes.files)."""
-        if self.file_roots is not None and not model_source_allowed(source, self.file_roots):
+        if self.file_roots is not None and not model_source_allowed(source, self.file_roots, self.model_sources):
             message, hint = refusal(source, "model")
             raise NodeError(message, field=field, hint=hint)
 

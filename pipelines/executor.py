@@ -28,7 +28,7 @@ from nodes.types import value_nbytes
 from pipelines.plan import Plan
 from pipelines.validate import PlanNode
 from pipelines.workflow import Link
-from storage.config import data_home
+from storage.config import data_home, read_settings
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,7 @@ class Executor:
         remaining = dict(plan.consumers)
         result = RunResult([], {}, [], [], {}, {}, {})
         records: dict[str, dict[str, Any]] = {"seeds": result.seeds, "model_hashes": result.model_hashes}
+        settings = read_settings()
         cache_root = self.cache_root if self.cache_root is not None else data_home() / "cache"
 
         def emit(kind: str, node: str | None = None, **data: Any) -> None:
@@ -261,6 +262,8 @@ class Executor:
                 png_text=current_png_text,
                 file_roots=file_roots,
                 cache_root=cache_root,
+                model_sources=settings.model_sources,
+                model_memory_bytes=int(settings.model_memory_gb * 1024**3),
             )
             input_keys = {name: _link_keys(value, keys) for name, value in node.inputs.items()}
             input_keys.update(

@@ -23,6 +23,7 @@ from pipelines.flatten import FlatNode, flatten
 from pipelines.issues import Issue, IssueCode
 from pipelines.overrides import apply_overrides
 from pipelines.workflow import Link, Workflow
+from storage.config import read_settings
 
 # pydantic error types, by the issue code they are reported under
 _BOUNDS = {
@@ -386,7 +387,11 @@ def _check_reads(
         value = constants.get(name) if name in wired else params.get(name)
         if reads is None or not isinstance(value, str) or not value.strip():
             continue
-        allowed = model_source_allowed(value, roots) if reads == "model" else confined_path(value, roots) is not None
+        allowed = (
+            model_source_allowed(value, roots, read_settings().model_sources)
+            if reads == "model"
+            else confined_path(value, roots) is not None
+        )
         if not allowed:
             message, hint = refusal(value, reads)
             issues.append(Issue(node=node_id, field=name, code=IssueCode.NOT_ALLOWED, message=message, hint=hint))

@@ -532,6 +532,19 @@ def test_a_small_budget_keeps_only_the_newest_model(tiny):
     assert manager.free() == 1
 
 
+def test_a_run_brings_the_configured_model_memory_budget(home: Path, monkeypatch: pytest.MonkeyPatch):
+    from nodes.models.loader import MANAGER
+    from pipelines.executor import Executor
+    from pipelines.plan import build_plan
+    from pipelines.workflow import load_workflow
+
+    template = Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json"
+    monkeypatch.setenv("FLOWCANVAS_MODEL_MEMORY_GB", "3")
+    monkeypatch.setattr(MANAGER, "budget_bytes", MANAGER.budget_bytes)  # restored after the test
+    Executor(device="cpu").execute(build_plan(load_workflow(template), {"Steps": 1}, target="model"), run_id="m")
+    assert MANAGER.budget_bytes == 3 * 1024**3
+
+
 def test_free_returns_counts_and_loaded_describes(tiny, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("FLOWCANVAS_MODEL_MEMORY_GB", raising=False)
     manager = ModelManager()

@@ -359,18 +359,26 @@ def _place(pipe: Any, options: LoadOptions) -> None:
     pipe.to(device)
 
 
+# The model manager's budget when the run names none (FLOWCANVAS_MODEL_MEMORY_GB, read by the engine, names it).
+DEFAULT_MODEL_MEMORY_BYTES = 16 * 1024**3
+
+
 class ModelManager:
     """Loads each (source, options) once; least recently used models are freed beyond the memory budget."""
 
-    def __init__(self, budget_bytes: int | None = None) -> None:
-        gigabytes = float(os.environ.get("FLOWCANVAS_MODEL_MEMORY_GB", "16"))
-        self.budget_bytes = budget_bytes if budget_bytes is not None else int(gigabytes * 1024**3)
+    def __init__(self, budget_bytes: int = DEFAULT_MODEL_MEMORY_BYTES) -> None:
+        self.budget_bytes = budget_bytes
         self._models: OrderedDict[tuple[str, LoadOptions, str], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, source: str, options: LoadOptions, cache_root: Path | None = None) -> LoadedModel:
+    def get(
+        self, source: str, options: LoadOptions, cache_root: Path | None = None, budget_bytes: int | None = None
+    ) -> LoadedModel:
         """The model loaded from `source` with `options`; loaded now unless it is kept already (then it keeps
-        the cache folder it was loaded with)."""
+        the cache folder it was loaded with). `budget_bytes`, when given, becomes the budget from now on (a run
+        brings the configured one)."""
+        if budget_bytes is not None:
+            self.budget_bytes = budget_bytes
         # The weights' hash is part of the key: changed files on disk mean a fresh load, never a stale model.
         sha = content_hash(resolve_source(source), cache_root)
         key = (source, options, sha)
@@ -468,7 +476,7 @@ class LoadFlowModel(Node):
             ctx.check_model_source(params.config_folder, field="config_folder")
         options = LoadOptions(device=ctx.device, **params.model_dump(exclude={"source"}))
         try:
-            loaded = MANAGER.get(params.source, options, ctx.cache_root)
+            loaded = MANAGER.get(params.source, options, ctx.cache_root, ctx.model_memory_bytes)
         except ModelLoadError as error:
             raise NodeError(str(error), field=error.field) from None
         ctx.record_model_hash(params.source, loaded.model.sha256)

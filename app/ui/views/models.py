@@ -14,9 +14,9 @@ import gradio as gr
 from pydantic import BaseModel
 
 from app.ui.studio import Studio
-from nodes.files import EMBEDDED_PREFIX, configured_model_sources
+from nodes.files import EMBEDDED_PREFIX
 from nodes.models import loader
-from storage.config import data_home
+from storage.config import data_home, read_settings
 
 MODELS_TAB = "models"
 SOURCE_HEADERS = ["source", "kind", "family", "location", "sha256"]
@@ -39,7 +39,7 @@ def offered_sources() -> list[str]:
         for folder in loader.REPO_MODELS.glob("*")
         if (folder / "model_index.json").is_file()
     )
-    return list(dict.fromkeys([*embedded, *sorted(configured_model_sources())]))
+    return list(dict.fromkeys([*embedded, *sorted(read_settings().model_sources)]))
 
 
 def describe_source(source: str, *, with_hash: bool = False) -> SourceInfo:
