@@ -8,7 +8,6 @@ from it the same way; the library's records are read from the app's storage.
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import re
@@ -24,7 +23,7 @@ from pipelines.workflow import PNG_WORKFLOW_KEY, canonical_json, load_workflow, 
 from storage import NotFound, RunStatus
 from storage.records import NewArtifact
 from tests.conftest import running_app
-from tests.studio_e2e import CHROMIUM, EDITOR, broken_header_words, chromium
+from tests.studio_e2e import CHROMIUM, EDITOR, broken_header_words, chromium, drop_file_at
 from tests.studio_e2e import open_page as open_editor_page
 
 try:
@@ -193,19 +192,6 @@ def version_row(page, version: int):
     )
 
 
-def drop_file(page, selector: str, name: str, data: bytes, mime: str) -> None:
-    transfer = page.evaluate_handle(
-        """([name, encoded, mime]) => {
-             const bytes = Uint8Array.from(atob(encoded), (c) => c.charCodeAt(0));
-             const transfer = new DataTransfer();
-             transfer.items.add(new File([bytes], name, { type: mime }));
-             return transfer;
-           }""",
-        [name, base64.b64encode(data).decode("ascii"), mime],
-    )
-    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
-
-
 def png_bytes(text: dict[str, str] | None = None, size: tuple[int, int] = (8, 8)) -> bytes:
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
@@ -309,7 +295,7 @@ def test_export_a_png_and_drop_it_back(page, server) -> None:
     show_tab(page, "Canvas")
     page.click(".fc-cmd-new")
     # Outside the canvas: a PNG dropped on the canvas itself asks there first (app/ui/editor/static/drops.mjs).
-    drop_file(page, "body", "round-trip-v1.png", exported, "image/png")
+    drop_file_at(page, 5, 5, "round-trip-v1.png", "image/png", exported)  # the page, outside any component
     wait_for_canvas(page, storage.get_workflow_version(record.id).document)
     expect(status(page)).to_have_value(
         "Opened on the canvas: round-trip-v1.png: an image carrying the FlowCanvas "
@@ -337,7 +323,7 @@ def test_export_a_png_and_drop_it_back(page, server) -> None:
             ("cut.json: not valid JSON (Expecting value at line 1, column 12). Nothing was imported."),
         ),
     ]:
-        drop_file(page, "body", name, data, mime)
+        drop_file_at(page, 5, 5, name, mime, data)
         expect(status(page)).to_have_value(said)
         assert canvas_document(page) == shown
     expect(page.locator(".toast-body").last).to_contain_text("Nothing was imported")
