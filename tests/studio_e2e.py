@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from app.ui.screenshots import EDITOR  # noqa: F401  (the debug hook, one definition for the app's tools and tests)
+
 CHROMIUM = Path("/usr/bin/chromium")
-EDITOR = "document.querySelector('.fc-root').flowcanvas"
 STARTER = json.loads(
     (Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json").read_text(
         encoding="utf-8"
