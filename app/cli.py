@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--resume", action="store_true", help="continue phase 2 from the last checkpoint")
     train.add_argument("--out", type=Path, help="where to save the model (default: models/shapes)")
+    train.add_argument(
+        "--init-from", type=Path, metavar="FOLDER", help="continue from a trained model's weights instead of scratch"
+    )
     return parser
 
 

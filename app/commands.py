@@ -124,6 +124,10 @@ class _Progress:
             self.bar.set_postfix_str(f"run {number}: {event.node}", refresh=True)
         elif event.kind == "node_progress":
             self.bar.set_postfix_str(f"run {number}: {event.node} {event.data['step']}/{event.data['total']}")
+        elif event.kind == "node_warning":
+            for warning in event.data.get("warnings", []):
+                where = ".".join(part for part in (event.node, warning.get("field")) if part)
+                self.bar.write(f"warning: run {number}: {where}: {warning.get('message')}", file=sys.stderr)
         elif event.kind in TERMINAL_EVENTS:
             self.bar.update(1)
 
@@ -551,7 +555,9 @@ def serve(args: argparse.Namespace) -> int:
 def train_embedded(args: argparse.Namespace) -> int:
     from nodes.embedded.train import TrainConfig, train
 
-    config = TrainConfig(device=args.device, minutes=args.minutes, decoder_minutes=args.decoder_minutes)
+    config = TrainConfig(
+        device=args.device, minutes=args.minutes, decoder_minutes=args.decoder_minutes, init_from=args.init_from
+    )
     if args.out:
         config.out = args.out
     train(config, resume=args.resume)

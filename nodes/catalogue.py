@@ -12,6 +12,7 @@ from typing import Any
 import nodes
 from nodes.registry import Node, node_spec, registered, registered_classes
 from nodes.types import SOCKET_COLOURS
+from nodes.vocabulary import hint
 
 _LOADED = False
 
@@ -38,8 +39,12 @@ def all_node_classes() -> list[type[Node]]:
 
 
 def catalogue() -> dict[str, Any]:
-    """Every node spec, plus socket colours: what the canvas and `run.py nodes --json` show."""
+    """Every node spec, socket colours, and the hint line of each closed-vocabulary model source (shown beside a
+    param that declares `vocabulary_from`): what the canvas and `run.py nodes --json` show."""
+    from nodes.models.loader import embedded_vocabularies
+
     return {
         "nodes": [node_spec(cls) for cls in all_node_classes()],
         "socket_colours": {str(k): v for k, v in SOCKET_COLOURS.items()},
+        "vocabularies": {source: hint(vocabulary) for source, vocabulary in embedded_vocabularies().items()},
     }

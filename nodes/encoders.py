@@ -11,6 +11,7 @@ from pydantic import Field
 from nodes.models.components import VAE, Latent, TextEncoder
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
 from nodes.types import SocketType
+from nodes.vocabulary import warning
 
 
 @node(
@@ -31,7 +32,7 @@ class TextEncode(Node):
             max_length=20_000,
             title="Prompt",
             description="The prompt: what the image should show.",
-            json_schema_extra={"widget": "multiline"},
+            json_schema_extra={"widget": "multiline", "vocabulary_from": "encoder"},
         )
         negative_text: str = Field(
             "",
@@ -42,6 +43,11 @@ class TextEncode(Node):
         )
 
     def run(self, ctx: NodeContext, params: Params, encoder: TextEncoder) -> dict[str, Any]:
+        if encoder.vocabulary is not None:
+            for field in ("text", "negative_text"):
+                message = warning(getattr(params, field), encoder.vocabulary)
+                if message:
+                    ctx.warn(message, field=field)
         return {"positive": encoder.encode([params.text]), "negative": encoder.encode([params.negative_text])}
 
 

@@ -102,7 +102,7 @@ class NodeContext:
         self.cache_root = cache_root
         self.model_sources = model_sources  # what a confined run may load besides its folders (the settings')
         self.model_memory_bytes = model_memory_bytes  # the model manager's budget (the settings'); None: its own
-        self.records: dict[str, dict[str, Any]] = {"seeds": {}, "model_hashes": {}}
+        self.records: dict[str, dict[str, Any]] = {"seeds": {}, "model_hashes": {}, "warnings": {}}
         self.output_items: list[OutputItem] = []
 
     def check_cancelled(self) -> None:
@@ -120,6 +120,11 @@ class NodeContext:
 
     def record_model_hash(self, source: str, sha256: str) -> None:
         self.records["model_hashes"][source] = sha256
+
+    def warn(self, message: str, field: str | None = None) -> None:
+        """Something the person should know although the node ran (shown on the node, printed by the CLI). Kept
+        with the node's records, so a cached result warns again."""
+        self.records["warnings"].setdefault(self.node_id, []).append({"message": message, "field": field})
 
     def png_text(self) -> dict[str, str]:
         """The text chunks an output PNG carries: the workflow and the run record."""
@@ -304,7 +309,7 @@ def param_spec(name: str, info: FieldInfo) -> dict[str, Any]:
     choices = param_choices(info)
     if choices is not None:
         spec["choices"] = choices
-    for key in ("widget", "step", "label", "reads"):
+    for key in ("widget", "step", "label", "reads", "vocabulary_from"):
         if key in extra:
             spec[key] = extra[key]
     return spec

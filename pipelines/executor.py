@@ -279,6 +279,7 @@ class Executor:
                 _merge(records, entry.records)
                 result.cached.append(node.id)
                 emit("node_cached", node.id)
+                own_records = entry.records
             else:
                 emit("node_started", node.id, type=node.cls.type)
                 started = time.perf_counter()
@@ -292,6 +293,10 @@ class Executor:
                 if not node.cls.output_node:
                     self.cache.put(key, outputs, ctx.records)
                 emit("node_finished", node.id, seconds=seconds)
+                own_records = ctx.records
+            warnings = [w for listed in own_records.get("warnings", {}).values() for w in listed]
+            if warnings:
+                emit("node_warning", node.id, warnings=warnings)
             values[node.id] = outputs
             if node.id in plan.output_nodes:
                 result.target_outputs[node.id] = outputs

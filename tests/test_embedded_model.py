@@ -67,3 +67,26 @@ def test_generation_is_deterministic_per_seed(embedded):
 def test_it_draws_what_the_caption_says(embedded, colour: str, shape: str, background: str):
     found = analyze(generate(f"a large {colour} {shape} on a {background} background", seed=1)[0])
     assert (found.background, found.colour, found.shape) == (background, colour, shape)
+
+
+# What a newcomer types: no size word, other word orders, synonyms, capitals; "orange background, …" and "… with a
+# red background" are phrasings the model never saw in training (nodes/embedded/captions.py HELD_OUT_PHRASINGS).
+# A bare colour after the shape ("square, blue") is read as the background's: docs/algorithms.md says so.
+PLAIN_PROMPTS = {
+    "a red circle on a blue background": ("red", "circle", "blue"),
+    "green star, white background": ("green", "star", "white"),
+    "A YELLOW HEART ON BLACK.": ("yellow", "heart", "black"),
+    "a big violet diamond over gray": ("purple", "diamond", "grey"),
+    "orange background, a cyan cross": ("cyan", "cross", "orange"),
+    "a white ring with a red background": ("white", "ring", "red"),
+    "a tiny black circle": ("black", "circle", None),
+}
+
+
+@pytest.mark.parametrize("prompt", PLAIN_PROMPTS)
+def test_it_draws_plain_prompts_as_people_type_them(embedded, prompt: str):
+    colour, shape, background = PLAIN_PROMPTS[prompt]
+    for seed in (1, 2):
+        found = analyze(generate(prompt, seed=seed)[0])
+        assert (found.colour, found.shape) == (colour, shape), (prompt, seed, found)
+        assert background is None or found.background == background, (prompt, seed, found)

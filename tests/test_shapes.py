@@ -97,19 +97,14 @@ def _interior(mask: np.ndarray) -> np.ndarray:
     return inner
 
 
-def test_captions_name_every_attribute_exactly() -> None:
+def test_the_canonical_caption_names_every_attribute_once() -> None:
     rng = np.random.default_rng(3)
-    templates_seen = set()
     for _ in range(500):
         scene = random_scene(rng)
-        templates_seen.add(scene.template)
         words = re.findall(r"[a-z]+", scene.caption)
         assert f"{scene.size} {scene.colour} {scene.shape}" in scene.caption, scene.caption
         assert f"{scene.background} background" in scene.caption, scene.caption
-        for word in (scene.size, scene.colour, scene.shape, scene.background):
-            assert word in words
         assert words.count(scene.colour) == 1 and words.count(scene.background) == 1
-    assert templates_seen == set(range(len(dataset.CAPTION_TEMPLATES)))
     assert Scene("star", "red", "orange", "large", (32, 32), 20).caption == "a large red star on an orange background"
 
 

@@ -115,6 +115,8 @@ class RunState:
             self._settle(node)
         elif kind == "node_finished" and node:
             self._settle(node, float(event.data.get("seconds", 0.0)))
+        elif kind == "node_warning" and node:
+            self._update(node, warnings=[str(w.get("message", "")) for w in event.data.get("warnings", [])])
         elif kind == "run_finished":
             self.status = "succeeded"
             self.seconds = round(float(event.data.get("seconds", 0.0)), 4)

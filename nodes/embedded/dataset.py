@@ -53,11 +53,6 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "
 SIZES: tuple[str, ...] = ("small", "large")
 EXTENT_RANGES: dict[str, tuple[int, int]] = {"small": (10, 13), "large": (17, 25)}  # inclusive, in canvas pixels
 
-CAPTION_TEMPLATES: tuple[str, ...] = (
-    "a {size} {colour} {shape} on {article} {background} background",
-    "a {size} {colour} {shape} against {article} {background} background",
-    "a {size} {colour} {shape}, {background} background",
-)
 
 Combination = tuple[str, str, str]  # (colour, shape, background)
 
@@ -82,7 +77,6 @@ class Scene:
     size: str
     centre: tuple[float, float]
     extent: float
-    template: int = 0  # which of CAPTION_TEMPLATES words the caption
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
@@ -96,8 +90,6 @@ class Scene:
             raise ValueError(f"unknown size {self.size!r}; known: {', '.join(SIZES)}")
         if self.extent <= 0:
             raise ValueError(f"extent must be positive, not {self.extent}")
-        if not 0 <= self.template < len(CAPTION_TEMPLATES):
-            raise ValueError(f"template must be below {len(CAPTION_TEMPLATES)}, not {self.template}")
 
     @property
     def combination(self) -> Combination:
@@ -105,10 +97,10 @@ class Scene:
 
     @property
     def caption(self) -> str:
+        """The canonical caption, naming every attribute ("a large red star on an orange background"); the
+        varied ones people write come from `nodes.embedded.captions.describe`."""
         article = "an" if self.background[0] in "aeiou" else "a"
-        return CAPTION_TEMPLATES[self.template].format(
-            size=self.size, colour=self.colour, shape=self.shape, article=article, background=self.background
-        )
+        return f"a {self.size} {self.colour} {self.shape} on {article} {self.background} background"
 
 
 def shape_contains(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -287,7 +279,7 @@ def is_held_out(colour: str, shape: str, background: str) -> bool:
 
 
 def random_scene(rng: np.random.Generator, *, allowed: Sequence[Combination] = ALL_COMBINATIONS) -> Scene:
-    """A scene with a combination drawn uniformly from `allowed`, a random size, extent, place and wording.
+    """A scene with a combination drawn uniformly from `allowed`, a random size, extent and place.
 
     The object lies wholly inside the canvas, MARGIN pixels clear of every edge.
     """
@@ -296,10 +288,7 @@ def random_scene(rng: np.random.Generator, *, allowed: Sequence[Combination] = A
     low, high = EXTENT_RANGES[size]
     extent = int(rng.integers(low, high + 1))
     x, y = (int(c) for c in rng.integers(extent + MARGIN, CANVAS - extent - MARGIN + 1, size=2))
-    template = int(rng.integers(len(CAPTION_TEMPLATES)))
-    return Scene(
-        shape=shape, colour=colour, background=background, size=size, centre=(x, y), extent=extent, template=template
-    )
+    return Scene(shape=shape, colour=colour, background=background, size=size, centre=(x, y), extent=extent)
 
 
 def sample_training_scene(rng: np.random.Generator) -> Scene:
@@ -314,7 +303,7 @@ def sample_held_out_scene(rng: np.random.Generator) -> Scene:
 
 def batch(rng: np.random.Generator, n: int, held_out: bool = False) -> tuple[torch.Tensor, list[str], list[Scene]]:
     """`n` random scenes (training or held-out combinations): images float32 [n, 3, 64, 64] in [0, 1],
-    captions and scenes. The pixels equal those of `render`, so a batch and its rendered PNGs agree.
+    canonical captions and scenes. The pixels equal those of `render`, so a batch and its rendered PNGs agree.
     """
     sample = sample_held_out_scene if held_out else sample_training_scene
     scenes = [sample(rng) for _ in range(n)]

@@ -1,6 +1,7 @@
 """Train the embedded default model: a small Stable Diffusion 3 on captioned shapes, from scratch.
 
-    python run.py train-embedded [--device cpu|cuda] [--minutes N] [--resume] [--out models/shapes]
+    python run.py train-embedded [--device cpu|cuda] [--minutes N] [--resume] [--init-from FOLDER]
+                                 [--out models/shapes]
 
 Read it top to bottom: data, tokenizers, models, phase 1 (the autoencoder), phase 3 (decoder sharpening,
 run last), phase 2 (the flow
@@ -13,6 +14,11 @@ timestep σ·1000, captions dropped to "" 10% of the time so classifier-free gui
 warm-up and cosine decay, gradient clipping, an EMA of the weights. Lessons from the first experiment
 (docs/algorithms.md, "The embedded model"): clip gradients and watch a held-out reconstruction (an
 unclipped VAE broke late), and store the model's own max_sequence_length (0: no T5 tokens at all).
+
+Captions are drawn afresh for every batch from `nodes.embedded.captions` (varied phrasings, synonyms, unsaid
+attributes), in its training phrasings only. `--init-from` starts from a trained model instead of from
+scratch: its autoencoder is kept as it is (captions do not touch it), and the flow transformer and text
+encoders continue from its weights, token embeddings carried over word piece by word piece.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nodes.embedded import dataset
+from nodes.embedded import captions, dataset
 from nodes.image import grid_image, to_pil
 from nodes.models.tokenizers import build_clip_tokenizer
 
@@ -77,33 +83,28 @@ class TrainConfig:
     log_every: int = 100
     sample_every_minutes: float = 10.0
     checkpoint_every_minutes: float = 5.0
+    init_from: Path | None = None  # a trained model folder to continue from (see the module docstring)
 
 
 # ---------------------------------------------------------------------------------------------- data
 
 
-def images_and_captions(rng: np.random.Generator, n: int, held_out: bool = False) -> tuple[torch.Tensor, list[str]]:
-    """A fresh batch of scenes: images in [−1, 1] (what the VAE sees) and their captions."""
-    images, captions, _ = dataset.batch(rng, n, held_out=held_out)
-    return images * 2 - 1, captions
+def vae_images(rng: np.random.Generator, n: int, held_out: bool = False) -> torch.Tensor:
+    """A fresh batch of scene images in [−1, 1] (what the VAE sees)."""
+    images, _, _ = dataset.batch(rng, n, held_out=held_out)
+    return images * 2 - 1
+
+
+CORPUS_CAPTIONS = 50_000
 
 
 def caption_corpus() -> list[str]:
-    """Every caption the data can produce, for training the tokenizers' merges."""
-    corpus = []
-    for template in dataset.CAPTION_TEMPLATES:
-        for size in dataset.SIZES:
-            for colour in dataset.COLOURS:
-                for shape in dataset.SHAPES:
-                    for background in dataset.COLOURS:
-                        if background != colour:
-                            article = "an" if background[0] in "aeiou" else "a"
-                            corpus.append(
-                                template.format(
-                                    size=size, colour=colour, shape=shape, article=article, background=background
-                                )
-                            )
-    return corpus
+    """Training captions from a fixed seed, for learning the tokenizers' merges (without made-up words, and
+    held-out phrasings' own words are never in it: both fall back to byte pieces, as any unseen word does)."""
+    rng = np.random.default_rng(40_000)
+    return [
+        captions.describe(dataset.sample_training_scene(rng), rng, nonsense=False).text for _ in range(CORPUS_CAPTIONS)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -176,6 +177,34 @@ def build_pipeline(config: TrainConfig):  # -> StableDiffusion3Pipeline
     )
 
 
+@torch.no_grad()
+def warm_start(pipe, source: Path) -> None:
+    """Continue from the model in `source`: every weight whose name and shape match is copied, and each text
+    encoder's token embeddings row by row for the word pieces both vocabularies hold (new pieces keep their
+    fresh initialisation). The VAE's shift and scale factors come along with its weights."""
+    from diffusers import StableDiffusion3Pipeline
+
+    trained = StableDiffusion3Pipeline.from_pretrained(
+        source, text_encoder_3=None, tokenizer_3=None, dtype=torch.float32, local_files_only=True
+    )
+    for name in ("vae", "transformer", "text_encoder", "text_encoder_2"):
+        target, weights = getattr(pipe, name), getattr(trained, name).state_dict()
+        own = target.state_dict()
+        for key, value in weights.items():
+            if key in own and own[key].shape == value.shape:
+                own[key].copy_(value)
+    for encoder, tokenizer in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+        old_vocab, new_vocab = getattr(trained, tokenizer).get_vocab(), getattr(pipe, tokenizer).get_vocab()
+        old_rows = getattr(trained, encoder).get_input_embeddings().weight
+        new_rows = getattr(pipe, encoder).get_input_embeddings().weight
+        for piece, row in new_vocab.items():
+            if piece in old_vocab:
+                new_rows[row] = old_rows[old_vocab[piece]]
+    pipe.vae.register_to_config(
+        shift_factor=trained.vae.config.shift_factor, scaling_factor=trained.vae.config.scaling_factor
+    )
+
+
 def parameters(pipe, names: tuple[str, ...]) -> list[torch.nn.Parameter]:
     return [p for name in names for p in getattr(pipe, name).parameters()]
 
@@ -227,12 +256,12 @@ def train_vae(pipe, config: TrainConfig, seconds: float, log: "Log") -> None:
     vae = pipe.vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     rng = np.random.default_rng(config.seed + 1)
-    held_out_images, _ = images_and_captions(np.random.default_rng(10_000), 64, held_out=True)
+    held_out_images = vae_images(np.random.default_rng(10_000), 64, held_out=True)
     held_out_scenes = dataset.batch(np.random.default_rng(10_001), 128, held_out=True)
     started, step = time.monotonic(), 0
     with tqdm(desc="phase 1: autoencoder", unit="step", dynamic_ncols=True) as bar:
         while time.monotonic() < started + seconds:
-            images, _ = images_and_captions(rng, config.vae_batch)
+            images = vae_images(rng, config.vae_batch)
             images = images.to(config.device)
             posterior = vae.encode(images).latent_dist
             reconstruction = vae.decode(posterior.sample()).sample
@@ -292,7 +321,7 @@ def reconstruction_fidelity(
 @torch.no_grad()
 def set_latent_statistics(pipe, config: TrainConfig) -> None:
     """Write the latents' mean and 1/std into the VAE config, as SD3's shift and scale factors are."""
-    images, _ = images_and_captions(np.random.default_rng(20_000), 512)
+    images = vae_images(np.random.default_rng(20_000), 512)
     latents = torch.cat([pipe.vae.encode(chunk.to(config.device)).latent_dist.mode() for chunk in images.split(64)])
     pipe.vae.register_to_config(
         shift_factor=round(latents.mean().item(), 4), scaling_factor=round(1.0 / latents.std().item(), 4)
@@ -313,12 +342,12 @@ def finetune_decoder(pipe, config: TrainConfig, seconds: float, log: "Log") -> N
     vae.decoder.train()
     optimizer = torch.optim.AdamW(trained, lr=config.vae_lr / 2, weight_decay=0.0)
     rng = np.random.default_rng(config.seed + 5)
-    held_out_images, _ = images_and_captions(np.random.default_rng(10_000), 64, held_out=True)
+    held_out_images = vae_images(np.random.default_rng(10_000), 64, held_out=True)
     held_out_scenes = dataset.batch(np.random.default_rng(10_001), 128, held_out=True)
     started, step = time.monotonic(), 0
     with tqdm(desc="phase 3: decoder", unit="step", dynamic_ncols=True) as bar:
         while time.monotonic() < started + seconds:
-            images, _ = images_and_captions(rng, config.vae_batch)
+            images = vae_images(rng, config.vae_batch)
             images = images.to(config.device)
             with torch.no_grad():
                 latents = vae.encode(images).latent_dist.mode()
@@ -353,15 +382,15 @@ def encode_latents(pipe, images: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def encode_pool(
     pipe, config: TrainConfig, count: int, seed: int, held_out: bool = False
-) -> tuple[torch.Tensor, list[str]]:
-    """Latents and captions of `count` fresh scenes, encoded once."""
+) -> tuple[torch.Tensor, list[dataset.Scene]]:
+    """Latents and scenes of `count` fresh scenes, encoded once (captions are drawn per use)."""
     rng = np.random.default_rng(seed)
-    latents, captions = [], []
+    latents, scenes = [], []
     for start in tqdm(range(0, count, 256), desc="encoding scenes", unit="batch", dynamic_ncols=True):
-        images, batch_captions = images_and_captions(rng, min(256, count - start), held_out=held_out)
-        latents.append(encode_latents(pipe, images.to(config.device)))
-        captions += batch_captions
-    return torch.cat(latents), captions
+        images, _, batch_scenes = dataset.batch(rng, min(256, count - start), held_out=held_out)
+        latents.append(encode_latents(pipe, (images * 2 - 1).to(config.device)))
+        scenes += batch_scenes
+    return torch.cat(latents), scenes
 
 
 def flow_loss(pipe, z: torch.Tensor, captions: list[str], generator: torch.Generator, device: str) -> torch.Tensor:
@@ -398,8 +427,11 @@ def train_flow(pipe, ema, config: TrainConfig, seconds: float, log: "Log", state
         optimizer.load_state_dict(state["optimizer"])
     rng = np.random.default_rng(config.seed + 2 + state.get("step", 0))
     generator = torch.Generator().manual_seed(config.seed + 3 + state.get("step", 0))
-    pool, pool_captions = encode_pool(pipe, config, config.latent_pool, config.seed + 4)
-    held_out = encode_pool(pipe, config, 128, 30_000, held_out=True)
+    pool, pool_scenes = encode_pool(pipe, config, config.latent_pool, config.seed + 4)
+    # Watched for generalisation: held-out combinations, worded in held-out phrasings.
+    held_out_latents, held_out_scenes = encode_pool(pipe, config, 128, 30_000, held_out=True)
+    wording = np.random.default_rng(30_001)
+    held_out_captions = [captions.describe(scene, wording, held_out=True).text for scene in held_out_scenes]
     step = state.get("step", 0)
     estimated_total = state.get("estimated_total") or max(1000, int(seconds * 5))
     started = time.monotonic()
@@ -409,8 +441,12 @@ def train_flow(pipe, ema, config: TrainConfig, seconds: float, log: "Log", state
     with tqdm(desc="phase 2: flow", unit="step", initial=step, dynamic_ncols=True) as bar:
         while time.monotonic() < deadline:
             picked = rng.integers(0, len(pool), config.dit_batch)
-            captions = ["" if rng.random() < config.caption_dropout else pool_captions[i] for i in picked]
-            loss = flow_loss(pipe, pool[torch.from_numpy(picked).to(pool.device)], captions, generator, config.device)
+            batch_captions = [
+                "" if rng.random() < config.caption_dropout else captions.describe(pool_scenes[i], rng).text
+                for i in picked
+            ]
+            latents = pool[torch.from_numpy(picked).to(pool.device)]
+            loss = flow_loss(pipe, latents, batch_captions, generator, config.device)
             optimise(
                 optimizer,
                 loss,
@@ -424,7 +460,7 @@ def train_flow(pipe, ema, config: TrainConfig, seconds: float, log: "Log", state
             if step % config.log_every == 0:
                 with torch.no_grad():
                     evaluation = flow_loss(
-                        ema, held_out[0], held_out[1], torch.Generator().manual_seed(0), config.device
+                        ema, held_out_latents, held_out_captions, torch.Generator().manual_seed(0), config.device
                     ).item()
                 bar.set_postfix(loss=f"{loss.item():.3f}", held_out=f"{evaluation:.3f}")
                 log.write(phase="flow", step=step, loss=loss.item(), held_out_loss=evaluation)
@@ -449,14 +485,14 @@ def update_ema(ema, pipe, names: tuple[str, ...], decay: float) -> None:
 # ---------------------------------------------------------------------------------------------- sampling
 
 SAMPLE_PROMPTS = (
-    "a large red circle on a blue background",
-    "a small yellow star on a black background",
-    "a large green triangle on a white background",
-    "a large purple heart on an orange background",
-    "a small cyan cross on a grey background",
-    "a large white ring on a red background",
-    "a large blue diamond on a yellow background",
-    "a small orange square on a purple background",
+    "a red circle on a blue background",
+    "small yellow star, black background",
+    "a white background with a big green triangle",
+    "A PURPLE HEART ON ORANGE.",
+    "cross in cyan on grey",
+    "a white ring",
+    "blue diamond against a yellow background",
+    "a tiny orange square over violet",
 )
 
 
@@ -511,12 +547,14 @@ def save_checkpoint(pipe, ema, optimizer, config: TrainConfig, step: int, estima
 
 
 def save_model(ema, config: TrainConfig, stats: dict[str, object]) -> Path:
-    """The EMA weights in fp16 safetensors, plus flowcanvas.json (max_sequence_length 0: no T5 tokens)."""
+    """The EMA weights in fp16 safetensors, plus flowcanvas.json (max_sequence_length 0: no T5 tokens; the
+    vocabulary the canvas hints at and TextEncode warns against)."""
     shipped = copy.deepcopy(ema).to(torch.float16)
     tmp = config.out.with_name(config.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shipped.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "flowcanvas.json").write_text(json.dumps({"max_sequence_length": 0, "training": stats}, indent=2) + "\n")
+    metadata = {"max_sequence_length": 0, "vocabulary": captions.vocabulary().model_dump(), "training": stats}
+    (tmp / "flowcanvas.json").write_text(json.dumps(metadata, indent=2) + "\n")
     shutil.rmtree(config.out, ignore_errors=True)
     tmp.rename(config.out)
     return config.out
@@ -534,12 +572,20 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     checkpoint = config.work / "checkpoint"
     state: dict = {}
     decoder_seconds = min(config.decoder_minutes, config.minutes) * 60
+    warm = config.init_from is not None
     if resume and checkpoint.is_dir():
         load = dict(text_encoder_3=None, tokenizer_3=None, local_files_only=True)
         pipe = StableDiffusion3Pipeline.from_pretrained(checkpoint / "pipe", **load).to(config.device)
         ema = StableDiffusion3Pipeline.from_pretrained(checkpoint / "ema", **load).to(config.device)
         state = torch.load(checkpoint / "state.pt", map_location=config.device, weights_only=True)
-        flow_seconds = config.minutes * 60 - decoder_seconds
+        flow_seconds = config.minutes * 60 - (0 if warm else decoder_seconds)
+    elif warm:
+        pipe = build_pipeline(config)
+        warm_start(pipe, config.init_from)
+        pipe.to(config.device)
+        ema = copy.deepcopy(pipe)
+        flow_seconds = config.minutes * 60
+        log.write(phase="warm start", source=str(config.init_from))
     else:
         pipe = build_pipeline(config).to(config.device)
         vae_seconds = config.minutes * 60 * config.vae_share
@@ -549,8 +595,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     pipe.vae.requires_grad_(False)
     if flow_seconds > 0:
         train_flow(pipe, ema, config, flow_seconds, log, state)
-    # The shipped model is the EMA one: its decoder is the one sharpened.
-    finetune_decoder(ema, config, decoder_seconds, log)
+    if not warm:  # a warm start keeps its source's decoder, already sharpened
+        # The shipped model is the EMA one: its decoder is the one sharpened.
+        finetune_decoder(ema, config, decoder_seconds, log)
     for module in ema.components.values():
         if isinstance(module, torch.nn.Module):
             module.eval()

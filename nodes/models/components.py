@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from nodes.vocabulary import Vocabulary
+
 
 @dataclass(frozen=True)
 class Conditioning:
@@ -84,6 +86,7 @@ class TextEncoder:
     max_sequence_length: int
     source: str
     device: torch.device  # the pipeline's execution device, read once at load (it is costly to look up)
+    vocabulary: Vocabulary | None = None  # the words a closed-vocabulary model knows (its flowcanvas.json)
 
     def encode(self, prompts: list[str]) -> Conditioning:
         device = self.device

@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nodes.files import cache_folder
 from nodes.models.base import FlowModel
 from nodes.models.components import VAE, TextEncoder
 from nodes.registry import Node, NodeContext, NodeError, NodeParams, Output, node
 from nodes.types import SocketType
+from nodes.vocabulary import Vocabulary
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
 PIPELINE_FAMILIES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
@@ -322,7 +323,7 @@ def _assemble(
     length = options.max_sequence_length or (
         int(saved_length) if saved_length is not None else _default_length(family, pipe)
     )
-    encoder = TextEncoder(family, pipe, length, source.label, model.device)
+    encoder = TextEncoder(family, pipe, length, source.label, model.device, read_vocabulary(metadata))
     nbytes = sum(
         p.numel() * p.element_size()
         for c in pipe.components.values()
@@ -330,6 +331,29 @@ def _assemble(
         for p in c.parameters()
     )
     return LoadedModel(model, encoder, VAE(family, pipe.vae, source.label), nbytes)
+
+
+def read_vocabulary(metadata: dict[str, Any]) -> Vocabulary | None:
+    """The closed vocabulary a model's flowcanvas.json declares, or None (an open-vocabulary model)."""
+    if "vocabulary" not in metadata:
+        return None
+    try:
+        return Vocabulary.model_validate(metadata["vocabulary"])
+    except ValidationError as error:
+        raise ModelLoadError(f"{METADATA_FILE}: vocabulary: {error.errors()[0]['msg']}") from None
+
+
+def embedded_vocabularies() -> dict[str, Vocabulary]:
+    """Each embedded model's declared vocabulary, by source ("embedded:shapes"), read without loading weights."""
+    found = {}
+    for folder in sorted(REPO_MODELS.glob("*")):
+        try:
+            vocabulary = read_vocabulary(_read_metadata(folder / METADATA_FILE))
+        except ModelLoadError:
+            continue  # loading that model reports it
+        if vocabulary is not None:
+            found[f"embedded:{folder.name}"] = vocabulary
+    return found
 
 
 def _default_length(family: str, pipe: Any) -> int:

@@ -453,6 +453,23 @@ def test_build_txt2img_from_the_palette_and_run_it_on_the_embedded_model(page, s
     assert "Done in" in page.locator(".fc-status").text_content()
 
 
+def test_the_prompt_says_what_the_embedded_model_knows_and_warns_about_a_word_it_lacks(page):
+    open_starter(page)
+    hint = page.locator('.fc-node[data-node="prompt"] .fc-hint')
+    assert hint.is_visible()
+    assert hint.text_content().startswith("Knows red, orange") and "circle" in hint.text_content()
+    set_widget(page, "prompt", "text", "a pink hexagon on a blue background")
+    page.click(".fc-cmd-run")
+    state = wait_for_run(page, "succeeded", "failed")
+    assert state["status"] == "succeeded", state.get("error")
+    warning = page.locator('.fc-node[data-node="prompt"] .fc-run-warning')
+    assert warning.count() == 1
+    assert '"pink" (colour)' in warning.text_content() and '"hexagon" (shape)' in warning.text_content()
+    set_widget(page, "model", "source", "stabilityai/stable-diffusion-3.5-medium")
+    page.wait_for_function("document.querySelector('.fc-node[data-node=\"prompt\"] .fc-hint').hidden")
+    assert not hint.is_visible()
+
+
 def test_a_run_goes_on_after_the_page_is_closed_and_a_reopened_page_shows_it(context, app_url, server):
     _, storage = server
     first = open_page(context, app_url)

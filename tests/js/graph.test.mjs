@@ -1008,3 +1008,18 @@ describe("opening subgraphs", () => {
     assert.equal(graph.scopeLevels().at(-1).uses, 2);
   });
 });
+
+describe("vocabulary hints", () => {
+  test("a Prompt wired to a closed-vocabulary model shows what it knows; an open model, or nothing wired, shows none", () => {
+    assert.ok(catalogue.vocabularies["embedded:shapes"].includes("circle"));
+    const graph = new Graph(template("txt2img-embedded.json"), catalogue);
+    const prompt = graph.nodeIds().find((id) => graph.node(id).type === "TextEncode");
+    assert.equal(graph.vocabularyHint(prompt, "text"), catalogue.vocabularies["embedded:shapes"]);
+    assert.equal(graph.vocabularyHint(prompt, "negative_text"), null, "only params that declare vocabulary_from");
+    const loader = graph.links().find((wire) => wire.to === prompt && wire.input === "encoder").from;
+    graph.setParam(loader, "source", "stabilityai/stable-diffusion-3.5-medium");
+    assert.equal(graph.vocabularyHint(prompt, "text"), null);
+    graph.disconnect(prompt, "encoder");
+    assert.equal(graph.vocabularyHint(prompt, "text"), null);
+  });
+});

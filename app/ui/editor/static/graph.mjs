@@ -396,6 +396,8 @@ function uniqueName(base, used) {
 export class Graph {
   #workflow;
   #types;
+  /** @type {Record<string, string>} model source → what it knows (closed-vocabulary models only) */
+  #vocabularies;
   /** The Subgraph node ids entered, outermost first; each is a node of the previous one's definition. */
   #scope = [];
 
@@ -405,6 +407,7 @@ export class Graph {
    */
   constructor(workflow, catalogue) {
     this.#types = new Map(catalogue.nodes.map((spec) => [spec.type, spec]));
+    this.#vocabularies = catalogue.vocabularies ?? {};
     this.replaceWorkflow(workflow);
   }
 
@@ -508,6 +511,22 @@ export class Graph {
    */
   specOf(id) {
     return this.#specOfEntry(this.#entry(id));
+  }
+
+  /**
+   * What the model behind a param knows, for params that declare `vocabulary_from` (an input socket): the
+   * catalogue's line for the `source` of the node wired into that socket, or null (nothing wired, or a model
+   * that takes any words). @param {string} id @param {string} param @returns {string | null}
+   */
+  vocabularyHint(id, param) {
+    const from = this.specOf(id)?.params.find((p) => p.name === param)?.vocabulary_from;
+    const value = from === undefined ? undefined : this.#entry(id).inputs?.[from];
+    if (value === undefined) return null;
+    const upstream = this.#nodes[linksOf(value)[0].node];
+    if (upstream === undefined) return null;
+    const sourceSpec = this.#specOfEntry(upstream)?.params.find((p) => p.name === "source");
+    const source = upstream.params?.source ?? sourceSpec?.default;
+    return typeof source === "string" ? this.#vocabularies[source] ?? null : null;
   }
 
   /** Every link, in node and input order; `index` is the position in a multi input's list (else null). @returns {Wire[]} */

@@ -16,7 +16,7 @@ const SEED_LIMIT = Number.MAX_SAFE_INTEGER;
  * @typedef {{name: string, title?: string, type: string, required?: boolean, default?: unknown, description?: string, choices?: unknown[],
  *   minimum?: number, maximum?: number, step?: number, widget?: string}} ParamSpec
  * @typedef {{node: string|null, field: string|null, code: string, message: string, hint?: string|null}} Issue
- * @typedef {{state: string, step?: number, total?: number, seconds?: number, preview?: string, images?: string[], error?: string}} NodeRun
+ * @typedef {{state: string, step?: number, total?: number, seconds?: number, preview?: string, images?: string[], error?: string, warnings?: string[]}} NodeRun
  * @typedef {{onParam(node: string, name: string, value: unknown): void, onTitle(node: string, title: string): void,
  *   onUpload(file: File): Promise<{path?: string, thumbnail?: string|null, error?: string}>,
  *   thumbnail(path: string): Promise<string|null>, fileUrl(url: string): string, onOpen(node: string): void}} NodeCallbacks
@@ -220,7 +220,7 @@ function buildImageWidget(param, send, callbacks) {
 
 /** Keyed DOM of the graph's nodes inside a world-coordinates layer. */
 export class NodesView {
-  /** @type {Map<string, {element: HTMLElement, signature: string, widgets: Map<string, {set(value: unknown): void, fallback: unknown}>}>} */
+  /** @type {Map<string, {element: HTMLElement, signature: string, widgets: Map<string, {set(value: unknown): void, fallback: unknown}>, hints: Map<string, HTMLElement>}>} */
   #nodes = new Map();
 
   /**
@@ -270,6 +270,11 @@ export class NodesView {
       view.element.classList.toggle("fc-bypassed", entry.bypass === true);
       // A param the document leaves out runs with its default, so the widget shows that.
       for (const [name, widget] of view.widgets) widget.set(Object.hasOwn(entry.params ?? {}, name) ? entry.params[name] : widget.fallback);
+      for (const [name, hint] of view.hints) {
+        const text = graph.vocabularyHint(id, name);
+        hint.textContent = text ?? "";
+        hint.hidden = text === null;
+      }
       this.#markIssues(view.element, issues.filter((issue) => issue.node === id));
       this.#markRun(view, run[id] ?? null);
     }
@@ -327,10 +332,11 @@ export class NodesView {
       });
     }
     const widgets = new Map();
+    const hints = new Map();
     if (spec === null) {
       node.classList.add("fc-unknown");
       node.append(el("div", "fc-note", `unknown node type ${entry.type}`));
-      return { element: node, widgets };
+      return { element: node, widgets, hints };
     }
     if (spec.description) node.title = spec.description;
     const columns = el("div", "fc-ports");
@@ -376,13 +382,19 @@ export class NodesView {
         widgets.set(param.name, { ...widget, fallback: param.default ?? null });
       }
       node.append(row);
+      if (param.vocabulary_from) {
+        const hint = el("div", "fc-hint");
+        hint.hidden = true;
+        hints.set(param.name, hint);
+        node.append(hint);
+      }
     }
     node.append(el("div", "fc-errors"));
     node.append(el("div", "fc-run"));
     if (this.readonly) {
       for (const control of node.querySelectorAll("input, select, textarea, button:not(.fc-open)")) control.disabled = true;
     }
-    return { element: node, widgets };
+    return { element: node, widgets, hints };
   }
 
   /** The node's part of the run: state badge, progress bar, latest preview, output images. Rebuilt only when it changes. */
@@ -413,6 +425,7 @@ export class NodesView {
       parts.push(bar);
     }
     if (entry.error) parts.push(el("div", "fc-run-error", entry.error));
+    for (const warning of entry.warnings ?? []) parts.push(el("div", "fc-run-warning", `⚠ ${warning}`));
     const images = entry.images?.length ? entry.images : entry.preview && entry.state !== "done" && entry.state !== "cached" ? [entry.preview] : [];
     if (images.length > 0) {
       const strip = el("div", "fc-images");
