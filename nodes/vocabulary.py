@@ -78,4 +78,6 @@ def warning(text: str, vocabulary: Vocabulary) -> str | None:
         return None
     named = ", ".join(f'"{word}" ({category})' for category, word in unknown)
     pronoun = "them" if len(unknown) > 1 else "it"
-    return f"this model does not know {named} and ignores {pronoun} (the line under the prompt lists what it knows)"
+    missed = [c for c in CATEGORIES if any(category == c for category, _ in unknown)]
+    known = "; ".join(f"{c}s {', '.join(vocabulary.words(c))}" for c in missed)
+    return f"this model does not know {named} and ignores {pronoun}; it knows {known}"

@@ -34,7 +34,7 @@ def test_unknown_words_are_the_colour_shape_and_size_words_the_model_lacks():
     assert unknown_words("two circles, three hexagons", SHAPES) == [("shape", "hexagon")]
     assert unknown_words("a photo of a cat", SHAPES) == [], "ordinary words are not colours or shapes"
     assert warning("a pink star", SHAPES) == (
-        'this model does not know "pink" (colour) and ignores it (the line under the prompt lists what it knows)'
+        'this model does not know "pink" (colour) and ignores it; it knows colours red, blue, grey'
     )
     assert warning("a red star", SHAPES) is None
     assert hint(SHAPES) == "Knows red, blue, grey · circle, star · small, large"
