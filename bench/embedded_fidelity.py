@@ -1,7 +1,7 @@
 """Embedded-model fidelity: does the image show what the caption says? Scored by the shapes analyzer.
 
     python bench/embedded_fidelity.py [--model embedded:shapes] [--count 256] [--steps 28] [--guidance 7.0]
-                                      [--batch 32] [--grid out/embedded-samples.png]
+                                      [--batch 32] [--grid docs/img/embedded-held-out-phrasings.png]
 
 Three rows of `--count` captions each, as people write them (`nodes/embedded/captions.py`: any phrasing,
 synonyms, unsaid attributes):
@@ -37,6 +37,7 @@ from nodes.sampling.solvers import EULER  # noqa: E402
 from storage.config import data_home  # noqa: E402
 
 ATTRIBUTES = ("background", "colour", "shape", "size")
+GRID_IMAGES = 16  # held-out phrasings on the contact sheet
 # row: (held-out combinations, held-out phrasings, seed)
 ROWS: dict[str, tuple[bool, bool, int]] = {
     "training templates": (False, False, 1),
@@ -134,8 +135,8 @@ def main() -> None:
             generation_seconds += time.perf_counter() - started
             for name, values in score(images, expected[chunk], said[chunk]).items():
                 hits[name] += values
-            if held_out_phrasings and start < 16:
-                samples += [(image, caption.text.strip()) for image, caption in zip(images, said[chunk])][:16]
+            if held_out_phrasings:
+                samples += [(image, caption.text.strip()) for image, caption in zip(images, said[chunk])]
         results[row] = hits
 
     columns = (*ATTRIBUTES, "present")
@@ -160,7 +161,8 @@ def main() -> None:
     )
     if args.grid:
         args.grid.parent.mkdir(parents=True, exist_ok=True)
-        grid_image([to_pil(image[None])[0] for image, _ in samples], [c for _, c in samples], columns=8).save(args.grid)
+        shown = samples[:GRID_IMAGES]
+        grid_image([to_pil(image[None])[0] for image, _ in shown], [c for _, c in shown], columns=8).save(args.grid)
         print(f"  held-out phrasings grid: {args.grid}")
 
 

@@ -191,22 +191,21 @@ def describe(scene: Scene, rng: np.random.Generator, *, held_out: bool = False, 
     return Caption(text=_style(text, rng), named=named, phrasing=phrasing)
 
 
+# Every word a caption can use for a colour, shape or size, and what it means.
+KNOWN_WORDS: dict[str, tuple[str, str]] = {
+    **{word: ("colour", name) for name in COLOURS for word in SYNONYMS.get(name, (name,))},
+    **{shape: ("shape", shape) for shape in SHAPES},
+    **{word: ("size", name) for name in SIZES for word in SYNONYMS.get(name, (name,))},
+}
+
+
 # Training captions sometimes carry a made-up word, anywhere: people type words the model never learned
 # ("please", "nice", "top"), and without this it reads their byte pieces as if they meant something (a first
 # version drew half of "a big square coloured blue" wrong). Held-out captions never get one.
 NONSENSE_RATE = 0.15
 NONSENSE_MAX_WORDS = 7  # only into captions this short, so a caption still fits the model's 16 tokens
 _NOT_NONSENSE = frozenset(
-    {
-        *(w for words in SYNONYMS.values() for w in words),
-        *COLOURS,
-        *SHAPES,
-        *SIZES,
-        *(w for words in COMMON_WORDS.values() for w in words),
-        "background",
-        "top",
-        "coloured",
-    }
+    {*KNOWN_WORDS, *(w for words in COMMON_WORDS.values() for w in words), "background", "top", "coloured"}
 )
 
 
@@ -227,14 +226,6 @@ def _with_nonsense_word(text: str, rng: np.random.Generator) -> str:
 def normalise(text: str) -> str:
     """What the text encoder's tokenizer sees: lower case, single spaces, no trailing punctuation."""
     return re.sub(r"\s+", " ", text.lower()).strip().rstrip(".!").strip()
-
-
-# Every word a caption can use for a colour, shape or size, and what it means.
-KNOWN_WORDS: dict[str, tuple[str, str]] = {
-    **{word: ("colour", name) for name in COLOURS for word in SYNONYMS.get(name, (name,))},
-    **{shape: ("shape", shape) for shape in SHAPES},
-    **{word: ("size", name) for name in SIZES for word in SYNONYMS.get(name, (name,))},
-}
 
 
 def vocabulary() -> Vocabulary:
