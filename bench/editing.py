@@ -15,9 +15,14 @@ same encoded sources with the same prompts; the analyzer reads the edited images
 - evals: transformer rows per edit (a CFG pair counts two), the cost the methods are compared at;
 - s/edit: wall-clock seconds per edit, batched by kind.
 
-Methods: FlowEdit, SplitFlow (sub-prompts from Decompose Prompt), FlowChef edit (mask: the source object
-grown 3 px, or the background for background edits, from the analyzer), FlowOpt, and SDEdit (image to
-image) at three strengths, with step counts chosen so the evaluations are near FlowEdit's.
+Methods: FlowEdit; SplitFlow (sub-prompts from Decompose Prompt) with its ablations (no projection, mean or
+"distinct" aggregation); FlowChef edit, masked by Edit Mask (the prompts' difference, as the starter does; its IoU
+against the region the edit must change is printed); FlowOpt; and SDEdit (image to image) at three strengths, with
+step counts chosen so the evaluations are near FlowEdit's. Every method runs at its node's defaults for the
+embedded model.
+
+`--sheet PATH` writes a contact sheet: two edits of each kind on held-out scenes (colour × shape × background
+combinations never trained on), one row each: the source, then each method's edit.
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ import torch  # noqa: E402
 
 from nodes.editors.common import EditPrompts  # noqa: E402
 from nodes.editors.decompose import decompose_prompt  # noqa: E402
+from nodes.editors.edit_mask import EditMaskNode, edit_mask, velocity_difference  # noqa: E402
 from nodes.editors.flowchef import DEFAULTS as FLOWCHEF_DEFAULTS  # noqa: E402
-from nodes.editors.flowchef import flowchef  # noqa: E402
+from nodes.editors.flowchef import FlowChefDefaults, flowchef  # noqa: E402
 from nodes.editors.flowedit import DEFAULTS as FLOWEDIT_DEFAULTS  # noqa: E402
 from nodes.editors.flowedit import flowedit  # noqa: E402
 from nodes.editors.flowopt import DEFAULTS as FLOWOPT_DEFAULTS  # noqa: E402
@@ -74,7 +80,8 @@ class Batch:
     latents: torch.Tensor
     prompts: EditPrompts
     sub_prompts: list  # SplitFlow: one conditioning of B rows per sub-prompt
-    edit_masks: torch.Tensor  # [B, 64, 64] FlowChef's region to edit
+    edit_masks: torch.Tensor  # [B, 64, 64] FlowChef's region to edit, from Edit Mask
+    mask_iou: list[float]  # each edit mask's IoU against the region the edit must change
 
 
 def changed(scene: dataset.Scene, attributes: tuple[str, ...], rng: np.random.Generator) -> dataset.Scene:
@@ -90,9 +97,18 @@ def changed(scene: dataset.Scene, attributes: tuple[str, ...], rng: np.random.Ge
             return replace(scene, **values)
 
 
-def make_batch(loaded, kind: str, count: int, seed: int) -> Batch:
+def must_change(kind: str, source: dataset.Scene, target: dataset.Scene) -> np.ndarray:
+    """[64, 64] the pixels an edit of this kind changes: both objects, the background, or everything."""
+    objects = dataset.object_mask(source) | dataset.object_mask(target)
+    if KINDS[kind] == ("background",):
+        return ~(dataset.object_mask(source) & dataset.object_mask(target))
+    return np.ones_like(objects) if "background" in KINDS[kind] else objects
+
+
+def make_batch(loaded, kind: str, count: int, seed: int, held_out: bool = False) -> Batch:
     rng = np.random.default_rng(seed)
-    sources = [dataset.sample_training_scene(rng) for _ in range(count)]
+    sample = dataset.sample_held_out_scene if held_out else dataset.sample_training_scene
+    sources = [sample(rng) for _ in range(count)]
     targets = [changed(scene, KINDS[kind], rng) for scene in sources]
     images = torch.stack(
         [torch.from_numpy(np.asarray(dataset.render(s), dtype=np.float32) / 255).permute(2, 0, 1) for s in sources]
@@ -107,25 +123,24 @@ def make_batch(loaded, kind: str, count: int, seed: int) -> Batch:
     parts = len(split[0])
     assert all(len(p) == parts for p in split), "one kind changes the same number of words in every pair"
     sub_prompts = [encoder.encode([p[k] for p in split]) for k in range(parts)]
-    masks = []
-    for scene in sources:
-        drawn = dataset.object_mask(scene)
-        if KINDS[kind] == ("background",):
-            masks.append(~drawn)
-        elif "background" in KINDS[kind]:
-            masks.append(np.ones_like(drawn))
-        else:
-            masks.append(dilate(drawn, 3))
-    return Batch(
-        kind,
-        sources,
-        targets,
-        images,
-        loaded.vae.encode(images).to(loaded.model.dtype),
+    latents = loaded.vae.encode(images).to(loaded.model.dtype)
+    mask_params = EditMaskNode.Params()
+    difference = velocity_difference(
+        loaded.model,
+        latents,
         prompts,
-        sub_prompts,
-        torch.from_numpy(np.stack(masks).astype(np.float32)),
+        strength=mask_params.strength,
+        samples=mask_params.samples,
+        guidance=mask_params.guidance,
+        generator=torch.Generator().manual_seed(mask_params.seed),
     )
+    cells = edit_mask(difference, mask_params.clip_ratio, mask_params.threshold)
+    masks = torch.nn.functional.interpolate(cells[:, None], scale_factor=loaded.model.vae_scale_factor)[:, 0]
+    mask_iou = []
+    for mask, source, target in zip(masks.bool().numpy(), sources, targets):
+        truth = must_change(kind, source, target)
+        mask_iou.append(float((mask & truth).sum() / max((mask | truth).sum(), 1)))
+    return Batch(kind, sources, targets, images, latents, prompts, sub_prompts, masks, mask_iou)
 
 
 # ---- methods: each maps a batch to edited latents ---------------------------------------------------------------
@@ -146,47 +161,54 @@ def method_flowedit(loaded, batch: Batch, n_max: int | None = None, steps: int =
     )
 
 
-def method_splitflow(loaded, batch: Batch) -> torch.Tensor:
-    model = loaded.model
-    defaults = FLOWEDIT_DEFAULTS["embedded"]
-    return splitflow(
-        model,
-        batch.latents,
-        model.default_sigmas(STEPS, 64, 64),
-        batch.prompts,
-        batch.sub_prompts,
-        n_max=defaults.n_max,
-        n_dec=N_DEC_DEFAULTS["embedded"],
-        src_guidance=defaults.src_guidance,
-        tar_guidance=defaults.tar_guidance,
-        generator=torch.Generator().manual_seed(42),
-    )
+def method_splitflow(projection: bool = True, aggregation: str = "vfa", n_dec: int | None = None) -> Callable:
+    def run(loaded, batch: Batch) -> torch.Tensor:
+        model = loaded.model
+        defaults = FLOWEDIT_DEFAULTS["embedded"]
+        return splitflow(
+            model,
+            batch.latents,
+            model.default_sigmas(STEPS, 64, 64),
+            batch.prompts,
+            batch.sub_prompts,
+            n_max=defaults.n_max,
+            n_dec=N_DEC_DEFAULTS["embedded"] if n_dec is None else n_dec,
+            projection=projection,
+            aggregation=aggregation,
+            src_guidance=defaults.src_guidance,
+            tar_guidance=defaults.tar_guidance,
+            generator=torch.Generator().manual_seed(42),
+        )
+
+    return run
 
 
-def method_flowchef(loaded, batch: Batch) -> torch.Tensor:
+def flowchef_edit(loaded, batch: Batch, settings: FlowChefDefaults) -> torch.Tensor:
+    """FlowChef edit of a batch at the starter's 28 steps, masked by Edit Mask."""
     model = loaded.model
-    defaults = FLOWCHEF_DEFAULTS["embedded"]
-    # The loss is a mean over the batch: scaled by its size, each edit gets the SGD step it would get alone.
-    steps = FLOWEDIT_DEFAULTS["embedded"].n_max  # two flows per step, as FlowEdit's active steps
     return flowchef(
         model,
-        model.default_sigmas(steps, 64, 64),
+        model.default_sigmas(STEPS, 64, 64),
         batch.prompts.target,
         task="edit",
         source=batch.prompts.source,
         negative=batch.prompts.negative,
         source_latent=batch.latents,
         mask=batch.edit_masks,
-        max_steps=steps,
-        source_steps=defaults.source_steps,
-        opt_iters=defaults.opt_iters,
-        lr=defaults.lr,
-        optimizer="sgd",
-        loss_weight=1000.0 * len(batch.sources),
-        guidance=defaults.guidance,
-        true_cfg=defaults.true_cfg,
+        max_steps=STEPS,
+        source_steps=settings.source_steps,
+        opt_iters=settings.opt_iters,
+        lr=settings.lr,
+        optimizer=settings.optimizer,
+        loss_weight=1000.0,
+        guidance=settings.guidance,
+        true_cfg=settings.true_cfg,
         generator=torch.Generator().manual_seed(42),
     )
+
+
+def method_flowchef(loaded, batch: Batch) -> torch.Tensor:
+    return flowchef_edit(loaded, batch, FLOWCHEF_DEFAULTS["edit"]["embedded"])
 
 
 def method_flowopt(loaded, batch: Batch) -> torch.Tensor:
@@ -259,23 +281,46 @@ def count_rows(model) -> tuple[list[int], Callable[[], None]]:
     return rows, hook.remove
 
 
+METHODS: dict[str, Callable] = {
+    "FlowEdit": method_flowedit,
+    "SplitFlow": method_splitflow(),
+    "FlowChef edit": method_flowchef,
+    "FlowOpt (K=2)": method_flowopt,
+    **{f"SDEdit {s:.2f}": method_sdedit(s, 2 * 2 * FLOWEDIT_DEFAULTS["embedded"].n_max) for s in (0.5, 0.65, 0.8)},
+}
+# SplitFlow's ablation rows (the paper's AVG and +LTP, and the abstract's "distinct directions" reading).
+ABLATIONS: dict[str, Callable] = {
+    "SF no LTP, mean": method_splitflow(projection=False, aggregation="mean"),
+    "SF LTP, mean": method_splitflow(aggregation="mean"),
+    "SF LTP, distinct": method_splitflow(aggregation="distinct"),
+}
+SHEET_METHODS = ("FlowEdit", "SplitFlow", "FlowChef edit", "FlowOpt (K=2)", "SDEdit 0.65")
+
+
+def contact_sheet(loaded, path: Path) -> None:
+    """Two held-out edits of each kind, one row each: the source, then each of SHEET_METHODS' edits."""
+    tiles: list[tuple[torch.Tensor, str]] = []
+    for seed, kind in enumerate(KINDS):
+        batch = make_batch(loaded, kind, 2, 1000 + seed, held_out=True)
+        edits = {name: loaded.vae.decode(METHODS[name](loaded, batch)) for name in SHEET_METHODS}
+        for k in range(2):
+            tiles.append((batch.images[k], f"{batch.sources[k].caption} -> {batch.targets[k].caption}"))
+            tiles += [(edits[name][k], name) for name in SHEET_METHODS]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [to_pil(t[None])[0] for t, _ in tiles]
+    grid_image(images, [c for _, c in tiles], columns=1 + len(SHEET_METHODS)).save(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:shapes")
     parser.add_argument("--pairs", type=int, default=20, help="edit pairs per kind (five kinds)")
-    parser.add_argument("--grid", type=Path, default=None, help="write a grid of sources and edits here")
+    parser.add_argument("--sheet", type=Path, default=None, help="write the contact sheet of held-out edits here")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
 
     loaded = MANAGER.get(args.model, LoadOptions(device="cpu"), data_home() / "cache")
-    flowedit_evals = 2 * 2 * FLOWEDIT_DEFAULTS["embedded"].n_max
-    methods: dict[str, Callable] = {
-        "FlowEdit": method_flowedit,
-        "SplitFlow": method_splitflow,
-        "FlowChef edit": method_flowchef,
-        "FlowOpt (K=2)": method_flowopt,
-        **{f"SDEdit {s:.2f}": method_sdedit(s, flowedit_evals) for s in (0.5, 0.65, 0.8)},
-    }
+    methods = {**METHODS, **ABLATIONS}
     batches = [make_batch(loaded, kind, args.pairs, seed) for seed, kind in enumerate(KINDS)]
     print(
         f"model {args.model} ({loaded.model.sha256[:12]}), {args.pairs} pairs × {len(KINDS)} kinds = "
@@ -283,7 +328,6 @@ def main() -> None:
     )
     table: dict[str, dict[str, dict[str, list[float]]]] = {}
     costs: dict[str, tuple[float, float]] = {}
-    grid: list[tuple[torch.Tensor, str]] = []
     for name, method in methods.items():
         rows, remove = count_rows(loaded.model)
         seconds = 0.0
@@ -293,9 +337,7 @@ def main() -> None:
                 started = time.perf_counter()
                 latents = method(loaded, batch)
                 seconds += time.perf_counter() - started
-                edited = loaded.vae.decode(latents)
-                table[name][batch.kind] = score(batch, edited)
-                grid.append((edited[0], f"{name}: {batch.targets[0].caption}"))
+                table[name][batch.kind] = score(batch, loaded.vae.decode(latents))
         finally:
             remove()
         edits = args.pairs * len(KINDS)
@@ -304,11 +346,11 @@ def main() -> None:
     def mean(values: list[float]) -> str:
         return f"{100 * np.mean(values):5.1f}%" if values else "    –"
 
-    print(f"{'method':<15}{'evals':>6}{'s/edit':>8}  " + "".join(f"{kind + ' ok':>18}" for kind in KINDS))
+    print(f"{'method':<17}{'evals':>6}{'s/edit':>8}  " + "".join(f"{kind + ' ok':>18}" for kind in KINDS))
     for name in methods:
         row = "".join(f"{mean(table[name][kind]['success']):>18}" for kind in KINDS)
-        print(f"{name:<15}{costs[name][0]:>6.0f}{costs[name][1]:>8.3f}  {row}")
-    print(f"\n{'method':<15}{'success':>9}{'multi ok':>10}{'kept':>8}{'IoU':>8}{'PSNR out':>10}")
+        print(f"{name:<17}{costs[name][0]:>6.0f}{costs[name][1]:>8.3f}  {row}")
+    print(f"\n{'method':<17}{'success':>9}{'multi ok':>10}{'kept':>8}{'IoU':>8}{'PSNR out':>10}")
     summary: dict[str, dict[str, float]] = {}
     for name in methods:
         merged = {
@@ -324,9 +366,15 @@ def main() -> None:
         }
         s = summary[name]
         print(
-            f"{name:<15}{100 * s['success']:>8.1f}%{100 * s['multi']:>9.1f}%{100 * s['kept']:>7.1f}%"
+            f"{name:<17}{100 * s['success']:>8.1f}%{100 * s['multi']:>9.1f}%{100 * s['kept']:>7.1f}%"
             f"{s['iou']:>8.3f}{s['psnr']:>9.2f}dB"
         )
+    mask_iou = {batch.kind: float(np.mean(batch.mask_iou)) for batch in batches}
+    print(
+        "\nEdit Mask IoU against the region each edit must change: "
+        + ", ".join(f"{kind} {value:.2f}" for kind, value in mask_iou.items())
+        + f"; mean {np.mean(list(mask_iou.values())):.2f}"
+    )
 
     fe = summary["FlowEdit"]
     sdedits = [n for n in methods if n.startswith("SDEdit")]
@@ -343,17 +391,23 @@ def main() -> None:
         )
     else:
         print("  FlowEdit vs SDEdit: every SDEdit strength has higher success than FlowEdit; compare by hand")
-    sf = summary["SplitFlow"]
+    for name in ("SplitFlow", *ABLATIONS):
+        sf = summary[name]
+        met = sf["multi"] >= fe["multi"] and sf["iou"] >= fe["iou"] and sf["psnr"] >= fe["psnr"]
+        print(
+            f"  {name} ≥ FlowEdit on multi-attribute success at equal or better preservation: "
+            f"{100 * sf['multi']:.1f}% vs {100 * fe['multi']:.1f}%, IoU {sf['iou']:.3f} vs {fe['iou']:.3f}, "
+            f"PSNR out {sf['psnr']:.2f} vs {fe['psnr']:.2f} dB → {'met' if met else 'NOT met'}"
+        )
+    fc = summary["FlowChef edit"]
+    met = fc["success"] >= 0.6 and fc["iou"] >= 0.5
     print(
-        f"  SplitFlow beats FlowEdit on multi-attribute success: {100 * sf['multi']:.1f}% vs "
-        f"{100 * fe['multi']:.1f}% → {'met' if sf['multi'] > fe['multi'] else 'NOT met'}"
+        f"  FlowChef edit success ≥ 60% with IoU ≥ 0.5: {100 * fc['success']:.1f}%, IoU {fc['iou']:.3f} → "
+        f"{'met' if met else 'NOT met'}"
     )
-    if args.grid:
-        args.grid.parent.mkdir(parents=True, exist_ok=True)
-        sources = [(batch.images[0], f"source: {batch.sources[0].caption}") for batch in batches]
-        tiles = sources + grid
-        grid_image([to_pil(t[None])[0] for t, _ in tiles], [c for _, c in tiles], columns=len(KINDS)).save(args.grid)
-        print(f"  grid: {args.grid}")
+    if args.sheet:
+        contact_sheet(loaded, args.sheet)
+        print(f"  contact sheet: {args.sheet}")
 
 
 if __name__ == "__main__":

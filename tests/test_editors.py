@@ -12,7 +12,7 @@ from nodes.editors.common import EditPrompts
 from nodes.editors.decompose import decompose_prompt
 from nodes.editors.flowedit import flowedit
 from nodes.editors.flowopt import fixed_point_iterations, flowopt, uniinv
-from nodes.editors.splitflow import aggregate, aggregation_weights, project, splitflow
+from nodes.editors.splitflow import aggregate, aggregation_weights, project, splitflow, trajectory_projection
 from nodes.models.loader import MANAGER, LoadOptions
 from nodes.sampling.solvers import sample_euler
 from tests.tiny_models import saved_tiny_model
@@ -143,30 +143,104 @@ def test_batched_velocities_equal_separate_calls(loaded):
 # ---- SplitFlow ---------------------------------------------------------------------------------------------------
 
 
+def authors_loop(model, x_src, sigmas, prompts, subs, *, n_max: int, n_dec: int, src: float, tar: float, seed: int):
+    """SplitFlow written out as the authors' SplitFlowSD3 loop is ordered (docs/algorithms.md, "SplitFlow"): per step
+    T − i ≥ n_dec − 1 one noise draw per prompt (sub-prompts, then the target), LTP after T − i = n_dec, VFA at
+    T − i = n_dec − 1 from the sub-prompts only, then FlowEdit with one draw per step."""
+    draw = generator(seed)
+    steps = len(sigmas) - 1
+    flows = [x_src] * (len(subs) + 1)
+    conditions = [*subs, prompts.target]
+    edited = x_src
+
+    def difference(latent, condition, sigma):
+        noise = model.noise_like(x_src, draw)
+        z_src = sigma * noise + (1 - sigma) * x_src
+        z_tar = z_src + (latent - x_src)
+        v_src = model.velocity(z_src, sigma, prompts.source, prompts.negative, src)
+        v_tar = model.velocity(z_tar, sigma, condition, prompts.negative, tar)
+        return v_tar.float() - v_src.float()
+
+    for i in range(steps - n_max, steps):
+        current, sigma, h = steps - i, sigmas[i], sigmas[i + 1] - sigmas[i]
+        if current >= n_dec:
+            flows = [(x + h * difference(x, c, sigma)).to(x_src.dtype) for x, c in zip(flows, conditions)]
+            if current == n_dec:
+                d = flows[-1].float()
+                unit = d / d.norm(dim=1, keepdim=True).clamp_min(1e-8)
+                edited = torch.stack([(x.float() * unit).sum(1, keepdim=True) * unit for x in flows[:-1]]).mean(0)
+                edited = edited.to(x_src.dtype)
+        elif current == n_dec - 1:
+            g = torch.stack([difference(edited, c, sigma) for c in subs])
+            unit = g / g.norm(dim=2, keepdim=True).clamp_min(1e-8)
+            agreement = torch.einsum("nbchw,mbchw->nmbhw", unit, unit).sum(1) - 1
+            weights = torch.softmax(agreement, dim=0).unsqueeze(2)
+            edited = (edited + h * (weights * g).sum(0)).to(x_src.dtype)
+        else:
+            edited = (edited + h * difference(edited, prompts.target, sigma)).to(x_src.dtype)
+    return edited
+
+
 @pytest.mark.parametrize("family", ["sd3", "flux"])
-@pytest.mark.parametrize("copies", [1, 3])
-def test_splitflow_with_sub_prompts_equal_to_the_target_is_flowedit_bit_for_bit(loaded, family: str, copies: int):
+def test_splitflow_follows_the_authors_loop_step_for_step(loaded, family: str):
     model, x_src, prompts, sigmas = setup(loaded, family)
     encoder = loaded[family].text_encoder
-    options = dict(n_max=7, src_guidance=2.0, tar_guidance=5.0)
-    expected = flowedit(model, x_src, sigmas, prompts, generator=generator(), **options)
-    subs = [encoder.encode([TARGET]) for _ in range(copies)]
-    got = splitflow(model, x_src, sigmas, prompts, subs, n_dec=3, generator=generator(), **options)
-    assert torch.equal(got, expected)
+    subs = [encoder.encode([text]) for text in decompose_prompt(SOURCE, TARGET)]
+    assert len(subs) == 3
+    expected = authors_loop(model, x_src, sigmas, prompts, subs, n_max=7, n_dec=5, src=2.0, tar=5.0, seed=42)
+    got = splitflow(
+        model, x_src, sigmas, prompts, subs, n_max=7, n_dec=5, src_guidance=2.0, tar_guidance=5.0, generator=generator()
+    )
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_splitflow_with_real_sub_prompts_differs_from_flowedit_and_is_deterministic(loaded):
+def test_splitflow_is_deterministic_differs_from_flowedit_and_without_a_split_is_flowedit(loaded):
     model, x_src, prompts, sigmas = setup(loaded, "sd3")
     encoder = loaded["sd3"].text_encoder
     subs = [encoder.encode([text]) for text in decompose_prompt(SOURCE, TARGET)]
-    options = dict(n_max=7, n_dec=3, src_guidance=2.0, tar_guidance=5.0)
+    options = dict(n_max=7, n_dec=5, src_guidance=2.0, tar_guidance=5.0)
     first = splitflow(model, x_src, sigmas, prompts, subs, generator=generator(), **options)
     again = splitflow(model, x_src, sigmas, prompts, subs, generator=generator(), **options)
     plain = flowedit(model, x_src, sigmas, prompts, n_max=7, src_guidance=2.0, tar_guidance=5.0, generator=generator())
     assert torch.equal(first, again)
     assert not torch.equal(first, plain)
-    no_split = splitflow(model, x_src, sigmas, prompts, subs, generator=generator(), **{**options, "n_dec": 7})
-    assert torch.equal(no_split, plain), "n_dec ≥ n_max is FlowEdit"
+    no_split = splitflow(model, x_src, sigmas, prompts, subs, generator=generator(), **{**options, "n_dec": 9})
+    assert torch.equal(no_split, plain), "n_dec above n_max + 1 is FlowEdit"
+
+
+def test_splitflow_ablation_switches_change_the_result(loaded):
+    model, x_src, prompts, sigmas = setup(loaded, "flux")
+    encoder = loaded["flux"].text_encoder
+    subs = [encoder.encode([text]) for text in decompose_prompt(SOURCE, TARGET)]
+    options = dict(n_max=7, n_dec=5, src_guidance=2.0, tar_guidance=5.0)
+    variants = [
+        splitflow(model, x_src, sigmas, prompts, subs, generator=generator(), **options, **switches)
+        for switches in (
+            {},
+            {"aggregation": "mean"},
+            {"aggregation": "distinct"},
+            {"projection": False},
+        )
+    ]
+    for k, a in enumerate(variants):
+        for b in variants[k + 1 :]:
+            assert not torch.equal(a, b)
+
+
+def test_splitflow_counts_its_model_rows(loaded, monkeypatch: pytest.MonkeyPatch):
+    model, x_src, prompts, sigmas = setup(loaded, "sd3")
+    encoder = loaded["sd3"].text_encoder
+    subs = [encoder.encode([text]) for text in decompose_prompt(SOURCE, TARGET)]
+    calls: list[int] = []
+    velocities = model.velocities
+    monkeypatch.setattr(
+        model, "velocities", lambda sigma, queries: calls.append(len(queries)) or velocities(sigma, queries)
+    )
+    splitflow(
+        model, x_src, sigmas, prompts, subs, n_max=7, n_dec=5, src_guidance=2.0, tar_guidance=5.0, generator=generator()
+    )
+    # T − i = 7, 6, 5: four flows × (source, target); 4: three sub-prompts × 2; 3, 2, 1: FlowEdit's pair.
+    assert calls == [8, 8, 8, 6, 2, 2, 2]
 
 
 def test_vfa_weights_are_uniform_for_orthogonal_flows():
@@ -181,12 +255,21 @@ def test_vfa_weights_for_two_aligned_flows_and_one_opposite():
     torch.testing.assert_close(weights, torch.softmax(torch.tensor([0.0, 0.0, -2.0]), 0))
 
 
-def test_vfa_weights_sum_to_one_and_the_aggregate_is_their_weighted_sum():
+@pytest.mark.parametrize("rule", ["vfa", "mean", "distinct"])
+def test_aggregation_weights_sum_to_one_and_the_aggregate_is_their_weighted_sum(rule: str):
     flows = [torch.randn(2, 4, 3, 3, generator=generator(k)) for k in range(3)]
-    weights = aggregation_weights(flows)
+    weights = aggregation_weights(flows, rule)
     torch.testing.assert_close(weights.sum(0), torch.ones(2, 1, 3, 3))
     expected = sum(weights[k] * flows[k] for k in range(3))
-    torch.testing.assert_close(aggregate(flows), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(aggregate(flows, rule), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_distinct_weighs_the_odd_flow_out_most_and_vfa_least():
+    a = torch.tensor([1.0, 2.0, -1.0]).view(1, 3, 1, 1)
+    flows = [a, 2 * a, -a]
+    assert aggregation_weights(flows, "distinct").flatten().argmax() == 2
+    assert aggregation_weights(flows, "vfa").flatten().argmin() == 2
+    torch.testing.assert_close(aggregation_weights(flows, "mean").flatten(), torch.full((3,), 1 / 3))
 
 
 def test_latent_trajectory_projection_per_location():
@@ -196,6 +279,8 @@ def test_latent_trajectory_projection_per_location():
     torch.testing.assert_close(projected[0, :, 0, 0], torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(projected[0, :, 0, 1], torch.tensor([0.0, -3.0]))
     assert torch.equal(project(latent, latent), latent), "a latent projected on itself is itself, exactly"
+    merged = trajectory_projection([latent, 2 * latent], direction)
+    torch.testing.assert_close(merged, 1.5 * projected)
 
 
 # ---- FlowOpt -----------------------------------------------------------------------------------------------------

@@ -12,12 +12,14 @@ import torch
 from nodes.degrade import Degradation, DegradeImage, centre_box, downsample, gaussian_blur, gaussian_kernel
 from nodes.editors.flowchef import (
     DEFAULTS,
+    REFERENCE_LATENT_ELEMENTS,
     FlowChefNode,
     flowchef,
     gradient_skip_step,
     latent_region,
     masked_cfg,
     masked_mse,
+    sgd_lr,
 )
 from nodes.image import encode_png, to_pil
 from nodes.models.components import Latent
@@ -31,8 +33,8 @@ from tests.tiny_models import saved_tiny_model
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "pipelines" / "templates"
 STEPS = 3
-# Latents of 32 px images have 16·4·4 = 256 elements, so lr·2·loss_weight/numel = 0.39 per SGD step: strong, stable.
-SMALL = {"lr": 0.05, "loss_weight": 1000.0}
+# lr is stated at the reference latent size, so each SGD step pulls by 2·lr·loss_weight/262,144 = 0.39: strong, stable.
+SMALL = {"lr": 51.2, "loss_weight": 1000.0}
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -51,15 +53,38 @@ def closed_form_case() -> tuple[torch.Tensor, ...]:
 
 def test_sgd_shrinks_the_masked_residual_by_the_closed_form_factor():
     x, v, y, weight, sigma = closed_form_case()
-    lr, loss_weight, iters = 4.0, 5.0, 3
+    lr, loss_weight, iters = 2.0, 5.0, 3
     stepped = gradient_skip_step(
         x, v, sigma, lambda x0: masked_mse(x0, y, weight, loss_weight), iters=iters, lr=lr, optimizer="sgd"
     )
     before, after = x - sigma * v - y, stepped - sigma * v - y
-    factor = (1 - lr * 2 * loss_weight / x.numel()) ** iters  # 1 − 4·2·5/120 = 2/3 per iteration
+    # The mean is per image (60 elements) and summed over the batch: 1 − 2·2·5/60 = 2/3 per iteration.
+    factor = (1 - lr * 2 * loss_weight / x[0].numel()) ** iters
     inside = weight.expand_as(x).bool()
     torch.testing.assert_close(after[inside], before[inside] * factor, rtol=1e-5, atol=1e-6)
     assert torch.equal(stepped[~inside], x[~inside])
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 128, 128), (1, 8, 8, 8), (3, 16, 4, 6)])
+def test_the_sgd_pull_per_step_is_the_same_at_every_latent_size(shape: tuple[int, ...]):
+    g = generator(4)
+    x, v, y = (torch.randn(shape, generator=g) for _ in range(3))
+    weight, lr, loss_weight = torch.ones(shape[0], 1, *shape[2:]), 0.5, 1000.0
+    latent_elements = x[0].numel()
+    stepped = gradient_skip_step(
+        x,
+        v,
+        torch.tensor(0.4),
+        lambda x0: masked_mse(x0, y, weight, loss_weight),
+        iters=1,
+        lr=sgd_lr(lr, latent_elements),
+        optimizer="sgd",
+    )
+    residual = x - 0.4 * v - y
+    pull = 2 * lr * loss_weight / REFERENCE_LATENT_ELEMENTS  # ≈ 0.0038: the reference's FLUX value at 1024 px
+    torch.testing.assert_close(stepped - 0.4 * v - y, residual * (1 - pull), rtol=1e-4, atol=1e-5)
+    if latent_elements == REFERENCE_LATENT_ELEMENTS:
+        assert sgd_lr(lr, latent_elements) == lr, "at 1024 px SD3/FLUX the reference's lr is used unchanged"
 
 
 def test_adam_variant_is_torch_adam_on_the_same_loss():
@@ -400,12 +425,23 @@ def test_inputs_from_another_family_are_refused(tiny):
     assert error.value.field == "vae"
 
 
-def test_blank_params_take_the_models_defaults(tiny):
+@pytest.mark.parametrize(
+    "task,operator,kind",
+    [
+        ("edit", "super_resolution", "edit"),
+        ("inverse_problem", "super_resolution", "restore"),
+        ("inpaint", None, "inpaint"),
+    ],
+)
+def test_blank_params_take_the_defaults_of_the_model_and_task(tiny, task: str, operator: str | None, kind: str):
     loaded = tiny["flux"]
     s = scene(loaded)
-    row = DEFAULTS["flux"]
-    shared = {"task": "edit", "loss_weight": 10.0, "seed": 3}
-    inputs = {"source_latent": Latent(s["latent"], "flux"), "mask": s["mask"], "source": s["source"]}
+    row = DEFAULTS[kind]["flux"]
+    shared = {"task": task, "loss_weight": 10.0, "seed": 3, **({"operator": operator} if operator else {})}
+    if task == "inverse_problem":
+        inputs = {"vae": loaded.vae, "measurement": Degradation("super_resolution", factor=4).apply(s["image"])}
+    else:
+        inputs = {"source_latent": Latent(s["latent"], "flux"), "mask": s["mask"], "source": s["source"]}
     blank = node_run(loaded, shared, **inputs)["latent"].samples
     explicit = node_run(
         loaded,
@@ -413,6 +449,7 @@ def test_blank_params_take_the_models_defaults(tiny):
             **shared,
             "lr": row.lr,
             "opt_iters": row.opt_iters,
+            "optimizer": row.optimizer,
             "source_steps": row.source_steps,
             "true_cfg": row.true_cfg,
             "guidance": row.guidance,
@@ -421,6 +458,8 @@ def test_blank_params_take_the_models_defaults(tiny):
         **inputs,
     )["latent"].samples
     assert torch.equal(blank, explicit)
+    other = DEFAULTS["edit" if kind != "edit" else "restore"]["flux"]
+    assert other != row, "another kind's row differs, so taking the wrong one would show"
 
 
 def test_the_edit_template_reports_every_step(tiny, tmp_path: Path):
@@ -440,7 +479,7 @@ def test_the_edit_template_reports_every_step(tiny, tmp_path: Path):
     assert [(p["step"], p["total"]) for p in progress] == [(i, 4) for i in range(1, 5)]
     assert [p["step"] for p in progress if "preview_png" in p] == [2, 4]
     assert result.target_outputs["flowchef"]["latent"].samples.shape == (1, 16, 4, 6)
-    assert result.seeds == {"flowchef.seed": 0}
+    assert result.seeds == {"flowchef.seed": 0, "mask.seed": 0}
 
 
 def test_cancelling_stops_at_the_next_step(tiny, tmp_path: Path):

@@ -38,7 +38,10 @@ EDITED_OUT = Output("latent", SocketType.LATENT, "The edited latent")
 
 def per_model(values: Mapping[str, Any]) -> str:
     """'SD3 a, FLUX b, embedded c': the defaults a blank field takes, for a param's description."""
-    return ", ".join(f"{'embedded' if key == 'embedded' else key.upper()} {value:g}" for key, value in values.items())
+    return ", ".join(
+        f"{'embedded' if key == 'embedded' else key.upper()} {value if isinstance(value, str) else format(value, 'g')}"
+        for key, value in values.items()
+    )
 
 
 def per_model_defaults(table: Mapping[str, Any], attribute: str) -> str:

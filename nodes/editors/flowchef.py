@@ -56,23 +56,63 @@ MASK_THRESHOLD = 0.1
 CROP = 16
 
 
+# The latent size the lr values are stated at: SD3 and FLUX at 1024×1024 px (16 channels × 128 × 128), where the
+# reference's values were set. An SGD step's pull is scaled to it (see `sgd_lr`).
+REFERENCE_LATENT_ELEMENTS = 16 * 128 * 128
+
+Kind = Literal["edit", "inpaint", "restore"]
+"""Which row of defaults a run takes: edit; inpaint (and box inpainting); restore (super-resolution, deblurring)."""
+
+
 @dataclass(frozen=True)
 class FlowChefDefaults:
     lr: float
     opt_iters: int
-    source_steps: int
-    true_cfg: float
+    optimizer: OptimizerName
     guidance: float
+    source_steps: int = 0
+    true_cfg: float = 1.0
 
 
-# FLUX: the reference demo's FLUX.1-dev edit row (embedded guidance 0). SD3 has no reference code: the same
-# steering by analogy, with a moderate CFG because SD3 is not guidance-distilled. The embedded model (a small
-# SD3) takes the SD3 row until it is tuned.
-DEFAULTS: dict[str, FlowChefDefaults] = {
-    "sd3": FlowChefDefaults(lr=0.5, opt_iters=1, source_steps=20, true_cfg=2.0, guidance=4.0),
-    "flux": FlowChefDefaults(lr=0.5, opt_iters=1, source_steps=20, true_cfg=2.0, guidance=0.0),
-    "embedded": FlowChefDefaults(lr=0.5, opt_iters=1, source_steps=20, true_cfg=2.0, guidance=4.0),
+# Per kind of task, per family (docs/algorithms.md, "FlowChef", where each row's source is stated). FLUX: the
+# reference demo's FLUX.1-dev rows, and for restoring its InstaFlow inverse-problem row (Adam, CFG off). SD3 has no
+# reference code: FLUX's rows by analogy, with SD3's CFG in place of FLUX's embedded guidance. The embedded rows
+# are the ones bench/flowchef_sweep.py chose on its tuning scenes.
+DEFAULTS: dict[Kind, dict[str, FlowChefDefaults]] = {
+    "edit": {
+        "sd3": FlowChefDefaults(lr=0.5, opt_iters=1, optimizer="sgd", guidance=4.0, source_steps=20, true_cfg=2.0),
+        "flux": FlowChefDefaults(lr=0.5, opt_iters=1, optimizer="sgd", guidance=0.0, source_steps=20, true_cfg=2.0),
+        "embedded": FlowChefDefaults(lr=6.0, opt_iters=1, optimizer="sgd", guidance=4.0, source_steps=14, true_cfg=1.0),
+    },
+    "inpaint": {
+        "sd3": FlowChefDefaults(lr=0.5, opt_iters=1, optimizer="sgd", guidance=4.0),
+        "flux": FlowChefDefaults(lr=0.5, opt_iters=1, optimizer="sgd", guidance=0.5),
+        "embedded": FlowChefDefaults(lr=40.0, opt_iters=1, optimizer="sgd", guidance=1.0),
+    },
+    "restore": {
+        "sd3": FlowChefDefaults(lr=0.02, opt_iters=1, optimizer="adam", guidance=1.0),
+        "flux": FlowChefDefaults(lr=0.02, opt_iters=1, optimizer="adam", guidance=1.0),
+        "embedded": FlowChefDefaults(lr=0.05, opt_iters=5, optimizer="adam", guidance=2.0),
+    },
 }
+
+
+def defaults_kind(task: Task, operator: OperatorName | None) -> Kind:
+    """The row of DEFAULTS a task (with its operator, for inverse problems) takes."""
+    if task == "inverse_problem":
+        return "inpaint" if operator == "box_inpaint" else "restore"
+    return task
+
+
+def defaults_summary(attribute: str, kinds: tuple[Kind, ...] = ("edit", "inpaint", "restore")) -> str:
+    """'edit SD3 0.5, FLUX 0.5, embedded 6; inpaint …': the defaults of one param, for its description."""
+    return "; ".join(f"{kind} {per_model_defaults(DEFAULTS[kind], attribute)}" for kind in kinds)
+
+
+def sgd_lr(lr: float, latent_elements: int) -> float:
+    """The SGD step size that pulls each element of a latent of this size as hard as `lr` does at the reference
+    size: the loss is a mean over the image's latent elements, so its gradient per element shrinks as they grow."""
+    return lr * latent_elements / REFERENCE_LATENT_ELEMENTS
 
 
 # ---- FlowChef --------------------------------------------------------------------------------------------------
@@ -83,9 +123,15 @@ def masked_cfg(v_target: torch.Tensor, v_source: torch.Tensor, region: torch.Ten
     return v_target + scale * region.to(v_target.dtype) * (v_target - v_source)
 
 
+def per_image_mean(values: torch.Tensor) -> torch.Tensor:
+    """The sum over the batch of each image's mean: a batch of B images steps each as it would be stepped alone."""
+    return values.flatten(1).mean(dim=1).sum()
+
+
 def masked_mse(x0: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, loss_weight: float) -> torch.Tensor:
-    """loss_weight·mean(weight⊙(x0 − y)²); the mean counts every element, masked-out zeros too (as the reference)."""
-    return loss_weight * (weight * (x0 - y).square()).mean()
+    """loss_weight·mean(weight⊙(x0 − y)²) per image; the mean counts every element, masked-out zeros too (as the
+    reference)."""
+    return loss_weight * per_image_mean(weight * (x0 - y).square())
 
 
 def gradient_skip_step(
@@ -191,7 +237,9 @@ def measurement_problem(
     y = measurement[..., : height // scale, : width // scale].to(model.device, torch.float32).clone()
 
     def objective(x0: torch.Tensor, step: int) -> torch.Tensor:
-        return loss_weight * F.mse_loss(degradation.apply(decode_differentiable(vae, x0)).to(y.device), y)
+        return loss_weight * per_image_mean(
+            (degradation.apply(decode_differentiable(vae, x0)).to(y.device) - y).square()
+        )
 
     return Problem(model.latent_shape(y.shape[0], height, width), objective, None)
 
@@ -280,7 +328,8 @@ def flowchef(
     """Sample from noise along `sigmas` (T+1 levels) with the target prompt, steered by the task's objective.
 
     `mask` is a pixel MASK (1 = the region to edit or fill); `measurement` an IMAGE degraded by `degradation`.
-    The first min(max_steps, T) steps are steered; `guidance` is SD3's CFG scale (with `negative`) or FLUX's
+    The first min(max_steps, T) steps are steered; `lr` is stated at the reference latent size (`sgd_lr`; Adam's
+    steps are the same size at every latent size already); `guidance` is SD3's CFG scale (with `negative`) or FLUX's
     embedded guidance; masked CFG (edit only, against the `source` prompt) is on when true_cfg > 1.
     Raises NodeError naming the input at fault when one is missing or does not fit."""
     problem = build_problem(
@@ -311,6 +360,8 @@ def flowchef(
             hint="wire TextEncode's negative output (an empty negative prompt is fine)",
         )
     sigmas = sigmas.to(device=model.device, dtype=torch.float32)
+    latent_elements = int(torch.tensor(problem.shape[1:]).prod())
+    step_size = lr if optimizer == "adam" else sgd_lr(lr, latent_elements)
     x = model.noise_like(torch.empty(problem.shape, dtype=model.dtype, device=model.device), generator)
     for i in range(steps):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -322,7 +373,7 @@ def flowchef(
         v = velocities[0] if len(velocities) == 1 else masked_cfg(velocities[0], velocities[1], region, true_cfg)
         if i < steered and opt_iters > 0:
             x = gradient_skip_step(
-                x, v, sigma, partial(problem.objective, step=i), iters=opt_iters, lr=lr, optimizer=optimizer
+                x, v, sigma, partial(problem.objective, step=i), iters=opt_iters, lr=step_size, optimizer=optimizer
             )
         if callback is not None:
             callback(Step(i + 1, steps, x, clean_estimate(x, sigma, v)))
@@ -377,18 +428,15 @@ class FlowChefNode(Node):
             None,
             ge=0,
             le=1000,
-            description=(
-                "Steer only the first N steps and sample the rest freely: fewer lets the prompt shape the fine detail. "
-                "Blank: every step."
-            ),
+            description="Steer only the first N steps, then sample freely (lets the prompt shape fine detail). Blank: every step.",
         )
         source_steps: int | None = Field(
             None,
             ge=0,
             le=1000,
             description=(
-                "edit: for this many first steps the whole image is pulled to the source (layout kept), afterwards only "
-                f"the unmasked part. Blank: the model's default ({per_model_defaults(DEFAULTS, 'source_steps')})."
+                "edit: for this many first steps the whole image is pulled to the source (keeps the layout), then only "
+                f"outside the mask. Blank: {defaults_summary('source_steps', ('edit',))}."
             ),
         )
         opt_iters: int | None = Field(
@@ -397,7 +445,7 @@ class FlowChefNode(Node):
             le=100,
             description=(
                 "Gradient steps per sampling step: more holds the result closer to the source or measurement. "
-                f"Blank: the model's default ({per_model_defaults(DEFAULTS, 'opt_iters')})."
+                f"Blank: {defaults_summary('opt_iters')}."
             ),
         )
         lr: float | None = Field(
@@ -406,24 +454,22 @@ class FlowChefNode(Node):
             le=1000.0,
             json_schema_extra={"step": 0.05},
             description=(
-                "Step size of each gradient step: higher follows the source or measurement harder (too high overshoots; "
-                f"its effect grows as the image shrinks). Blank: the model's default ({per_model_defaults(DEFAULTS, 'lr')})."
+                "Gradient step size, the same pull at every image size (as at 1024 px SD3/FLUX); too high overshoots. "
+                f"Blank: {defaults_summary('lr')}."
             ),
         )
-        optimizer: OptimizerName = Field(
-            "sgd",
+        optimizer: OptimizerName | None = Field(
+            None,
             description=(
-                "sgd: plain gradient steps (the FLUX reference); adam: steps of a fixed size whatever the loss scale "
-                "(the reference's inverse problems; use a small lr such as 0.02)."
+                "sgd: steps in proportion to the error; adam: steps of a fixed size (set lr near 0.02). "
+                f"Blank: {defaults_summary('optimizer')}."
             ),
         )
         loss_weight: float = Field(
             1000.0,
             ge=0.0,
             le=1e6,
-            description=(
-                "Multiplies the loss, and so the SGD step: higher holds the result closer to the source or measurement."
-            ),
+            description="Multiplies the loss, and so each SGD step: higher holds closer to the source or measurement.",
         )
         guidance: float | None = Field(
             None,
@@ -431,8 +477,8 @@ class FlowChefNode(Node):
             le=100.0,
             json_schema_extra={"step": 0.5},
             description=(
-                "SD3: CFG scale with the negative prompt (on above 1); FLUX-dev: the embedded guidance. Higher follows "
-                f"the target prompt more. Blank: the model's default ({per_model_defaults(DEFAULTS, 'guidance')})."
+                "SD3: CFG scale with the negative (on above 1); FLUX-dev: embedded guidance; higher follows the prompt "
+                f"more. Blank: {defaults_summary('guidance')}."
             ),
         )
         true_cfg: float | None = Field(
@@ -441,8 +487,8 @@ class FlowChefNode(Node):
             le=100.0,
             json_schema_extra={"step": 0.5},
             description=(
-                "edit: masked CFG inside the mask, pushing from the source prompt to the target; higher changes the "
-                f"masked region more, 1 or below is off. Blank: the model's default ({per_model_defaults(DEFAULTS, 'true_cfg')})."
+                "edit: masked CFG pushing the masked region from the source prompt to the target; 1 or below is off. "
+                f"Blank: {defaults_summary('true_cfg', ('edit',))}."
             ),
         )
         seed: int = seed_field(0, "The seed of the starting noise; another seed, another result.")
@@ -471,7 +517,8 @@ class FlowChefNode(Node):
         for field, message in self.check(params):
             raise NodeError(message, field=field)
         require_family(model, target=target, source=source, negative=negative, source_latent=source_latent, vae=vae)
-        chosen = model_defaults(DEFAULTS, model, params)
+        kind = defaults_kind(params.task, params.operator)
+        chosen = model_defaults(DEFAULTS[kind], model, params)
         ctx.record_seed("seed", params.seed)
         degradation = Degradation(
             params.operator, params.factor, params.blur_kernel, params.blur_sigma, params.box_size
@@ -492,7 +539,7 @@ class FlowChefNode(Node):
             source_steps=chosen.source_steps,
             opt_iters=chosen.opt_iters,
             lr=chosen.lr,
-            optimizer=params.optimizer,
+            optimizer=chosen.optimizer,
             loss_weight=params.loss_weight,
             guidance=chosen.guidance,
             true_cfg=chosen.true_cfg,

@@ -1,18 +1,21 @@
-"""SplitFlow (Yoon et al., NeurIPS 2025; docs/algorithms.md, "SplitFlow and Decompose Prompt"): FlowEdit with the target split into sub-prompts.
+"""SplitFlow (Yoon et al., NeurIPS 2025; docs/algorithms.md, "SplitFlow and Decompose Prompt"): FlowEdit with the
+target split into sub-prompts, as the authors' code does it.
 
-For the first steps of the edit, each sub-prompt (one attribute change each) gets its own flow. Their latents
-are projected onto the full target's direction (Latent Trajectory Projection) and their velocity
-differences are merged with weights that favour the flows that agree with the others (Velocity Field
-Aggregation). Then plain FlowEdit continues from the merged latent with the full target prompt.
+While T − i ≥ n_dec, every sub-prompt and the full target run their own FlowEdit flow from the source, each with its
+own noise. After the step T − i = n_dec the sub-prompt latents are projected onto the full-target latent's direction
+at each location and averaged (Latent Trajectory Projection). The next step moves that latent once with the
+sub-prompts' velocity differences merged by Velocity Field Aggregation: a softmax over the flows of each one's summed
+cosine agreement with the others, so flows that agree weigh more. Plain FlowEdit with the full target prompt
+finishes the edit.
 
-The authors' code was not available; the trajectory bookkeeping follows the paper as docs/algorithms.md
-("SplitFlow and Decompose Prompt") reconstructs it, and lives whole in `decomposition_phase` so it can be
-replaced once the code is public.
+`projection` and `aggregation` switch the parts off or swap the rule, for the paper's ablation: no projection
+(the sub-prompt latents are averaged as they are), the plain mean, or "distinct" (the softmax of disagreement, the
+abstract's "emphasising distinct directions", which the code does not do).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -40,78 +43,117 @@ from nodes.types import SocketType
 NORM_EPS = 1e-8
 MAX_SUB_PROMPTS = 8  # the paper uses up to 3; more are allowed but rarely help
 
-# The paper's η_dec = 28 of η_max = 33 at T = 50 (five decomposition steps), scaled for the others.
-N_DEC_DEFAULTS: dict[str, int] = {"sd3": 28, "flux": 20, "embedded": 17}
+Aggregation = Literal["vfa", "mean", "distinct"]
+
+# SD3: the authors' n_middle = 28 at n_max = 33 and T = 50 (six split steps, then the aggregation step); FLUX: the
+# same share of its n_max; embedded: bench/editor_defaults.py's choice on its tuning pairs (three split steps).
+N_DEC_DEFAULTS: dict[str, int] = {"sd3": 28, "flux": 20, "embedded": 19}
 
 
 def project(latent: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """LTP: the component of `latent` along `direction`, per spatial location across channels.
+    """The component of `latent` along `direction`, per spatial location across channels.
 
-    ⟨x, d⟩/⟨d, d⟩·d equals ⟨x, û⟩·û; written this way, a latent projected onto itself is returned exactly."""
+    ⟨x, d⟩/⟨d, d⟩·d equals ⟨x, d̂⟩·d̂; written this way, a latent projected onto itself is returned exactly."""
     squared_norm = (direction * direction).sum(dim=1, keepdim=True).clamp_min(NORM_EPS**2)
     return (latent * direction).sum(dim=1, keepdim=True) / squared_norm * direction
 
 
-def aggregation_weights(flows: list[torch.Tensor]) -> torch.Tensor:
-    """VFA weights [N, B, 1, h, w]: softmax over k of Σ_{j≠k} cos_c(g_k, g_j), summing to 1 at each location."""
+def trajectory_projection(sub_latents: list[torch.Tensor], target_latent: torch.Tensor) -> torch.Tensor:
+    """LTP: the mean over the sub-prompt latents of each one projected onto the full-target latent."""
+    base = target_latent.to(torch.float32)
+    return torch.stack([project(x.to(torch.float32), base) for x in sub_latents]).mean(dim=0)
+
+
+def aggregation_weights(flows: list[torch.Tensor], rule: Aggregation = "vfa") -> torch.Tensor:
+    """Weights [N, B, 1, h, w] that sum to 1 at each location. vfa: softmax over k of Σ_{j≠k} cos_c(g_k, g_j);
+    distinct: the softmax of minus that sum; mean: 1/N."""
     stacked = torch.stack([g.to(torch.float32) for g in flows])  # [N, B, C, h, w]
+    if rule == "mean":
+        return torch.full((len(flows), *stacked.shape[1:2], 1, *stacked.shape[3:]), 1.0 / len(flows))
     norms = stacked.norm(dim=2, keepdim=True)
     cosines = torch.einsum("kbchw,jbchw->kjbhw", stacked, stacked) / (
         (norms.squeeze(2).unsqueeze(1) * norms.squeeze(2).unsqueeze(0)).clamp_min(NORM_EPS)
     )
     agreement = cosines.sum(dim=1) - cosines.diagonal(dim1=0, dim2=1).permute(3, 0, 1, 2)  # drop j = k
-    return torch.softmax(agreement, dim=0).unsqueeze(2)
+    return torch.softmax(agreement if rule == "vfa" else -agreement, dim=0).unsqueeze(2)
 
 
-def aggregate(flows: list[torch.Tensor]) -> torch.Tensor:
-    """VFA: Σ_k w_k ⊙ g_k, written as g_1 + Σ_k w_k ⊙ (g_k − g_1) (equal, as the weights sum to 1), which is
-    exact when the flows agree."""
-    weights = aggregation_weights(flows)
-    base = flows[0].to(torch.float32)
-    return base + sum(weights[k] * (g.to(torch.float32) - base) for k, g in enumerate(flows))
+def aggregate(flows: list[torch.Tensor], rule: Aggregation = "vfa") -> torch.Tensor:
+    """VFA (or the ablation's rule): Σ_k w_k ⊙ g_k."""
+    weights = aggregation_weights(flows, rule)
+    return sum(weights[k] * g.to(torch.float32) for k, g in enumerate(flows))
+
+
+def flow_differences(
+    model: FlowModel,
+    x_src: torch.Tensor,
+    latents: list[torch.Tensor],
+    conditions: list[Conditioning],
+    sigma: torch.Tensor,
+    prompts: EditPrompts,
+    *,
+    src_guidance: float,
+    tar_guidance: float,
+    generator: torch.Generator,
+) -> list[torch.Tensor]:
+    """v(z_tar,k; condition k) − v(z_src,k; source) for each flow k, each with its own noise draw, in one model call."""
+    points = [coupled_points(x_src, latent, sigma, model.noise_like(x_src, generator)) for latent in latents]
+    queries = []
+    for (z_src, z_tar), condition in zip(points, conditions):
+        queries += [
+            VelocityQuery(z_src, prompts.source, prompts.negative, src_guidance),
+            VelocityQuery(z_tar, condition, prompts.negative, tar_guidance),
+        ]
+    velocities = model.velocities(sigma, queries)
+    return [
+        v_tar.to(torch.float32) - v_src.to(torch.float32) for v_src, v_tar in zip(velocities[::2], velocities[1::2])
+    ]
 
 
 def decomposition_phase(
     model: FlowModel,
     x_src: torch.Tensor,
     sigmas: torch.Tensor,
-    step_range: range,
+    split_steps: range,
+    aggregation_step: int | None,
     prompts: EditPrompts,
     sub_prompts: list[Conditioning],
     *,
+    projection: bool,
+    aggregation: Aggregation,
     src_guidance: float,
     tar_guidance: float,
     generator: torch.Generator,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """SplitFlow's sub-prompt steps: returns the merged latent S that FlowEdit continues from.
+    """SplitFlow's own steps: returns the latent plain FlowEdit continues from.
 
-    Per step one ε, shared by every flow. The full-target FlowEdit state Z gives the direction û; each
-    sub-flow k has its own state Z_k, its noisy latent projected onto û, and g_k = V(proj_k, sub_k) − V(z_src,
-    source); S moves with the aggregate of the g_k, Z_k with its own g_k, Z with v_t − v_s."""
+    Over `split_steps`, N + 1 FlowEdit flows (the sub-prompts, then the full target) each move with their own
+    noise. Then LTP (or, without `projection`, the plain mean of the sub-prompt latents) merges them, and the
+    `aggregation_step` moves the merged latent once with the aggregate of the sub-prompts' differences."""
     total = len(sigmas) - 1
-    full = x_src
-    subs = [x_src] * len(sub_prompts)
-    merged = x_src
-    for i in step_range:
+    difference = dict(src_guidance=src_guidance, tar_guidance=tar_guidance, generator=generator)
+    conditions = [*sub_prompts, prompts.target]
+    latents = [x_src] * len(conditions)
+    for i in split_steps:
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        z_src, z_tar = coupled_points(x_src, full, sigma, model.noise_like(x_src, generator))
-        projected = [project(z_src + (sub - x_src), z_tar) for sub in subs]
-        v_src, v_tar, *v_subs = model.velocities(
-            sigma,
-            [
-                VelocityQuery(z_src, prompts.source, prompts.negative, src_guidance),
-                VelocityQuery(z_tar, prompts.target, prompts.negative, tar_guidance),
-                *(VelocityQuery(x, cond, prompts.negative, tar_guidance) for x, cond in zip(projected, sub_prompts)),
-            ],
-        )
-        step = sigma_next - sigma
-        flows = [v.to(torch.float32) - v_src.to(torch.float32) for v in v_subs]
-        full = euler_update(full, step, v_tar.to(torch.float32) - v_src.to(torch.float32)).to(x_src.dtype)
-        subs = [euler_update(sub, step, g).to(x_src.dtype) for sub, g in zip(subs, flows)]
-        merged = euler_update(merged, step, aggregate(flows)).to(x_src.dtype)
+        flows = flow_differences(model, x_src, latents, conditions, sigma, prompts, **difference)
+        latents = [euler_update(x, sigma_next - sigma, g).to(x_src.dtype) for x, g in zip(latents, flows)]
         if callback is not None:
-            callback(Step(i + 1, total, merged, merged))
+            callback(Step(i + 1, total, latents[-1], latents[-1]))
+    subs = latents[:-1]
+    merged = (
+        trajectory_projection(subs, latents[-1])
+        if projection
+        else torch.stack([x.to(torch.float32) for x in subs]).mean(dim=0)
+    ).to(x_src.dtype)
+    if aggregation_step is None:
+        return merged
+    sigma, sigma_next = sigmas[aggregation_step], sigmas[aggregation_step + 1]
+    flows = flow_differences(model, x_src, [merged] * len(sub_prompts), sub_prompts, sigma, prompts, **difference)
+    merged = euler_update(merged, sigma_next - sigma, aggregate(flows, aggregation)).to(x_src.dtype)
+    if callback is not None:
+        callback(Step(aggregation_step + 1, total, merged, merged))
     return merged
 
 
@@ -126,15 +168,16 @@ def splitflow(
     n_dec: int,
     n_min: int = 0,
     n_avg: int = 1,
+    projection: bool = True,
+    aggregation: Aggregation = "vfa",
     src_guidance: float,
     tar_guidance: float,
     generator: torch.Generator,
     solver: Solver = EULER,
     callback: StepCallback | None = None,
 ) -> torch.Tensor:
-    """Edit like `flowedit`, with steps T−i in (n_dec, n_max] split over the sub-prompts.
-
-    n_dec ≥ n_max is FlowEdit; one sub-prompt equal to the target is FlowEdit to the last bit."""
+    """Edit like `flowedit`, with the steps T − i ≥ n_dec split over the sub-prompts and T − i = n_dec − 1 the
+    aggregation step. n_dec above n_max + 1 is plain FlowEdit (n_avg applies to FlowEdit's steps only)."""
     if not sub_prompts:
         raise ValueError("SplitFlow needs at least one sub-prompt")
     if n_avg < 1:
@@ -146,25 +189,31 @@ def splitflow(
     sigmas = sigmas.to(device=x_src.device, dtype=torch.float32)
     steps = len(sigmas) - 1
     first, tail = active_steps(steps, n_max, n_min)
-    switch = min(tail, max(first, steps - n_dec))
-    edited = decomposition_phase(
-        model,
-        x_src,
-        sigmas,
-        range(first, switch),
-        prompts,
-        sub_prompts,
-        src_guidance=src_guidance,
-        tar_guidance=tar_guidance,
-        generator=generator,
-        callback=callback,
-    )
+    last_split = min(tail - 1, steps - n_dec)  # the step T − i = n_dec
+    aggregation_index = last_split + 1
+    edited = x_src
+    if aggregation_index >= first:
+        edited = decomposition_phase(
+            model,
+            x_src,
+            sigmas,
+            range(first, last_split + 1),
+            aggregation_index if aggregation_index < tail else None,
+            prompts,
+            sub_prompts,
+            projection=projection,
+            aggregation=aggregation,
+            src_guidance=src_guidance,
+            tar_guidance=tar_guidance,
+            generator=generator,
+            callback=callback,
+        )
     edited = flowedit_steps(
         model,
         x_src,
         edited,
         sigmas,
-        range(switch, tail),
+        range(max(first, aggregation_index + 1), tail),
         prompts,
         n_avg=n_avg,
         src_guidance=src_guidance,
@@ -214,8 +263,19 @@ class SplitFlowNode(Node):
             ge=0,
             le=1000,
             description=(
-                "The sub-prompt flows run until this many steps remain, then plain FlowEdit takes over: lower "
+                "The sub-prompt flows run until this many steps remain, are merged, then FlowEdit finishes: lower "
                 f"gives the sub-prompts more steps. Blank: the model's default ({per_model(N_DEC_DEFAULTS)})."
+            ),
+        )
+        projection: bool = Field(
+            True,
+            description="Merge the sub-prompt flows by projecting them onto the full target's (LTP); off: plain mean.",
+        )
+        aggregation: Aggregation = Field(
+            "vfa",
+            description=(
+                "How the merge step weighs the sub-prompt flows: vfa (the authors': agreeing flows weigh more), "
+                "mean, or distinct (disagreeing flows weigh more)."
             ),
         )
         n_min: int = Field(
@@ -228,9 +288,7 @@ class SplitFlowNode(Node):
             1,
             ge=1,
             le=32,
-            description=(
-                "Noise draws averaged per FlowEdit step after the split (the split itself draws once per step)."
-            ),
+            description="Noise draws averaged per FlowEdit step after the merge (each split flow draws once per step).",
         )
         src_guidance: float | None = source_guidance_field()
         tar_guidance: float | None = target_guidance_field()
@@ -289,6 +347,8 @@ class SplitFlowNode(Node):
                 n_dec=n_dec,
                 n_min=params.n_min,
                 n_avg=params.n_avg,
+                projection=params.projection,
+                aggregation=params.aggregation,
                 src_guidance=chosen.src_guidance,
                 tar_guidance=chosen.tar_guidance,
                 generator=torch.Generator("cpu").manual_seed(params.seed),

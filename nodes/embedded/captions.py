@@ -86,6 +86,15 @@ def object_in_colour(words: Words, rng: np.random.Generator) -> str:
     return f"{_article(rng, phrase)}{phrase} in {words.colour}"
 
 
+def object_colour_after(words: Words, rng: np.random.Generator) -> str:
+    """'a circle, red', 'large circle red' (tag-style prompts); the adjective form when colour or shape is unsaid."""
+    if words.colour is None or words.shape is None:
+        return object_adjectives(words, rng)
+    phrase = " ".join(w for w in (words.size, words.shape) if w)
+    comma = "," if rng.random() < 0.5 else ""
+    return f"{_article(rng, phrase)}{phrase}{comma} {words.colour}"
+
+
 def background_full(words: Words, rng: np.random.Generator) -> str:
     """'a blue background', 'blue background'."""
     return _article(rng, words.background or "") + f"{words.background} background"
@@ -97,7 +106,12 @@ def background_short(words: Words, rng: np.random.Generator) -> str:
 
 
 def object_phrase(words: Words, rng: np.random.Generator) -> str:
-    return object_in_colour(words, rng) if rng.random() < 0.2 else object_adjectives(words, rng)
+    roll = rng.random()
+    if roll < 0.2:
+        return object_in_colour(words, rng)
+    if roll < 0.3:
+        return object_colour_after(words, rng)
+    return object_adjectives(words, rng)
 
 
 Phrasing = Callable[[Words, np.random.Generator], str]

@@ -50,9 +50,6 @@ PROMISES: dict[str, tuple[str, str, str] | None] = {
     "txt2img-flux": None,
     "img2img-sd3": None,
 }
-# Known not to deliver yet (issue 18: FlowChef's step size overshoots on small latents). The journey must
-# still run and show its image; the check below turns red once they deliver, so they leave this list.
-NOT_DELIVERED_YET = {"edit-flowchef", "inpaint-flowchef"}
 # The tiny stand-ins run at this size and step count (a CPU would take minutes at 1024 px).
 TINY_SIZE = 64
 TINY_STEPS = 4
@@ -172,9 +169,6 @@ def test_starter_journey(name: str, app: tuple[str, dict[str, Path]], browser: A
             with Image.open(saved) as picture:
                 reading = analyze(picture)
             read = (reading.background, reading.colour, reading.shape)
-            if name in NOT_DELIVERED_YET:
-                assert read != promise, f"{name} delivers now: take it out of NOT_DELIVERED_YET"
-            else:
-                assert read == promise
+            assert read == promise
     finally:
         page.close()
