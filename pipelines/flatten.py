@@ -14,6 +14,7 @@ from typing import Any
 from nodes.catalogue import get_node_class
 from pipelines.issues import Issue, IssueCode
 from pipelines.workflow import ID_SEPARATOR, SUBGRAPH_TYPE, Link, NodeEntry, Workflow
+from storage.config import read_settings
 
 
 @dataclass
@@ -37,12 +38,79 @@ class Flattened:
 
 
 def flatten(workflow: Workflow) -> Flattened:
-    """Inline every subgraph instance; links into and out of instances are rewired to the inner nodes."""
+    """Inline every subgraph instance; links into and out of instances are rewired to the inner nodes.
+
+    A workflow over the node or nesting budget (FLOWCANVAS_MAX_NODES, FLOWCANVAS_MAX_SUBGRAPH_DEPTH) is refused
+    with one issue before anything is expanded: a few kilobytes of nested instances can name millions of nodes."""
+    settings = read_settings()
+    over = budget_issue(workflow, settings.max_nodes, settings.max_subgraph_depth)
+    if over is not None:
+        return Flattened({}, [over], set())
     flattener = _Flattener(workflow)
     flattener.expand(workflow.nodes, prefix="", stack=())
     flattener.feed_instance_inputs()
     flattener.rewire_links()
     return Flattened(flattener.flat, flattener.issues, flattener.reported, set(flattener.bypassed))
+
+
+class _OverBudget(Exception):
+    def __init__(self, issue: Issue) -> None:
+        self.issue = issue
+
+
+def budget_issue(workflow: Workflow, max_nodes: int, max_depth: int) -> Issue | None:
+    """The issue refusing a workflow that would flatten to more than `max_nodes` nodes or nest subgraphs deeper
+    than `max_depth`, or None. Each subgraph is measured once (its node count and nesting height remembered), and
+    measuring stops at the first budget passed, so the cost is bounded by the document's size and the budgets."""
+    measured: dict[str, tuple[int, int]] = {}  # subgraph id → (flattened nodes, nesting height)
+    hint = "split the work into smaller workflows, or raise the limit (README, Limits)"
+
+    def measure(nodes: dict[str, NodeEntry], depth: int, stack: tuple[str, ...]) -> tuple[int, int]:
+        count, height = 0, 0
+        for entry in nodes.values():
+            sub_id = entry.subgraph
+            if entry.type != SUBGRAPH_TYPE or sub_id not in workflow.subgraphs or sub_id in stack:
+                count += 1  # unknown and self-containing subgraphs are reported by flattening itself
+            else:
+                if depth + 1 > max_depth:
+                    raise _OverBudget(
+                        Issue(
+                            code=IssueCode.TOO_LARGE,
+                            field="subgraphs",
+                            message=f"subgraphs nest deeper than {max_depth} levels ({' → '.join(stack + (sub_id,))})",
+                            hint=hint.replace("limit", "limit FLOWCANVAS_MAX_SUBGRAPH_DEPTH"),
+                        )
+                    )
+                if sub_id not in measured:
+                    measured[sub_id] = measure(workflow.subgraphs[sub_id].nodes, depth + 1, stack + (sub_id,))
+                inner, inner_height = measured[sub_id]
+                if depth + 1 + inner_height > max_depth:
+                    raise _OverBudget(
+                        Issue(
+                            code=IssueCode.TOO_LARGE,
+                            field="subgraphs",
+                            message=f"subgraphs nest deeper than {max_depth} levels (through {sub_id!r})",
+                            hint=hint.replace("limit", "limit FLOWCANVAS_MAX_SUBGRAPH_DEPTH"),
+                        )
+                    )
+                count += inner
+                height = max(height, inner_height + 1)
+            if count > max_nodes:
+                raise _OverBudget(
+                    Issue(
+                        code=IssueCode.TOO_LARGE,
+                        field="nodes",
+                        message=f"the workflow expands to more than {max_nodes} nodes once its subgraphs are inlined",
+                        hint=hint.replace("limit", "limit FLOWCANVAS_MAX_NODES"),
+                    )
+                )
+        return count, height
+
+    try:
+        measure(workflow.nodes, 0, ())
+    except _OverBudget as over:
+        return over.issue
+    return None
 
 
 @dataclass

@@ -25,6 +25,7 @@ class IssueCode(StrEnum):
     UNKNOWN_SUBGRAPH = "unknown_subgraph"
     SUBGRAPH_CYCLE = "subgraph_cycle"
     BYPASSED_INPUT = "bypassed_input"  # a bypassed node has no input of its output's type to pass on
+    TOO_LARGE = "too_large"  # over a budget (flattened nodes, subgraph depth), refused before any work
     # overrides: `--set`, sweeps, API values (pipelines.overrides)
     UNKNOWN_FIELD = "unknown_field"
     DUPLICATE_FIELD = "duplicate_field"

@@ -83,6 +83,8 @@ def check_workflow(
     `file_roots`: confine the run (browser and API submissions) to reading inside these folders (nodes.files)."""
     flattened = flatten(workflow)
     issues = list(flattened.issues)
+    if any(issue.code == IssueCode.TOO_LARGE for issue in issues):
+        return Checked(issues, {}, nx.DiGraph())  # nothing was expanded: there is nothing more to check
     if overrides:
         issues.extend(apply_overrides(workflow, flattened.nodes, overrides, flattened.bypassed))
     checked = validate_flat(

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     model_sources: Annotated[frozenset[str], NoDecode] = Field(frozenset(), validation_alias="FLOWCANVAS_MODEL_SOURCES")
     # The model manager's memory budget, in GiB, before least recently used models are freed.
     model_memory_gb: float = Field(16.0, validation_alias="FLOWCANVAS_MODEL_MEMORY_GB")
+    # The most nodes a workflow may flatten to, and the deepest its subgraphs may nest; checked before expanding.
+    max_nodes: int = Field(5000, ge=1, validation_alias="FLOWCANVAS_MAX_NODES")
+    max_subgraph_depth: int = Field(16, ge=1, le=200, validation_alias="FLOWCANVAS_MAX_SUBGRAPH_DEPTH")
 
     @field_validator("database_url", "artifacts", mode="before")
     @classmethod

@@ -103,6 +103,26 @@ def test_an_invalid_workflow_returns_structured_issues_and_queues_nothing(client
     assert client.predict(STARTER, None, api_name="/validate") == []
 
 
+def test_a_subgraph_expansion_bomb_is_refused_by_the_api_without_expanding_it(client, server):
+    # Ten instances of the next level, seven levels deep: 10⁷ nodes named by a few kilobytes.
+    subgraphs = {"s7": {"nodes": {"c": {"type": "Int", "params": {"value": 1}}}}}
+    for depth in range(6, -1, -1):
+        subgraphs[f"s{depth}"] = {
+            "nodes": {f"i{k}": {"type": "Subgraph", "subgraph": f"s{depth + 1}"} for k in range(10)}
+        }
+    bomb = {
+        **STARTER,
+        "subgraphs": subgraphs,
+        "nodes": {**STARTER["nodes"], "top": {"type": "Subgraph", "subgraph": "s0"}},
+    }
+    before = len(server[1].list_runs(limit=1000))
+    issues = client.predict(bomb, None, api_name="/validate")
+    assert [(i["code"], i["field"]) for i in issues] == [("too_large", "nodes")]
+    run_id, status, _, run_issues = client.predict(bomb, None, None, True, api_name="/run")
+    assert (run_id, status, run_issues) == ("", "invalid", issues)
+    assert len(server[1].list_runs(limit=1000)) == before
+
+
 @pytest.mark.parametrize("path", ["/etc/passwd", "../../secret.png", "~/.ssh/id_rsa.png"])
 def test_files_outside_the_data_folder_are_refused_and_never_read(client, server, path, monkeypatch):
     reads: list[str] = []

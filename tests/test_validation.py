@@ -1014,3 +1014,35 @@ def test_a_subgraph_input_targeting_an_undeclared_input_of_a_nested_instance_is_
 def test_a_workflow_model_built_in_code_validates_like_a_parsed_one():
     workflow = Workflow.model_validate(addone_chain())
     assert validate_workflow(workflow) == []
+
+
+# ---------------------------------------------------------------- budgets
+
+
+def nested_bomb(levels: int, fan_out: int) -> dict[str, Any]:
+    """Subgraph s_d holds `fan_out` instances of s_{d+1}; s_{levels} holds one node: fan_out**levels nodes."""
+    subgraphs = {f"s{levels}": {"nodes": {"c": {"type": "TestConst", "params": {"value": 1}}}}}
+    for depth in range(levels - 1, -1, -1):
+        subgraphs[f"s{depth}"] = {"nodes": {f"i{k}": instance(f"s{depth + 1}") for k in range(fan_out)}}
+    return workflow_dict({"top": instance("s0")}, subgraphs=subgraphs)
+
+
+def test_a_subgraph_expansion_bomb_is_refused_before_it_is_expanded():
+    # 10⁷ nodes from a document of a few kilobytes: one issue, and nothing is built (the measuring visits each
+    # subgraph once, so this returns at once).
+    issue = only_issue(nested_bomb(levels=7, fan_out=10))
+    assert (issue.code, issue.field) == ("too_large", "nodes")
+    assert "5000" in issue.message and "FLOWCANVAS_MAX_NODES" in issue.hint
+
+
+def test_subgraphs_nested_deeper_than_the_limit_are_refused_without_recursing_through_them():
+    issue = only_issue(nested_bomb(levels=1000, fan_out=1))
+    assert (issue.code, issue.field) == ("too_large", "subgraphs")
+    assert "deeper than 16 levels" in issue.message
+
+
+def test_the_budgets_can_be_raised(monkeypatch: pytest.MonkeyPatch):
+    document = nested_bomb(levels=4, fan_out=10)  # 10,000 nodes
+    assert only_issue(document).code == "too_large"
+    monkeypatch.setenv("FLOWCANVAS_MAX_NODES", "20000")
+    assert all(issue.code != "too_large" for issue in issues_of(document))
