@@ -6,7 +6,6 @@ canonical serialisation (stable key order, 2-space indent) and addressing of exp
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -204,13 +203,13 @@ def workflow_from_json(text: str | bytes) -> Workflow:
 
 def workflow_from_png(data: bytes) -> Workflow:
     """Read the workflow a FlowCanvas PNG carries; name what was found in a foreign one."""
-    from PIL import Image, UnidentifiedImageError
+    from pipelines.png_text import PNG_SIGNATURE, png_text_chunks
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            text = dict(getattr(image, "text", {}) or {})
-    except (UnidentifiedImageError, OSError) as error:
+        if not data.startswith(PNG_SIGNATURE):
+            raise ValueError("it does not start with the PNG signature")
+        text = png_text_chunks(data)
+    except ValueError as error:
         raise WorkflowInvalid([Issue(code=IssueCode.SCHEMA, message=f"not a readable PNG: {error}")]) from None
     if PNG_WORKFLOW_KEY in text:
         return workflow_from_json(text[PNG_WORKFLOW_KEY])

@@ -141,3 +141,53 @@ def test_export_file_names_are_safe() -> None:
     assert export_filename("Colour swatch", 3, "png") == "colour-swatch-v3.png"
     assert export_filename("../../etc/passwd", 1, "json") == "etc-passwd-v1.json"
     assert export_filename("<>", 2, "json") == "workflow-v2.json"
+
+
+def raw_png(width: int, height: int, idat: bytes, *chunks: tuple[bytes, bytes]) -> bytes:
+    """A PNG written chunk by chunk (greyscale, 1 bit per pixel), so its header may claim any size."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + b"".join(chunk(kind, body) for kind, body in chunks)
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_huge_image_carrying_a_workflow_is_recognised_without_decoding_a_pixel():
+    import zlib
+
+    document = canonical_json(load_workflow(SWATCH))
+    rows = zlib.compress(bytes(13000 * (1 + 1625)), 9)  # 13000 × 13000 px: 169 Mpx, ~20 KB compressed
+    text = (b"tEXt", PNG_WORKFLOW_KEY.encode() + b"\0" + document.encode("latin-1"))
+    found = recognise(raw_png(13000, 13000, rows, text), "huge.png")
+    assert found.kind is ImportKind.FLOWCANVAS and canonical_json(found.workflow) == document
+    # A header claiming 200,000 × 200,000 px (past PIL's decompression-bomb refusal) is read the same way.
+    assert recognise(raw_png(200_000, 200_000, rows), "claims.png").kind is ImportKind.NO_WORKFLOW
+
+
+def test_a_compressed_text_chunk_that_inflates_past_the_cap_is_refused_not_inflated():
+    import zlib
+
+    bomb = (b"zTXt", b"parameters\0\0" + zlib.compress(b" " * (40 * 1024**2), 9))  # 40 MB of spaces in ~40 KB
+    found = recognise(raw_png(8, 8, zlib.compress(bytes(8 * 2)), bomb), "bomb.png")
+    assert found.kind is ImportKind.INVALID and "more than 16 MB of text" in found.message
+
+
+def test_broken_pngs_are_described_not_raised():
+    import zlib
+
+    good = raw_png(8, 8, zlib.compress(bytes(8 * 2)))
+    for broken, words in [
+        (good[:30], "ends inside"),
+        (good[:20] + b"\xff" + good[21:], "CRC mismatch"),
+        (b"\x89PNG\r\n\x1a\n" + good[33:], "IHDR"),
+    ]:
+        found = recognise(broken, "broken.png")
+        assert found.kind is ImportKind.INVALID and words in found.message, found.message

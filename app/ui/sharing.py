@@ -23,9 +23,9 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin, UnidentifiedImageEr
 from pydantic import BaseModel
 
 from pipelines.issues import WorkflowInvalid
+from pipelines.png_text import PNG_SIGNATURE, png_text_chunks
 from pipelines.workflow import FORMAT, PNG_WORKFLOW_KEY, Workflow, parse_workflow
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_IMPORT_BYTES = 32 * 1024**2  # far above any workflow or output image; refuses a stray huge file unread
 INVOKEAI_CHUNKS = ("invokeai_workflow", "invokeai_graph", "invokeai_metadata")
 TYPES_NAMED = 5  # how many node types a description of a foreign graph names
@@ -90,10 +90,8 @@ def _recognise_json(data: bytes | str, filename: str) -> Recognised:
 
 def _recognise_png(data: bytes, filename: str) -> Recognised:
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            chunks = {str(key): str(value) for key, value in (getattr(image, "text", None) or {}).items()}
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:  # PIL raises SyntaxError on broken chunks
+        chunks = png_text_chunks(data)
+    except ValueError as error:
         return _invalid(f"{filename}: not a readable PNG ({error})")
     if PNG_WORKFLOW_KEY in chunks:
         found = _recognise_json(chunks[PNG_WORKFLOW_KEY], f"{filename} ({PNG_WORKFLOW_KEY} chunk)")
