@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin, Unidentif
 from pydantic import Field
 
 from nodes.fields import MAX_SIDE
+from nodes.limits import image_size_problem, pixel_problems
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
 from nodes.types import SocketType
 
@@ -130,6 +131,10 @@ class EmptyImage(Node):
             json_schema_extra={"widget": "color"},
         )
 
+    @classmethod
+    def check(cls, params: Params) -> list[tuple[str, str]]:
+        return pixel_problems(params.width, params.height, params.batch_size, "batch_size")
+
     def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
         rgb = torch.tensor([int(params.color[i : i + 2], 16) / 255.0 for i in (1, 3, 5)], dtype=torch.float32)
         image = rgb.view(1, 3, 1, 1).expand(params.batch_size, 3, params.height, params.width).contiguous()
@@ -160,8 +165,12 @@ class LoadImage(Node):
         data = _read_file(ctx, params.path)
         try:
             with Image.open(io.BytesIO(data)) as opened:
+                # The header gives the size before anything is decoded: a small file can hold a huge image.
+                too_large = image_size_problem(*opened.size)
+                if too_large is not None:
+                    raise NodeError(f"{params.path!r}: {too_large}", field="path", hint="downscale it first")
                 rgba = _rgba_array(ImageOps.exif_transpose(opened))
-        except (UnidentifiedImageError, OSError) as error:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
             raise NodeError(f"{params.path!r} is not an image this can read ({error})", field="path") from None
         tensor = torch.from_numpy(rgba)
         image = tensor[..., :3].permute(2, 0, 1).unsqueeze(0).contiguous()

@@ -235,3 +235,14 @@ def test_an_upload_that_is_not_a_received_image_is_refused(tmp_path: Path, case:
     with pytest.raises(UploadRefused, match=expected):
         store_upload(received, tmp_path / "uploads", gradio)
     assert not (tmp_path / "uploads").exists()
+
+
+def test_an_upload_of_a_huge_image_in_a_small_file_is_refused_from_its_header(tmp_path: Path):
+    gradio = tmp_path / "gradio"
+    gradio.mkdir()
+    received = gradio / "bomb.png"
+    Image.new("1", (13000, 13000)).save(received, format="PNG")  # 169 Mpx in ~20 KB
+    assert received.stat().st_size < 100_000
+    with pytest.raises(UploadRefused, match=r"13000×13000 px \(169 Mpx\), over the budget of 40 Mpx"):
+        store_upload(received, tmp_path / "uploads", gradio)
+    assert not (tmp_path / "uploads").exists()

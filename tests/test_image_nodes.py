@@ -347,3 +347,35 @@ def test_an_unbreakable_caption_is_broken_between_characters():
 def test_a_grid_needs_at_least_one_image():
     with pytest.raises(ValueError, match="at least one image"):
         grid_image([], [])
+
+
+def test_load_image_refuses_a_huge_image_from_its_header_before_decoding(tmp_path: Path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (9000, 9000)).save(path, format="PNG")  # 81 Mpx in a few kilobytes
+    with pytest.raises(NodeError) as error:
+        LoadImage().run(ctx("LoadImage"), LoadImage.Params(path=str(path)))
+    assert error.value.field == "path" and "9000×9000 px (81 Mpx), over the budget of 40 Mpx" in str(error.value)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (100, 100)).save(small, format="PNG")
+    monkeypatch.setenv("FLOWCANVAS_MAX_IMAGE_PIXELS", "5000")
+    with pytest.raises(NodeError, match="over the budget of 5,000 px"):
+        LoadImage().run(ctx("LoadImage"), LoadImage.Params(path=str(small)))
+    monkeypatch.setenv("FLOWCANVAS_MAX_IMAGE_PIXELS", "10000")
+    assert LoadImage().run(ctx("LoadImage"), LoadImage.Params(path=str(small)))["image"].shape == (1, 3, 100, 100)
+
+
+@pytest.mark.parametrize("node_type,params", [("EmptyImage", {}), ("EmptyLatent", {})])
+def test_a_node_asking_for_more_pixels_than_the_budget_is_refused_at_validation(node_type: str, params: dict):
+    from pipelines.validate import validate_workflow
+
+    size = {"width": 8192, "height": 8192, "batch_size": 2}  # 134 Mpx: the budget is 67
+    nodes = {"n": {"type": node_type, "params": {**params, **size}}}
+    if node_type == "EmptyLatent":
+        nodes = {
+            "m": {"type": "LoadFlowModel", "params": {"source": "embedded:shapes"}},
+            "n": {"type": node_type, "params": size, "inputs": {"model": link("m", "model")}},
+        }
+    issues = validate_workflow(load_workflow(workflow_dict(nodes)))
+    found = [i for i in issues if i.node == "n"]
+    assert [(i.field, i.code) for i in found] == [("batch_size", "invalid_params")]
+    assert "134 Mpx, over the budget of 67 Mpx" in found[0].message

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from nodes.limits import image_size_problem
+
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
 
@@ -36,9 +38,12 @@ def store_upload(received: Path, uploads: Path, gradio_folder: Path) -> Path:
     try:
         with Image.open(io.BytesIO(data)) as image:
             kind = image.format
+            too_large = image_size_problem(*image.size)  # from the header, before anything is decoded
             image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
         raise UploadRefused(f"not an image this can read ({error})") from None
+    if too_large is not None:
+        raise UploadRefused(too_large)
     if kind not in SUFFIXES:
         raise UploadRefused(f"{kind} images are not supported: upload a PNG, JPEG or WebP")
     uploads.mkdir(parents=True, exist_ok=True)

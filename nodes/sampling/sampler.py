@@ -18,6 +18,7 @@ from pydantic import Field
 
 from nodes.fields import preview_every_field, seed_field
 from nodes.image import preview_png
+from nodes.limits import pixel_problems
 from nodes.models.base import FlowModel
 from nodes.models.components import Conditioning, Latent
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
@@ -65,6 +66,10 @@ class EmptyLatent(Node):
             1024, ge=16, le=8192, multiple_of=16, description="Image height in pixels (a multiple of 16)."
         )
         batch_size: int = Field(1, ge=1, le=64, description="Images per run.")
+
+    @classmethod
+    def check(cls, params: Params) -> list[tuple[str, str]]:
+        return pixel_problems(params.width, params.height, params.batch_size, "batch_size")
 
     def run(self, ctx: NodeContext, params: Params, model: FlowModel) -> dict[str, Any]:
         shape = model.latent_shape(params.batch_size, params.height, params.width)
