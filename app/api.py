@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import gradio as gr
 from gradio.data_classes import FileData
+from pydantic import AfterValidator, Field, StringConstraints, TypeAdapter, ValidationError
 
 from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.jobs import RunRequest, WorkerPool
@@ -27,6 +28,51 @@ from storage.errors import Ambiguous, NotFound, VersionConflict
 from storage.records import ArtifactRecord, RunRecord, RunStatus, WorkflowRecord
 
 RUN_WAIT_SECONDS = 3600.0
+MAX_REF = 1000  # an id, id prefix, name or node id an argument may be
+MAX_TEXT = 10_000  # a search, tag, status or save message
+MAX_INT = 2**31 - 1  # every integer argument fits a 32-bit column on every database
+
+
+def _plain_text(value: str) -> str:
+    """Refuse NUL, which PostgreSQL cannot store (pydantic's str already refuses lone surrogates)."""
+    if "\0" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+Ref = Annotated[str, StringConstraints(max_length=MAX_REF), AfterValidator(_plain_text)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(_plain_text)]
+Version = Annotated[int, Field(ge=1, le=MAX_INT, strict=True)]
+# What each endpoint argument must be, checked before anything is read or queued (pydantic at the boundary).
+ARGUMENTS: dict[str, TypeAdapter[Any]] = {
+    name: TypeAdapter(kind)
+    for name, kind in {
+        "overrides": dict[str, Any] | None,
+        "target": Ref | None,
+        "wait": bool,
+        "run_id": Ref,
+        "ref": Ref,
+        "workflow_id": Ref,
+        "workflow": Ref,
+        "version": Version | None,
+        "expected_version": Version | None,
+        "limit": Annotated[int, Field(ge=-MAX_INT, le=MAX_INT, strict=True)],
+        "search": Text,
+        "tag": Text,
+        "status": Text,
+        "message": Text,
+    }.items()
+}
+
+
+def _check_arguments(**arguments: Any) -> None:
+    """gr.Error naming the first argument that is not what its endpoint takes, and why."""
+    for name, value in arguments.items():
+        try:
+            ARGUMENTS[name].validate_python(value)
+        except ValidationError as error:
+            problem = error.errors()[0]
+            raise gr.Error(f"{name}: {problem['msg']}", title="invalid argument") from None
 
 
 def _issues(issues: list[Issue]) -> list[dict[str, Any]]:
@@ -73,6 +119,7 @@ class Api:
     def validate(self, workflow: dict[str, Any], overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Every problem with a workflow document (and overrides by exposed label or node.param), as structured
         issues: node, field, code, message, hint. An empty list means it would run."""
+        _check_arguments(overrides=overrides)
         try:
             parsed = parse_workflow(workflow)
         except WorkflowInvalid as invalid:
@@ -90,6 +137,7 @@ class Api:
         run id, its status, its output images and the validation issues (an invalid workflow returns no id,
         status "invalid" and the issues, and nothing is queued). With `wait` (default) it returns when the run
         ends; else at once, and run_status follows it."""
+        _check_arguments(overrides=overrides, target=target, wait=wait)
         try:
             parsed = parse_workflow(workflow)
             handle = self.pool.submit(
@@ -107,21 +155,25 @@ class Api:
     def run_status(self, run_id: str) -> tuple[dict[str, Any], list[FileData]]:
         """A run's record (status, timings per node, substituted values, seeds, model hashes, environment, error)
         and its output images so far."""
+        _check_arguments(run_id=run_id)
         return self._run_with_outputs(run_id)
 
     def cancel(self, run_id: str) -> bool:
         """Cancel a queued or running run; False when it has already ended (or is not held by this server)."""
+        _check_arguments(run_id=run_id)
         return self.pool.cancel(self._run(run_id).id)
 
     # ---------------------------------------------------------------- library
 
     def workflows_list(self, search: str = "", tag: str = "") -> list[dict[str, Any]]:
         """Saved workflows (most recently updated first), filtered by a search of name and description, and a tag."""
+        _check_arguments(search=search, tag=tag)
         return [_workflow_summary(r) for r in self.storage.list_workflows(search=search or None, tag=tag or None)]
 
     def workflows_get(self, ref: str, version: int | None = None) -> dict[str, Any]:
         """A saved workflow by id, id prefix or name: its record, the document of `version` (default the latest)
         and the list of versions."""
+        _check_arguments(ref=ref, version=version)
         record = self._workflow(ref)
         chosen = self._call(lambda: self.storage.get_workflow_version(record.id, version))
         versions = [
@@ -141,6 +193,7 @@ class Api:
         """Save a document: a new workflow (named by its `name`) when `workflow_id` is empty, else the next version
         of that workflow. With `expected_version`, refuse when someone saved a newer version first. The document
         is checked as a workflow file (not run); an invalid file is refused with its issues."""
+        _check_arguments(workflow_id=workflow_id, message=message, expected_version=expected_version)
         try:
             parsed: Workflow = parse_workflow(workflow)
         except WorkflowInvalid as invalid:
@@ -161,11 +214,13 @@ class Api:
 
     def workflows_delete(self, ref: str) -> bool:
         """Delete a saved workflow and its versions (its runs keep their records)."""
+        _check_arguments(ref=ref)
         self.storage.delete_workflow(self._workflow(ref).id)
         return True
 
     def runs_list(self, limit: int = 50, status: str = "", workflow: str = "") -> list[dict[str, Any]]:
         """Recent runs, newest first: status, workflow and version, times, device."""
+        _check_arguments(limit=limit, status=status, workflow=workflow)
         if status and status not in {s.value for s in RunStatus}:
             raise gr.Error(f"status {status!r} is not one of: {', '.join(s.value for s in RunStatus)}")
         workflow_id = self._workflow(workflow).id if workflow else None
@@ -176,6 +231,7 @@ class Api:
 
     def runs_get(self, run_id: str) -> tuple[dict[str, Any], list[FileData]]:
         """A run's full record, with the workflow document it ran, and its output images."""
+        _check_arguments(run_id=run_id)
         record, outputs = self._run_with_outputs(run_id)
         record["workflow"] = json.loads(self._run(run_id).workflow)
         return record, outputs

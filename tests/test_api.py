@@ -8,6 +8,7 @@ the server offers, and that nothing is read or queued when it tries.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,37 @@ def test_serving_off_this_machine_needs_a_login_or_insecure():
     assert launch_options("0.0.0.0", 7860, None, True)["auth"] is None
     with pytest.raises(ServeRefused, match="USER:PASSWORD"):
         launch_options("0.0.0.0", 7860, "ada", False)
+
+
+@pytest.mark.parametrize(
+    "api_name,arguments,words",
+    [
+        ("/runs_list", {"limit": 2**70}, "limit: Input should be less than or equal to 2147483647"),
+        ("/runs_list", {"limit": "many"}, "limit: Input should be a valid integer"),
+        ("/workflows_get", {"ref": "x", "version": 2**64}, "version: Input should be less than or equal to"),
+        ("/workflows_save", {"workflow": STARTER, "expected_version": 2**63}, "expected_version: Input should be less"),
+        ("/run_status", {"run_id": 5}, "run_id: Input should be a valid string"),
+        ("/runs_get", {"run_id": "r" * 100_000}, "run_id: String should have at most 1000 characters"),
+        ("/validate", {"workflow": STARTER, "overrides": "Steps=3"}, "overrides: Input should be a valid dictionary"),
+        ("/workflows_save", {"workflow": STARTER, "message": "a\x00b"}, "message: Value error, contains a NUL"),
+    ],
+)
+def test_arguments_of_the_wrong_type_or_size_get_a_structured_error_and_change_nothing(
+    client, server, api_name: str, arguments: dict, words: str
+):
+    before = (len(server[1].list_runs(limit=1000)), len(server[1].list_workflows()))
+    with pytest.raises(Exception, match=re.escape(words)):
+        client.predict(**arguments, api_name=api_name)
+    assert (len(server[1].list_runs(limit=1000)), len(server[1].list_workflows())) == before
+
+
+def test_a_lone_surrogate_is_refused_at_the_boundary_by_pydantic_itself():
+    # gradio_client cannot even encode one; a plain HTTP client can send "\\ud800" in JSON.
+    import gradio as gr
+
+    from app.api import _check_arguments
+
+    with pytest.raises(
+        gr.Error, match="search: Input should be a valid string, unable to parse raw data as a unicode string"
+    ):
+        _check_arguments(search="a\ud800b")
