@@ -241,14 +241,33 @@ def test_an_unknown_embedded_model_lists_the_available_ones(tiny, tmp_path: Path
     models = tmp_path / "repo-models"
     models.mkdir()
     monkeypatch.setattr(loader, "REPO_MODELS", models)
-    assert_clear(load_error("embedded:doesnotexist"), "'doesnotexist'", "not installed", "available: none")
+    assert_clear(load_error("embedded:doesnotexist"), "no embedded model 'doesnotexist'", "installed: none")
 
     (models / "tiny").symlink_to(tiny["sd3"], target_is_directory=True)
     (models / "not-a-model").mkdir()
-    assert_clear(load_error("embedded:doesnotexist"), "'doesnotexist'", str(models), "available: tiny)")
-    assert_clear(load_error("embedded:../tiny"), "available: tiny")
+    for name in ("doesnotexist", "", "..", "../tiny", "not-a-model"):
+        error = load_error(f"embedded:{name}")
+        assert_clear(error, f"no embedded model {name!r}", "(installed: tiny)")
+        assert str(models) not in str(error), "errors name no server paths"
     loaded = load_model("embedded:tiny", LoadOptions())
     assert loaded.model.source == "embedded:tiny" and loaded.model.family == "sd3"
+
+
+@pytest.mark.parametrize("source", ["embedded:", "embedded:..", "embedded:nope"])
+def test_an_embedded_name_that_is_not_installed_is_refused_at_validation(source: str):
+    workflow = load_workflow(
+        {
+            "format": "flowcanvas.workflow",
+            "version": 1,
+            "nodes": {
+                "model": {"type": "LoadFlowModel", "params": {"source": source}},
+                "latent": {"type": "EmptyLatent", "inputs": {"model": {"node": "model", "output": "model"}}},
+            },
+        }
+    )
+    found = [i for i in validate_workflow(workflow) if i.node == "model"]
+    assert [(i.field, i.code) for i in found] == [("source", "invalid_params")]
+    assert "installed: shapes" in found[0].message
 
 
 def test_offload_on_cpu_is_a_clear_error(tiny):
@@ -322,10 +341,6 @@ def _neither(tiny, tmp_path):
     return "not a model!!", {}, ["not a hub id"]
 
 
-def _embedded(tiny, tmp_path):
-    return "embedded:doesnotexist", {}, ["available:"]
-
-
 def _offload(tiny, tmp_path):
     return str(tiny["sd3"]), {"offload": "sequential"}, ["needs a CUDA GPU"]
 
@@ -344,7 +359,6 @@ BAD_SOURCES = [
     _pickle,
     _hub_offline,
     _neither,
-    _embedded,
     _offload,
     _compile,
 ]

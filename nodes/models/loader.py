@@ -78,20 +78,30 @@ class Source:
     label: str  # what the user wrote
 
 
+def installed_embedded_models() -> list[str]:
+    """The names of the models under the repository's models/ folder (embedded:<name>)."""
+    return sorted(p.name for p in REPO_MODELS.iterdir() if (p / "model_index.json").is_file())
+
+
+def embedded_problem(source: str) -> str | None:
+    """Why an `embedded:<name>` source names no installed model (only installed names count, so "", ".." and
+    paths never reach the file system), or None."""
+    name = source.strip().removeprefix("embedded:")
+    installed = installed_embedded_models()
+    if name in installed:
+        return None
+    return f"there is no embedded model {name!r} (installed: {', '.join(installed) or 'none'})"
+
+
 def resolve_source(source: str) -> Source:
     text = source.strip()
     if not text:
         raise ModelLoadError("no model source given: enter embedded:shapes, a folder, a .safetensors file or a hub id")
     if text.startswith("embedded:"):
-        name = text.removeprefix("embedded:")
-        folder = REPO_MODELS / name
-        if not name or "/" in name or not (folder / "model_index.json").is_file():
-            available = sorted(p.name for p in REPO_MODELS.glob("*") if (p / "model_index.json").is_file())
-            raise ModelLoadError(
-                f"embedded model {name!r} is not installed in {REPO_MODELS} "
-                f"(available: {', '.join(available) or 'none'})"
-            )
-        return Source("folder", str(folder), text)
+        problem = embedded_problem(text)
+        if problem is not None:
+            raise ModelLoadError(problem)
+        return Source("folder", str(REPO_MODELS / text.removeprefix("embedded:")), text)
     try:
         path = Path(text).expanduser()
     except RuntimeError as error:  # "~user" for an unknown user, or no home directory
@@ -485,6 +495,12 @@ class LoadFlowModel(Node):
             "same model to take the configs from.",
             json_schema_extra={"reads": "model"},
         )
+
+    @classmethod
+    def check(cls, params: Params) -> list[tuple[str, str]]:
+        source = params.source.strip()
+        problem = embedded_problem(source) if source.startswith("embedded:") else None
+        return [] if problem is None else [("source", problem)]
 
     @classmethod
     def fingerprint(cls, params: Params, ctx: NodeContext) -> str:
