@@ -153,6 +153,8 @@ class LoadImage(Node):
         path: str = Field(
             ...,
             min_length=1,
+            max_length=4096,
+            pattern=r"^[^\x00]*$",
             description="The image file to load.",
             json_schema_extra={"widget": "image_upload", "reads": "file"},
         )

@@ -198,6 +198,10 @@ def workflow_from_json(text: str | bytes) -> Workflow:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise WorkflowInvalid([Issue(code=IssueCode.SCHEMA, message=f"not valid JSON: {error}")]) from None
+    except RecursionError:
+        raise WorkflowInvalid(
+            [Issue(code=IssueCode.SCHEMA, message="the JSON is nested too deeply to be a workflow")]
+        ) from None
     return parse_workflow(data)
 
 

@@ -379,3 +379,11 @@ def test_a_node_asking_for_more_pixels_than_the_budget_is_refused_at_validation(
     found = [i for i in issues if i.node == "n"]
     assert [(i.field, i.code) for i in found] == [("batch_size", "invalid_params")]
     assert "134 Mpx, over the budget of 67 Mpx" in found[0].message
+
+
+@pytest.mark.parametrize("path", ["a\x00b.png", "x" * 5000])
+def test_load_image_refuses_a_nul_or_overlong_path_at_validation(path: str):
+    from pipelines.validate import validate_workflow
+
+    issues = validate_workflow(load_workflow(workflow_dict({"load": {"type": "LoadImage", "params": {"path": path}}})))
+    assert [(i.node, i.field) for i in issues if i.node == "load"] == [("load", "path")]

@@ -191,3 +191,17 @@ def test_broken_pngs_are_described_not_raised():
     ]:
         found = recognise(broken, "broken.png")
         assert found.kind is ImportKind.INVALID and words in found.message, found.message
+
+
+def test_json_nested_past_the_interpreters_limit_is_described_not_raised():
+    from pipelines.issues import WorkflowInvalid
+    from pipelines.workflow import workflow_from_json
+
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    assert recognise(deep, "deep.json").message == "deep.json: JSON nested too deeply to be a workflow"
+    try:
+        workflow_from_json(deep)
+    except WorkflowInvalid as invalid:
+        assert [i.message for i in invalid.issues] == ["the JSON is nested too deeply to be a workflow"]
+    else:
+        raise AssertionError("a 100,000-deep document was accepted")

@@ -69,6 +69,8 @@ def _recognise_json(data: bytes | str, filename: str) -> Recognised:
         return _invalid(f"{filename}: neither a PNG nor JSON text (it is not UTF-8)")
     except json.JSONDecodeError as error:
         return _invalid(f"{filename}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})")
+    except RecursionError:
+        return _invalid(f"{filename}: JSON nested too deeply to be a workflow")
     if isinstance(document, dict) and "format" in document:
         try:
             workflow = parse_workflow(document)
@@ -128,7 +130,7 @@ def _recognise_png(data: bytes, filename: str) -> Recognised:
 def _chunk_description(key: str, text: str) -> str:
     try:
         document = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return f"a {key!r} chunk that is not valid JSON"
     foreign = _describe_foreign_graph(document)
     if foreign is not None:
