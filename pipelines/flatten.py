@@ -13,7 +13,7 @@ from typing import Any
 
 from nodes.catalogue import get_node_class
 from pipelines.issues import Issue, IssueCode
-from pipelines.workflow import ID_SEPARATOR, SUBGRAPH_TYPE, Link, NodeEntry, Workflow
+from pipelines.workflow import ID_SEPARATOR, MAX_NAME, SUBGRAPH_TYPE, Link, NodeEntry, Workflow
 from storage.config import read_settings
 
 
@@ -140,6 +140,18 @@ class _Flattener:
         the subgraphs being expanded, outermost first, to catch a subgraph that contains itself."""
         for local_id, entry in nodes.items():
             node_id = prefix + local_id
+            if len(node_id) > MAX_NAME:
+                self.issues.append(
+                    Issue(
+                        node=node_id[:40] + "…",
+                        code=IssueCode.SCHEMA,
+                        field="id",
+                        message=f"a node id, with the subgraph path before it, is {len(node_id)} characters; "
+                        f"at most {MAX_NAME} are stored",
+                        hint="shorten the ids of the subgraph instances or of the nodes inside them",
+                    )
+                )
+                continue
             if not local_id or ID_SEPARATOR in local_id:
                 self.issues.append(
                     Issue(

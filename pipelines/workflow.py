@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     JsonValue,
     SerializerFunctionWrapHandler,
+    StringConstraints,
     ValidationError,
     model_serializer,
 )
@@ -28,6 +30,21 @@ PNG_WORKFLOW_KEY = "flowcanvas_workflow"
 PNG_RUN_KEY = "flowcanvas_run"
 SUBGRAPH_TYPE = "Subgraph"
 ID_SEPARATOR = "/"  # flattened subgraph nodes are named outer/inner
+
+
+MAX_NAME = 255  # names, tags, titles and node ids: what every database column here holds
+MAX_TEXT = 100_000  # a description
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("contains a NUL character, which no database stores alike")
+    return value
+
+
+# One set of limits for every backend: SQLite would take what PostgreSQL refuses, so both are refused here.
+Name = Annotated[str, StringConstraints(max_length=MAX_NAME), AfterValidator(_no_nul)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT), AfterValidator(_no_nul)]
 
 
 class _Model(BaseModel):
@@ -44,9 +61,9 @@ class Link(_Model):
 
 
 class NodeEntry(_Model):
-    type: str = Field(min_length=1)
-    type_version: int = Field(1, ge=1)
-    title: str | None = None
+    type: str = Field(min_length=1, max_length=MAX_NAME)
+    type_version: int = Field(1, ge=1, le=2**31 - 1)
+    title: Name | None = None
     params: dict[str, JsonValue] = Field(default_factory=dict)
     inputs: dict[str, Link | list[Link]] = Field(default_factory=dict)
     position: tuple[float, float] = (0.0, 0.0)
@@ -113,10 +130,10 @@ class View(_Model):
 class Workflow(_Model):
     format: Literal["flowcanvas.workflow"] = FORMAT
     version: int = CURRENT_VERSION
-    name: str = "Untitled"
-    description: str = ""
-    tags: list[str] = Field(default_factory=list)
-    nodes: dict[str, NodeEntry] = Field(default_factory=dict)
+    name: Name = "Untitled"
+    description: Text = ""
+    tags: list[Name] = Field(default_factory=list)
+    nodes: dict[Annotated[str, StringConstraints(max_length=MAX_NAME)], NodeEntry] = Field(default_factory=dict)
     exposed: list[ExposedField] = Field(default_factory=list)
     groups: list[Group] = Field(default_factory=list)
     subgraphs: dict[str, Subgraph] = Field(default_factory=dict)

@@ -1046,3 +1046,29 @@ def test_the_budgets_can_be_raised(monkeypatch: pytest.MonkeyPatch):
     assert only_issue(document).code == "too_large"
     monkeypatch.setenv("FLOWCANVAS_MAX_NODES", "20000")
     assert all(issue.code != "too_large" for issue in issues_of(document))
+
+
+@pytest.mark.parametrize(
+    "change,where",
+    [
+        ({"name": "n" * 256}, (None, "name")),
+        ({"name": "a\x00b"}, (None, "name")),
+        ({"description": "a\x00b"}, (None, "description")),
+        ({"tags": ["t" * 256]}, (None, "tags.0")),
+    ],
+)
+def test_what_postgresql_would_refuse_is_refused_for_every_backend(change: dict[str, Any], where: tuple):
+    issues = parse_issues({**int_chain(), **change})
+    assert [(i.node, i.field, i.code) for i in issues] == [(*where, "schema")]
+
+
+def test_a_node_id_longer_than_the_database_stores_is_refused_even_when_a_subgraph_path_makes_it_so():
+    long_id = "s" * 300
+    document = int_chain()
+    document["nodes"][long_id] = document["nodes"].pop("sink")
+    assert [i.code for i in parse_issues(document)] == ["schema"]
+    nested = addone_chain()
+    nested["nodes"]["i" * 253] = nested["nodes"].pop("sub2")  # "iii…/add": 257 characters
+    nested["nodes"]["sink"]["inputs"]["value"]["node"] = "i" * 253
+    found = issues_of(nested)
+    assert any(i.code == "schema" and i.field == "id" and "at most 255" in i.message for i in found)
