@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, copy_outputs, print_json, table
+from app.console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, copy_outputs, output_name, prepare_out, print_json, table
 from app.ui.uploads import MAX_UPLOAD_BYTES
 from nodes.catalogue import all_node_classes, catalogue
 from pipelines.batch import (
@@ -176,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     if ray_flags and args.executor != "ray":
         return _error(f"{', '.join(ray_flags)} only apply with --executor ray", args.json)
+    if args.out is not None and (unwritable := prepare_out(args.out)) is not None:
+        return _error(unwritable, args.json)
     ray_options = RayOptions(
         address=args.ray_address,
         workers=args.ray_workers,
@@ -243,7 +245,7 @@ def _summarise(storage: Storage, outcome: RunOutcome, values: dict[str, Any], ou
     sources = [
         (
             storage.artifacts.absolute(a.path),
-            f"{a.meta.get('filename_prefix', 'flowcanvas')}_{outcome.run_id}_{a.node_id}_{a.meta.get('index', 0):02d}.png",
+            output_name(a.meta.get("filename_prefix", "flowcanvas"), outcome.run_id, a.node_id, a.meta.get("index", 0)),
         )
         for a in images
     ]
@@ -335,7 +337,10 @@ def _workflows_export(storage: Storage, args: argparse.Namespace) -> int:
     record = storage.get_workflow(args.ref)
     text = canonical_json(load_workflow(storage.get_workflow_version(record.id, args.version).document))
     if args.output:
-        args.output.write_text(text, encoding="utf-8")
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as error:
+            return _error(f"-o {args.output}: cannot write there ({error.strerror or error})", False)
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)

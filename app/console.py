@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,23 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def prepare_out(out: Path) -> str | None:
+    """Make `run --out`'s folder and check that files can be written there, before any run starts: why not, or
+    None (a run's images are kept in the data folder either way)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        return f"--out {out}: cannot write there ({error.strerror or error})"
+    return None
+
+
+def output_name(prefix: str, run_id: str, node_id: str, index: int) -> str:
+    """The file name `run --out` gives an image: a node inside a subgraph ("outer/save") becomes "outer-save"."""
+    return re.sub(r"[^\w.-]", "-", f"{prefix}_{run_id}_{node_id}_{index:02d}") + ".png"
 
 
 def copy_outputs(paths: list[tuple[Path, str]], out: Path) -> list[str]:

@@ -508,6 +508,8 @@ def test_workflows_export_is_byte_identical_canonical_json(home: Path, tmp_path:
     target = tmp_path / "exported.json"
     code, _, _ = cli(capsys, "workflows", "export", "Swatch", "-o", target)
     assert code == EXIT_OK and target.read_bytes() == path.read_bytes()
+    code, _, err = cli(capsys, "workflows", "export", "Swatch", "-o", tmp_path / "no-such-folder" / "x.json")
+    assert code == EXIT_INVALID and "cannot write there" in err and "Traceback" not in err
 
 
 def test_workflows_export_canonicalises_a_hand_written_file(home: Path, tmp_path: Path, capsys):
@@ -684,3 +686,34 @@ def test_run_py_exit_codes_and_json_output(tmp_path: Path):
         assert sorted(r.status for r in opened.list_runs()) == ["failed", "succeeded", "succeeded"]
     finally:
         opened.close()
+
+
+def test_run_out_names_an_image_saved_inside_a_subgraph_without_a_folder_in_it(home: Path, tmp_path: Path, capsys):
+    inner = {
+        "nodes": {
+            "img": {"type": "EmptyImage", "params": {"width": 8, "height": 8}},
+            "save": {
+                "type": "SaveImage",
+                "params": {"filename_prefix": "sub"},
+                "inputs": {"images": link("img", "image")},
+            },
+        }
+    }
+    document = workflow_dict({"outer": {"type": "Subgraph", "subgraph": "inner"}}, subgraphs={"inner": inner})
+    out_dir = tmp_path / "out"
+    code, summary = cli_json(
+        capsys, "run", write(tmp_path / "nested.json", document), "--out", out_dir, "--device", "cpu"
+    )
+    assert code == EXIT_OK, summary
+    [run] = summary["runs"]
+    assert run["outputs"] == [str(out_dir / f"sub_{run['run_id']}_outer-save_00.png")]
+    assert Path(run["outputs"][0]).is_file()
+
+
+def test_run_out_that_cannot_be_written_is_an_error_before_anything_runs(home: Path, wf: Path, tmp_path: Path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    before = len(cli_json(capsys, "runs", "list")[1])
+    code, error = cli_json(capsys, "run", wf, "--out", blocker / "out", "--device", "cpu")
+    assert code != EXIT_OK and "--out" in json.dumps(error) and "cannot write there" in json.dumps(error)
+    assert len(cli_json(capsys, "runs", "list")[1]) == before, "nothing ran"
