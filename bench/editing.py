@@ -42,7 +42,7 @@ import torch  # noqa: E402
 
 from nodes.editors.common import EditPrompts  # noqa: E402
 from nodes.editors.decompose import decompose_prompt  # noqa: E402
-from nodes.editors.edit_mask import EditMaskNode, edit_mask, velocity_difference  # noqa: E402
+from nodes.editors.edit_mask import EditMaskNode, pixel_edit_mask  # noqa: E402
 from nodes.editors.flowchef import DEFAULTS as FLOWCHEF_DEFAULTS  # noqa: E402
 from nodes.editors.flowchef import FlowChefDefaults, flowchef  # noqa: E402
 from nodes.editors.flowedit import DEFAULTS as FLOWEDIT_DEFAULTS  # noqa: E402
@@ -124,18 +124,7 @@ def make_batch(loaded, kind: str, count: int, seed: int, held_out: bool = False)
     assert all(len(p) == parts for p in split), "one kind changes the same number of words in every pair"
     sub_prompts = [encoder.encode([p[k] for p in split]) for k in range(parts)]
     latents = loaded.vae.encode(images).to(loaded.model.dtype)
-    mask_params = EditMaskNode.Params()
-    difference = velocity_difference(
-        loaded.model,
-        latents,
-        prompts,
-        strength=mask_params.strength,
-        samples=mask_params.samples,
-        guidance=mask_params.guidance,
-        generator=torch.Generator().manual_seed(mask_params.seed),
-    )
-    cells = edit_mask(difference, mask_params.clip_ratio, mask_params.threshold)
-    masks = torch.nn.functional.interpolate(cells[:, None], scale_factor=loaded.model.vae_scale_factor)[:, 0]
+    masks = pixel_edit_mask(loaded.model, latents, prompts, **EditMaskNode.Params().model_dump())
     mask_iou = []
     for mask, source, target in zip(masks.bool().numpy(), sources, targets):
         truth = must_change(kind, source, target)

@@ -63,7 +63,15 @@ def budget_issue(workflow: Workflow, max_nodes: int, max_depth: int) -> Issue | 
     than `max_depth`, or None. Each subgraph is measured once (its node count and nesting height remembered), and
     measuring stops at the first budget passed, so the cost is bounded by the document's size and the budgets."""
     measured: dict[str, tuple[int, int]] = {}  # subgraph id → (flattened nodes, nesting height)
-    hint = "split the work into smaller workflows, or raise the limit (README, Limits)"
+
+    def over(field: str, message: str, variable: str) -> _OverBudget:
+        hint = f"split the work into smaller workflows, or raise the limit {variable} (README, Limits)"
+        return _OverBudget(Issue(code=IssueCode.TOO_LARGE, field=field, message=message, hint=hint))
+
+    def too_deep(path: str) -> _OverBudget:
+        return over(
+            "subgraphs", f"subgraphs nest deeper than {max_depth} levels ({path})", "FLOWCANVAS_MAX_SUBGRAPH_DEPTH"
+        )
 
     def measure(nodes: dict[str, NodeEntry], depth: int, stack: tuple[str, ...]) -> tuple[int, int]:
         count, height = 0, 0
@@ -72,37 +80,20 @@ def budget_issue(workflow: Workflow, max_nodes: int, max_depth: int) -> Issue | 
             if entry.type != SUBGRAPH_TYPE or sub_id not in workflow.subgraphs or sub_id in stack:
                 count += 1  # unknown and self-containing subgraphs are reported by flattening itself
             else:
-                if depth + 1 > max_depth:
-                    raise _OverBudget(
-                        Issue(
-                            code=IssueCode.TOO_LARGE,
-                            field="subgraphs",
-                            message=f"subgraphs nest deeper than {max_depth} levels ({' → '.join(stack + (sub_id,))})",
-                            hint=hint.replace("limit", "limit FLOWCANVAS_MAX_SUBGRAPH_DEPTH"),
-                        )
-                    )
+                if depth + 1 > max_depth:  # before recursing: the recursion stays within the budget
+                    raise too_deep(" → ".join(stack + (sub_id,)))
                 if sub_id not in measured:
                     measured[sub_id] = measure(workflow.subgraphs[sub_id].nodes, depth + 1, stack + (sub_id,))
                 inner, inner_height = measured[sub_id]
-                if depth + 1 + inner_height > max_depth:
-                    raise _OverBudget(
-                        Issue(
-                            code=IssueCode.TOO_LARGE,
-                            field="subgraphs",
-                            message=f"subgraphs nest deeper than {max_depth} levels (through {sub_id!r})",
-                            hint=hint.replace("limit", "limit FLOWCANVAS_MAX_SUBGRAPH_DEPTH"),
-                        )
-                    )
+                if depth + 1 + inner_height > max_depth:  # a subgraph measured once, at a shallower depth
+                    raise too_deep(f"through {sub_id!r}")
                 count += inner
                 height = max(height, inner_height + 1)
             if count > max_nodes:
-                raise _OverBudget(
-                    Issue(
-                        code=IssueCode.TOO_LARGE,
-                        field="nodes",
-                        message=f"the workflow expands to more than {max_nodes} nodes once its subgraphs are inlined",
-                        hint=hint.replace("limit", "limit FLOWCANVAS_MAX_NODES"),
-                    )
+                raise over(
+                    "nodes",
+                    f"the workflow expands to more than {max_nodes} nodes once its subgraphs are inlined",
+                    "FLOWCANVAS_MAX_NODES",
                 )
         return count, height
 

@@ -15,6 +15,7 @@ from nodes.models.sd3 import SD3Model
 from pipelines.executor import Executor
 from pipelines.plan import build_plan
 from pipelines.workflow import load_workflow
+from tests.starter_promises import PROMISES
 from tests.tiny_models import saved_tiny_model
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "txt2img-embedded.json"
@@ -95,12 +96,7 @@ def test_it_draws_plain_prompts_as_people_type_them(embedded, prompt: str):
 
 # Each FlowChef starter as it ships (the embedded model, its picture and prompts, 28 steps): one object, as the
 # starter's prompt says, never noise (the journeys in tests/e2e check the same through the browser).
-FLOWCHEF_STARTERS = {
-    "edit-flowchef": ("blue", "yellow", "circle"),
-    "inpaint-flowchef": ("blue", "yellow", "star"),
-    "superres-flowchef": ("blue", "red", "circle"),
-    "deblur-flowchef": ("blue", "red", "circle"),
-}
+FLOWCHEF_STARTERS = {name: promise for name, promise in PROMISES.items() if name.endswith("-flowchef")}
 
 
 @pytest.mark.parametrize("name", FLOWCHEF_STARTERS)

@@ -59,6 +59,33 @@ def edit_mask(difference: torch.Tensor, clip_ratio: float, threshold: float) -> 
     return (scaled >= threshold).to(torch.float32)
 
 
+def pixel_edit_mask(
+    model: FlowModel,
+    x_src: torch.Tensor,
+    prompts: EditPrompts,
+    *,
+    strength: float,
+    samples: int,
+    guidance: float,
+    clip_ratio: float,
+    threshold: float,
+    seed: int,
+) -> torch.Tensor:
+    """[B, H, W] of 0/1 at the image's size: the whole Edit Mask, from the source latent to pixels."""
+    with torch.inference_mode():
+        difference = velocity_difference(
+            model,
+            x_src,
+            prompts,
+            strength=strength,
+            samples=samples,
+            guidance=guidance,
+            generator=torch.Generator("cpu").manual_seed(seed),
+        )
+    cells = edit_mask(difference, clip_ratio, threshold)
+    return F.interpolate(cells[:, None], scale_factor=model.vae_scale_factor, mode="nearest")[:, 0].cpu()
+
+
 @node(
     "EditMask",
     category="masks",
@@ -129,16 +156,4 @@ class EditMaskNode(Node):
         check_edit_inputs(model, source_latent, prompts, params.guidance, params.guidance)
         ctx.record_seed("seed", params.seed)
         x_src = source_latent.samples.to(model.device, model.dtype)
-        with torch.inference_mode():
-            difference = velocity_difference(
-                model,
-                x_src,
-                prompts,
-                strength=params.strength,
-                samples=params.samples,
-                guidance=params.guidance,
-                generator=torch.Generator("cpu").manual_seed(params.seed),
-            )
-        cells = edit_mask(difference, params.clip_ratio, params.threshold)
-        pixels = F.interpolate(cells[:, None], scale_factor=model.vae_scale_factor, mode="nearest")[:, 0]
-        return {"mask": pixels.cpu()}
+        return {"mask": pixel_edit_mask(model, x_src, prompts, **params.model_dump())}

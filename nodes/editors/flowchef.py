@@ -15,6 +15,7 @@ transformer), then the Euler step reuses the same v. What the objective keeps de
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -360,7 +361,7 @@ def flowchef(
             hint="wire TextEncode's negative output (an empty negative prompt is fine)",
         )
     sigmas = sigmas.to(device=model.device, dtype=torch.float32)
-    latent_elements = int(torch.tensor(problem.shape[1:]).prod())
+    latent_elements = math.prod(problem.shape[1:])
     step_size = lr if optimizer == "adam" else sgd_lr(lr, latent_elements)
     x = model.noise_like(torch.empty(problem.shape, dtype=model.dtype, device=model.device), generator)
     for i in range(steps):

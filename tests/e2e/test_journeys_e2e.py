@@ -29,27 +29,9 @@ from app.ui.screenshots import (
 )
 from nodes.embedded.analyzer import analyze
 from tests.conftest import running_app
+from tests.starter_promises import PROMISES
 from tests.studio_e2e import chromium
 
-# What the analyzer must read from each embedded starter's saved image: (background, object colour, shape).
-# None: the output is not one shape scene (a grid, a swatch, a resized picture) or comes from a random tiny model.
-PROMISES: dict[str, tuple[str, str, str] | None] = {
-    "txt2img-embedded": ("blue", "red", "circle"),
-    "edit-flowedit": ("blue", "red", "star"),
-    "edit-flowopt": ("blue", "red", "star"),
-    "edit-sdedit": ("blue", "red", "star"),
-    "edit-splitflow": ("purple", "yellow", "star"),
-    "edit-flowchef": ("blue", "yellow", "circle"),
-    "inpaint-flowchef": ("blue", "yellow", "star"),
-    "superres-flowchef": ("blue", "red", "circle"),
-    "deblur-flowchef": ("blue", "red", "circle"),
-    "solver-comparison": None,
-    "swatch": None,
-    "resize-image": None,
-    "txt2img-sd3": None,
-    "txt2img-flux": None,
-    "img2img-sd3": None,
-}
 # The tiny stand-ins run at this size and step count (a CPU would take minutes at 1024 px).
 TINY_SIZE = 64
 TINY_STEPS = 4
