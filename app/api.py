@@ -84,7 +84,7 @@ def _workflow_summary(record: WorkflowRecord) -> dict[str, Any]:
 
 
 def _run_summary(record: RunRecord) -> dict[str, Any]:
-    data = record.model_dump(mode="json", exclude={"workflow", "owner_pid", "owner_host"})
+    data = record.model_dump(mode="json", exclude={"workflow", "owner_pid", "owner_host", "owner_token"})
     if record.started_at and record.finished_at:
         data["seconds"] = round((record.finished_at - record.started_at).total_seconds(), 3)
     return data

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     # The most nodes a workflow may flatten to, and the deepest its subgraphs may nest; checked before expanding.
     max_nodes: int = Field(5000, ge=1, validation_alias="FLOWCANVAS_MAX_NODES")
     max_subgraph_depth: int = Field(16, ge=1, le=200, validation_alias="FLOWCANVAS_MAX_SUBGRAPH_DEPTH")
+    # Seconds without a heartbeat after which a process's unfinished runs are marked interrupted.
+    run_lease_seconds: float = Field(60.0, ge=1, validation_alias="FLOWCANVAS_RUN_LEASE_SECONDS")
 
     @field_validator("database_url", "artifacts", mode="before")
     @classmethod

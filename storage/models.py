@@ -121,8 +121,24 @@ class Run(Base):
     model_hashes: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     owner_pid: Mapped[int | None] = mapped_column(Integer)
     owner_host: Mapped[str | None] = mapped_column(String(255))
+    # The owning process's lease (RunOwner.token); NULL on runs made before leases existed.
+    owner_token: Mapped[str | None] = mapped_column(String(32), index=True)
     batch_id: Mapped[str | None] = mapped_column(String(32), ForeignKey("batches.id", ondelete="SET NULL"), index=True)
     batch_index: Mapped[int | None] = mapped_column(Integer)
+
+
+class RunOwner(Base):
+    """A process that creates and runs runs: its lease token and its last heartbeat (docs/architecture.md,
+    "Run leases"). No foreign key from runs: an owner's row goes once its lease has lapsed and its runs are
+    marked interrupted, while the runs keep the token."""
+
+    __tablename__ = "run_owners"
+
+    token: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Artifact(Base):

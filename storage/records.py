@@ -61,6 +61,7 @@ class RunRecord(Record):
     model_hashes: dict[str, str]
     owner_pid: int | None
     owner_host: str | None
+    owner_token: str | None
     batch_id: str | None
     batch_index: int | None
 

@@ -4,7 +4,9 @@ import hashlib
 import logging
 import os
 import socket
+import threading
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +14,10 @@ from sqlalchemy import Engine, delete, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.artifacts import ArtifactStore
-from storage.config import artifact_root, data_home, database_url
+from storage.config import artifact_root, data_home, database_url, read_settings
 from storage.db import WRITE_OPTION, make_engine, migrate
 from storage.errors import Ambiguous, NotFound, StorageError, VersionConflict
-from storage.models import Artifact, Batch, Run, Workflow, WorkflowVersion, new_id, utc_now
+from storage.models import Artifact, Batch, Run, RunOwner, Workflow, WorkflowVersion, new_id, utc_now
 from storage.records import (
     IMAGE_KINDS,
     UNFINISHED_STATUSES,
@@ -45,6 +47,20 @@ def _tag_list(tags: Iterable[str]) -> list[str]:
     return [str(tag) for tag in tags]
 
 
+class _ProcessToken:
+    """This process's run-lease token: one per process (every Storage in it shares it), new in a forked child."""
+
+    def __init__(self) -> None:
+        self.value = new_id()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.value = new_id()
+
+
+_PROCESS_TOKEN = _ProcessToken()
+
+
 def _process_is_alive(pid: int) -> bool:
     if os.name == "nt":
         # os.kill(pid, 0) terminates the process on Windows; without a safe probe, assume it lives.
@@ -67,9 +83,54 @@ class Storage:
         self.home = home
         self._reading = sessionmaker(engine, expire_on_commit=False)
         self._writing = sessionmaker(engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+        self.lease_seconds = read_settings().run_lease_seconds
+        self._lease_lock = threading.Lock()
+        self._leased_token: str | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def close(self) -> None:
+        self._closing.set()
+        if self._heartbeat is not None and self._heartbeat is not threading.current_thread():
+            self._heartbeat.join()
         self.engine.dispose()
+
+    # Run leases (docs/architecture.md, "Run leases")
+
+    def _hold_lease(self) -> str:
+        """This process's token, registered as a run owner here, with a heartbeat thread keeping it fresh."""
+        token = _PROCESS_TOKEN.value
+        with self._lease_lock:
+            if self._leased_token == token and self._heartbeat is not None and self._heartbeat.is_alive():
+                return token
+            now = utc_now()
+            with self._writing.begin() as session:
+                owner = session.get(RunOwner, token)
+                if owner is None:
+                    host, pid = socket.gethostname(), os.getpid()
+                    session.add(RunOwner(token=token, host=host, pid=pid, started_at=now, heartbeat_at=now))
+                else:
+                    owner.heartbeat_at = now
+            self._leased_token = token
+            self._closing.clear()
+            self._heartbeat = threading.Thread(target=self._keep_lease, name="flowcanvas-run-lease", daemon=True)
+            self._heartbeat.start()
+        return token
+
+    def _keep_lease(self) -> None:
+        """Beat four times per lease, and mark the runs of owners whose lease lapsed meanwhile."""
+        while not self._closing.wait(self.lease_seconds / 4):
+            try:
+                with self._writing.begin() as session:
+                    session.execute(
+                        update(RunOwner).where(RunOwner.token == self._leased_token).values(heartbeat_at=utc_now())
+                    )
+                interrupted = self.mark_interrupted_runs()
+            except Exception:  # a database briefly away must not end the lease for good: beat again next time
+                logger.exception("the run lease heartbeat could not be written; trying again")
+                continue
+            if interrupted:
+                logger.warning("marked runs whose owner's lease lapsed as interrupted: %s", ", ".join(interrupted))
 
     # Workflows
 
@@ -289,6 +350,7 @@ class Storage:
             model_hashes={},
             owner_pid=os.getpid(),
             owner_host=socket.gethostname(),
+            owner_token=self._hold_lease(),
             batch_id=batch_id,
             batch_index=batch_index,
         )
@@ -423,20 +485,38 @@ class Storage:
             return [ArtifactRecord.model_validate(artifact) for artifact in artifacts]
 
     def mark_interrupted_runs(self) -> list[str]:
-        """Mark as interrupted the unfinished runs whose owning process on this host is gone. Returns their ids."""
-        host = socket.gethostname()
+        """Mark as interrupted the unfinished runs whose owning process is gone, and forget owners whose lease
+        lapsed. Returns the runs' ids.
+
+        An owner is gone when its heartbeat is older than the lease, whatever its pid or host; or at once, when
+        it was on this host and its pid is dead or is this process's own (a restarted container's PID 1). Runs
+        made before leases existed have no token and are judged by pid and host alone."""
+        host, pid, token = socket.gethostname(), os.getpid(), _PROCESS_TOKEN.value
+        lapsed_before = utc_now() - timedelta(seconds=self.lease_seconds)
+
+        def gone_from_this_host(owner_host: str | None, owner_pid: int | None) -> bool:
+            return (
+                owner_host == host and owner_pid is not None and (owner_pid == pid or not _process_is_alive(owner_pid))
+            )
+
         with self._writing.begin() as session:
             unfinished = session.execute(
-                select(Run.id, Run.owner_pid).where(
-                    Run.status.in_(UNFINISHED_STATUSES),
-                    or_(Run.owner_pid.is_(None), Run.owner_host == host),
-                )
+                select(Run.id, Run.owner_token, Run.owner_pid, Run.owner_host, RunOwner.heartbeat_at)
+                .outerjoin(RunOwner, RunOwner.token == Run.owner_token)
+                .where(Run.status.in_(UNFINISHED_STATUSES))
             ).all()
-            orphaned = [
-                run_id
-                for run_id, owner_pid in unfinished
-                if owner_pid is None or (owner_pid != os.getpid() and not _process_is_alive(owner_pid))
-            ]
+            orphaned = []
+            for run_id, owner_token, owner_pid, owner_host, heartbeat_at in unfinished:
+                if owner_token is None:
+                    gone = owner_pid is None or gone_from_this_host(owner_host, owner_pid)
+                else:
+                    gone = owner_token != token and (
+                        heartbeat_at is None
+                        or heartbeat_at < lapsed_before
+                        or gone_from_this_host(owner_host, owner_pid)
+                    )
+                if gone:
+                    orphaned.append(run_id)
             if orphaned:
                 session.execute(
                     update(Run)
@@ -447,6 +527,7 @@ class Storage:
                         error={"message": INTERRUPTED_MESSAGE},
                     )
                 )
+            session.execute(delete(RunOwner).where(RunOwner.heartbeat_at < lapsed_before, RunOwner.token != token))
         return sorted(orphaned)
 
     # Batches

@@ -4,18 +4,20 @@ Tests taking `engine` or `storage` run against SQLite and PostgreSQL alike (`dat
 those about SQLite's own set-up (WAL, write locks, file backups) take `sqlite_engine` or `sqlite_storage`."""
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, event, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from storage import (
@@ -31,7 +33,7 @@ from storage import (
 )
 from storage.config import artifact_root, data_home, database_url
 from storage.db import current_revision, downgrade, head_revision, make_engine, migrate, upgrade
-from storage.models import Base
+from storage.models import Base, RunOwner, utc_now
 
 DOCUMENT_V1 = '{"nodes": {"1": {"type": "Seed", "inputs": {"seed": 1}}}}'
 DOCUMENT_V2 = '{"nodes": {"1": {"type": "Seed", "inputs": {"seed": 2}}}}'
@@ -157,8 +159,8 @@ def test_storage_imports_no_tensor_library_nor_the_rest_of_flowcanvas() -> None:
 def test_migrating_an_empty_database_creates_every_table_at_head(engine: Engine, home: Path) -> None:
     migrate(engine, home / "backups")
     tables = set(inspect(engine).get_table_names())
-    assert {"workflows", "workflow_versions", "runs", "artifacts", "batches"} <= tables
-    assert current_revision(engine) == head_revision() == "0002"
+    assert {"workflows", "workflow_versions", "runs", "artifacts", "batches", "run_owners"} <= tables
+    assert current_revision(engine) == head_revision() == "0003"
     assert backups(home) == []
 
 
@@ -176,13 +178,20 @@ def test_upgrading_from_0001_keeps_data_and_adds_batch_columns(engine: Engine, h
 
     migrate(engine, home / "backups")
 
-    assert current_revision(engine) == "0002"
-    assert {"batch_id", "batch_index"} <= {column["name"] for column in inspect(engine).get_columns("runs")}
+    assert current_revision(engine) == "0003"
+    assert {"batch_id", "batch_index", "owner_token"} <= {
+        column["name"] for column in inspect(engine).get_columns("runs")
+    }
     storage = Storage(engine, ArtifactStore(home / "artifacts"), home)
     assert storage.get_workflow("old").tags == ("legacy",)
     assert storage.get_workflow_version("aaaa00000001").document == DOCUMENT_V1
     run = storage.get_run("bbbb00000001")
-    assert (run.workflow_id, run.node_timings, run.batch_id) == ("aaaa00000001", {"1": 0.5}, None)
+    assert (run.workflow_id, run.node_timings, run.batch_id, run.owner_token) == (
+        "aaaa00000001",
+        {"1": 0.5},
+        None,
+        None,
+    )
     # Rebuilding `runs` on SQLite must not cascade-delete the artifacts that reference it.
     assert [artifact.path for artifact in storage.list_artifacts("bbbb00000001")] == ["ab/abc.png"]
 
@@ -192,7 +201,7 @@ def test_downgrading_to_0001_removes_batches_and_keeps_runs(engine: Engine, home
     insert_version_0001_rows(engine)
     upgrade(engine, "head")
     downgrade(engine, "0001")
-    assert "batches" not in inspect(engine).get_table_names()
+    assert not {"batches", "run_owners"} & set(inspect(engine).get_table_names())
     with engine.connect() as connection:
         assert connection.scalar(text("SELECT count(*) FROM artifacts")) == 1
         assert connection.scalar(text("SELECT status FROM runs")) == "succeeded"
@@ -531,14 +540,31 @@ def dead_pid() -> int:
 
 
 def set_owner(storage: Storage, run_id: str, pid: int | None, host: str | None = None) -> None:
+    """Make `run_id` a run from before leases: owned by `pid` on `host` (default: this host), with no token."""
     with storage.engine.begin() as connection:
         connection.execute(
-            text("UPDATE runs SET owner_pid = :pid, owner_host = coalesce(:host, owner_host) WHERE id = :id"),
+            text(
+                "UPDATE runs SET owner_pid = :pid, owner_host = coalesce(:host, owner_host), owner_token = NULL "
+                "WHERE id = :id"
+            ),
             {"pid": pid, "host": host, "id": run_id},
         )
 
 
-def test_runs_of_a_stopped_process_are_marked_interrupted(storage: Storage) -> None:
+def set_lease(storage: Storage, run_id: str, *, pid: int, host: str, heartbeat_age_s: float) -> str:
+    """Give `run_id` to another process's lease: `pid` on `host`, its last heartbeat `heartbeat_age_s` ago."""
+    token = f"other{run_id}"[:32]
+    beat = utc_now() - timedelta(seconds=heartbeat_age_s)
+    with storage.engine.begin() as connection:
+        connection.execute(insert(RunOwner).values(token=token, host=host, pid=pid, started_at=beat, heartbeat_at=beat))
+        connection.execute(
+            text("UPDATE runs SET owner_pid = :pid, owner_host = :host, owner_token = :token WHERE id = :id"),
+            {"pid": pid, "host": host, "token": token, "id": run_id},
+        )
+    return token
+
+
+def test_runs_from_before_leases_of_a_stopped_process_are_marked_interrupted(storage: Storage) -> None:
     orphan = storage.create_run(workflow="{}", overrides={}, device="cpu")
     storage.mark_run_started(orphan.id, {})
     set_owner(storage, orphan.id, dead_pid())
@@ -556,6 +582,57 @@ def test_runs_of_a_stopped_process_are_marked_interrupted(storage: Storage) -> N
     assert storage.get_run(mine.id).status == RunStatus.QUEUED
     assert storage.get_run(other_host.id).status == RunStatus.QUEUED
     assert storage.mark_interrupted_runs() == []
+
+
+def test_a_run_whose_owners_lease_lapsed_is_interrupted_whatever_its_pid_or_host(storage: Storage) -> None:
+    here, lease = socket.gethostname(), storage.lease_seconds
+    runs = {name: storage.create_run(workflow="{}", overrides={}, device="cpu").id for name in LEASE_CASES}
+    tokens = {
+        # a recreated container: another hostname, and nobody beats for it any more
+        "lapsed, other host": set_lease(
+            storage, runs["lapsed, other host"], pid=7, host="old-container", heartbeat_age_s=2 * lease
+        ),
+        # its pid lives (pid 1 always does), yet its lease lapsed
+        "lapsed, live pid": set_lease(storage, runs["lapsed, live pid"], pid=1, host=here, heartbeat_age_s=2 * lease),
+        # a restarted container's PID 1 is this process's pid, so its previous owner is gone whatever the lease
+        "fresh, this pid": set_lease(storage, runs["fresh, this pid"], pid=os.getpid(), host=here, heartbeat_age_s=0),
+        # a live worker elsewhere in the cluster
+        "fresh, other host": set_lease(
+            storage, runs["fresh, other host"], pid=os.getpid(), host="worker-2", heartbeat_age_s=0
+        ),
+    }
+    assert storage.mark_interrupted_runs() == sorted(
+        runs[name] for name in ("lapsed, other host", "lapsed, live pid", "fresh, this pid")
+    )
+    assert storage.get_run(runs["fresh, other host"]).status == RunStatus.QUEUED
+    assert storage.get_run(runs["mine"]).owner_token not in tokens.values()
+    assert storage.get_run(runs["mine"]).status == RunStatus.QUEUED
+    with storage.engine.connect() as connection:  # lapsed leases are forgotten; live ones kept
+        owners = set(connection.scalars(select(RunOwner.token)))
+    assert tokens["fresh, other host"] in owners and tokens["lapsed, live pid"] not in owners
+
+
+LEASE_CASES = ("lapsed, other host", "lapsed, live pid", "fresh, this pid", "fresh, other host", "mine")
+
+
+def test_a_process_with_runs_keeps_its_lease_fresh(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWCANVAS_RUN_LEASE_SECONDS", "1")
+    opened = open_storage(home)
+    try:
+        run = opened.create_run(workflow="{}", overrides={}, device="cpu")
+        with opened.engine.connect() as connection:
+            first = connection.scalar(select(RunOwner.heartbeat_at).where(RunOwner.token == run.owner_token))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # a wait for the beat, not a timing: the test only asserts it came
+            time.sleep(0.1)
+            with opened.engine.connect() as connection:
+                latest = connection.scalar(select(RunOwner.heartbeat_at).where(RunOwner.token == run.owner_token))
+            if latest > first:
+                break
+        assert latest > first
+        assert opened.get_run(run.id).status == RunStatus.QUEUED  # its own runs are never lapsed
+    finally:
+        opened.close()
 
 
 def test_opening_storage_marks_runs_left_by_a_stopped_process(storage: Storage, home: Path) -> None:
