@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.console import EXIT_FAILED, EXIT_INVALID, EXIT_OK, copy_outputs, output_name, prepare_out, print_json, table
-from app.ui.uploads import MAX_UPLOAD_BYTES
+from app.ui.uploads import upload_limits
 from nodes.catalogue import all_node_classes, catalogue
 from pipelines.batch import (
     BatchSpecError,
@@ -541,7 +541,7 @@ def launch_options(listen: str, port: int, auth: str | None, insecure: bool) -> 
         "server_port": port,
         "auth": credentials,
         "inbrowser": False,
-        "max_file_size": MAX_UPLOAD_BYTES,
+        **upload_limits(),
     }
 
 

@@ -7,7 +7,9 @@ A param that names something on disk says so in its spec (`json_schema_extra={"r
   the embedded models, paths inside the allowed folders, and the sources an administrator configured in
   `FLOWCANVAS_MODEL_SOURCES` (comma-separated), so a request cannot make the server read or download others.
 
-The local CLI runs unconfined: it may read any path its user names. Validation checks literal values before
+The local CLI runs unconfined: it may read any path its user names. A relative path is read from the working
+directory or, failing that, from the installation (INSTALL_ROOT), where the starter templates' example images
+live: a starter opens and runs from any directory. Validation checks literal values before
 anything runs (pipelines.validate); NodeContext.resolve_path checks again at run time, for values that arrive
 through links.
 
@@ -26,18 +28,33 @@ EMBEDDED_PREFIX = "embedded:"
 MODEL_SOURCES_VARIABLE = "FLOWCANVAS_MODEL_SOURCES"
 
 
+# The installation's own folder: starter templates name their example images relative to it
+# ("pipelines/templates/images/red-circle-on-blue.png").
+INSTALL_ROOT = Path(__file__).resolve().parents[1]
+
+
 def confined_path(raw: str, roots: Sequence[Path]) -> Path | None:
     """Where `raw` points if that is inside one of `roots`, else None.
 
-    A relative path is tried against each root and then the working directory (where the starter templates'
-    images are named from); the first candidate that exists inside a root wins, else the first inside one.
-    Symlinks and `..` are resolved before the check, so neither can leave a root."""
+    A relative path is tried against each root, then the working directory, then INSTALL_ROOT; the first
+    candidate that exists inside a root wins, else the first inside one. Symlinks and `..` are resolved before
+    the check, so neither can leave a root."""
     path = Path(raw).expanduser()
-    bases = [Path()] if path.is_absolute() else [*roots, Path.cwd()]
+    bases = [Path()] if path.is_absolute() else [*roots, Path.cwd(), INSTALL_ROOT]
     resolved_roots = [root.resolve() for root in roots]
     candidates = [(base / path).resolve() for base in bases]
     inside = [candidate for candidate in candidates if any(candidate.is_relative_to(root) for root in resolved_roots)]
     return next((candidate for candidate in inside if candidate.exists()), inside[0] if inside else None)
+
+
+def unconfined_path(raw: str) -> Path:
+    """Where `raw` points for a run that may read anywhere: relative to the working directory if something is
+    there, else to INSTALL_ROOT if something is there, else (to be reported missing) the working directory."""
+    path = Path(raw).expanduser()
+    if path.is_absolute():
+        return path.resolve()
+    candidates = [(base / path).resolve() for base in (Path.cwd(), INSTALL_ROOT)]
+    return next((candidate for candidate in candidates if candidate.exists()), candidates[0])
 
 
 def model_source_allowed(source: str, roots: Sequence[Path], configured: Collection[str] = ()) -> bool:

@@ -20,7 +20,7 @@ import annotated_types
 from pydantic import BaseModel, ConfigDict
 from pydantic.fields import FieldInfo
 
-from nodes.files import cache_folder, confined_path, model_source_allowed, refusal
+from nodes.files import cache_folder, confined_path, model_source_allowed, refusal, unconfined_path
 from nodes.types import SocketType
 
 
@@ -136,7 +136,7 @@ class NodeContext:
     def resolve_path(self, raw: str, *, field: str) -> Path:
         """Resolve a user-given file path; when the run is confined to folders, refuse anything outside them."""
         if self.file_roots is None:
-            return Path(raw).expanduser().resolve()
+            return unconfined_path(raw)
         confined = confined_path(raw, self.file_roots)
         if confined is None:
             message, hint = refusal(raw, "file")

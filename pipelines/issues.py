@@ -39,6 +39,7 @@ class IssueCode(StrEnum):
     INVALID_VALUE = "invalid_value"
     INVALID_PARAMS = "invalid_params"  # params valid one by one, refused together by the node's check()
     NOT_ALLOWED = "not_allowed"  # a path or model source outside what a confined run may read
+    MISSING_FILE = "missing_file"  # a file or folder param that names nothing on disk
     # links
     UNKNOWN_INPUT = "unknown_input"
     MISSING_INPUT = "missing_input"

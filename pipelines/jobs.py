@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nodes.files import INSTALL_ROOT
 from nodes.registry import RunCancelled
 from nodes.runtime import environment, resolve_device
 from pipelines.executor import CancelToken, EventSink, Executor, NodeFailed, OutputCache, RunEvent
@@ -323,10 +325,25 @@ class JobWorker:
                 outcome = self._run(job)
             except Exception as error:  # storage trouble: report it on the run rather than kill the worker
                 log.exception("run %s could not be completed", job.handle.run_id)
-                outcome = RunOutcome(job.handle.run_id, RunStatus.FAILED, {"message": f"internal error: {error}"})
+                message = {"message": f"internal error: {error}"}
+                outcome = RunOutcome(job.handle.run_id, RunStatus.FAILED, self._without_server_folders(message))
                 self._emit(job, RunEvent("run_failed", job.handle.run_id, data={"error": outcome.error}))
             job.handle.finish(outcome)
             self._forget_finished()
+
+    def _without_server_folders(self, error: dict[str, Any]) -> dict[str, Any]:
+        """`error` with the data folder and the installation cut from its message and hint, so that a path in
+        it reads relative to them: errors reach browsers and API clients, which are not told where the server
+        keeps its files."""
+        folders = {str(folder) for root in (self.storage.home, INSTALL_ROOT) for folder in (root, root.resolve())}
+        cleaned = dict(error)
+        for key in ("message", "hint"):
+            text = cleaned.get(key)
+            if isinstance(text, str):
+                for folder in sorted(folders, key=len, reverse=True):  # the data folder may sit inside the other
+                    text = text.replace(folder + os.sep, "").replace(folder, ".")
+                cleaned[key] = text
+        return cleaned
 
     def run_recorded(self, request: RunRequest, plan: Plan, handle: RunHandle) -> RunOutcome:
         """Execute a run recorded as queued elsewhere (the Ray driver's row `handle.run_id`) on the calling thread,
@@ -369,7 +386,7 @@ class JobWorker:
         except NodeFailed as failure:
             if failure.details:
                 log.info("node %s failed:\n%s", failure.node_id, failure.details)
-            error = failure.as_dict()
+            error = self._without_server_folders(failure.as_dict())
             self.storage.finish_run(run_id, RunStatus.FAILED, node_timings={}, error=error)
             self._emit(job, RunEvent("run_failed", run_id, node=failure.node_id, data={"error": error}))
             return RunOutcome(run_id, RunStatus.FAILED, error)

@@ -16,7 +16,7 @@ import networkx as nx
 from pydantic import ValidationError
 
 from nodes.catalogue import all_node_classes, get_node_class
-from nodes.files import confined_path, model_source_allowed, refusal
+from nodes.files import Reads, confined_path, model_source_allowed, refusal, unconfined_path
 from nodes.registry import Node, param_choices, param_socket_type
 from nodes.types import can_connect
 from pipelines.flatten import FlatNode, flatten
@@ -221,9 +221,10 @@ def _check_node(
         for name, link in wired.items()
         if (value := _constant_value(flat.get(link.node), classes.get(link.node))) is not _UNKNOWN
     }
-    issues.extend(_check_params(node_id, cls, params, wired, constants))
-    if file_roots is not None:
-        issues.extend(_check_reads(node_id, cls, params, wired, constants, file_roots))
+    param_issues = _check_params(node_id, cls, params, wired, constants)
+    issues.extend(param_issues)
+    refused = {issue.field for issue in param_issues}
+    issues.extend(_check_reads(node_id, cls, params, wired, constants, file_roots, refused))
     return PlanNode(node_id, cls, params, wired, inputs, node.title)
 
 
@@ -379,25 +380,43 @@ def _check_reads(
     params: dict[str, Any],
     wired: dict[str, Link],
     constants: dict[str, Any],
-    roots: tuple[Path, ...],
+    roots: tuple[Path, ...] | None,
+    refused: set[str | None],
 ) -> list[Issue]:
-    """Refuse paths and model sources outside what a confined run may read, before anything reads them."""
+    """Refuse, before anything reads them, file and folder paths that name nothing, and (for a run confined to
+    `roots`) paths and model sources outside what it may read. Fields in `refused` already have an issue."""
     issues = []
     for name, info in cls.Params.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         reads = extra.get("reads")
         value = constants.get(name) if name in wired else params.get(name)
-        if reads is None or not isinstance(value, str) or not value.strip():
+        if reads is None or name in refused or not isinstance(value, str) or not value.strip():
             continue
-        allowed = (
-            model_source_allowed(value, roots, read_settings().model_sources)
-            if reads == "model"
-            else confined_path(value, roots) is not None
-        )
-        if not allowed:
-            message, hint = refusal(value, reads)
-            issues.append(Issue(node=node_id, field=name, code=IssueCode.NOT_ALLOWED, message=message, hint=hint))
+        if reads == "model":
+            if roots is not None and not model_source_allowed(value, roots, read_settings().model_sources):
+                issues.append(_refused(node_id, name, value, reads))
+            continue
+        path = unconfined_path(value) if roots is None else confined_path(value, roots)
+        if path is None:
+            issues.append(_refused(node_id, name, value, reads))
+        elif not (path.is_file() if reads == "file" else path.is_dir()):
+            issues.append(
+                Issue(
+                    node=node_id,
+                    field=name,
+                    code=IssueCode.MISSING_FILE,
+                    message=f"no {reads} at {value!r}",
+                    hint="upload it, or check the path: a relative one is read from the data folder"
+                    if roots is not None
+                    else "check the path: a relative one is read from the working directory",
+                )
+            )
     return issues
+
+
+def _refused(node_id: str, field: str, value: str, reads: Reads) -> Issue:
+    message, hint = refusal(value, reads)
+    return Issue(node=node_id, field=field, code=IssueCode.NOT_ALLOWED, message=message, hint=hint)
 
 
 def _check_exposed(

@@ -67,6 +67,7 @@ def running_app(home: Path, **launch: Any) -> Iterator[tuple[str, Storage]]:
     """The browser app (canvas and HTTP API) on its own data folder and worker pool, served on a free loopback
     port: yields (url, storage)."""
     from app.ui.app import build_app
+    from app.ui.uploads import upload_limits
 
     storage = open_storage(home)
     pool = WorkerPool(storage)
@@ -74,7 +75,8 @@ def running_app(home: Path, **launch: Any) -> Iterator[tuple[str, Storage]]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch)
+    options = {**upload_limits(), **launch}
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **options)
     try:
         yield f"http://127.0.0.1:{port}/", storage
     finally:

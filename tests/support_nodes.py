@@ -68,15 +68,16 @@ class TestSlow(Node):
 
 @node("TestFail", category="test", inputs=[Input("a", SocketType.INT)], outputs=[Output("value", SocketType.INT)])
 class TestFail(Node):
-    """Always fails, with a NodeError (`user=True`) or an unexpected exception."""
+    """Always fails, with a NodeError (`user=True`) or an unexpected exception saying `message`."""
 
     class Params(NodeParams):
         user: bool = True
+        message: str = "division by zero"
 
     def run(self, ctx: NodeContext, params: Params, a: int) -> dict[str, Any]:
         if params.user:
             raise NodeError("this node always fails", field="user")
-        raise ZeroDivisionError("division by zero")
+        raise ZeroDivisionError(params.message)
 
 
 @node("TestSink", category="test", output_node=True, inputs=[Input("value", SocketType.INT)])

@@ -251,3 +251,26 @@ def test_a_lone_surrogate_is_refused_at_the_boundary_by_pydantic_itself():
         gr.Error, match="search: Input should be a valid string, unable to parse raw data as a unicode string"
     ):
         _check_arguments(search="a\ud800b")
+
+
+def test_one_upload_request_is_limited_in_all_whatever_its_number_of_files(server):
+    """The per-file cap let three 40 MB files through in one request; the request's total is capped too, from
+    its Content-Length or, without one, as the body streams in."""
+    url = server[0] + "gradio_api/upload"
+    big = b"\0" * (20 * 1024 * 1024)
+    files = [("files", (f"part{i}.png", big, "image/png")) for i in range(3)]
+    refused = requests.post(url, files=files, timeout=60)
+    assert (refused.status_code, refused.text) == (413, "an upload request is limited to 53 MB in all")
+
+    prepared = requests.Request("POST", url, files=files).prepare()
+
+    def streamed():  # the same body without a Content-Length: chunked transfer
+        for start in range(0, len(prepared.body), 1024 * 1024):
+            yield prepared.body[start : start + 1024 * 1024]
+
+    chunked = requests.post(
+        url, data=streamed(), headers={"Content-Type": prepared.headers["Content-Type"]}, timeout=60
+    )
+    assert (chunked.status_code, chunked.text) == (413, refused.text)
+    small = requests.post(url, files=[("files", ("one.png", b"\x89PNG small", "image/png"))], timeout=30)
+    assert small.status_code == 200 and len(small.json()) == 1

@@ -298,7 +298,7 @@ def test_a_confined_batch_refuses_a_swept_path_outside_its_folders_before_queuei
 
     (tmp_path / "inside.png").write_bytes(b"")
     workflow = load_workflow(Path(__file__).resolve().parents[1] / "pipelines" / "templates" / "resize-image.json")
-    jobs = expand([group(**{"Source image": ["inside.png", "/etc/passwd"]})])
+    jobs = expand([group(**{"Source image": [str(tmp_path / "inside.png"), "/etc/passwd"]})])
     confined = RunRequest(workflow=workflow, file_roots=(tmp_path,))
     with pytest.raises(WorkflowInvalid) as refused:
         prepare_batch(confined, jobs)
@@ -306,3 +306,12 @@ def test_a_confined_batch_refuses_a_swept_path_outside_its_folders_before_queuei
     assert (issue.node, issue.field, issue.code) == ("load", "path", "not_allowed")
     assert issue.message.startswith("job 2: ") and "outside the folders" in issue.message
     assert len(prepare_batch(RunRequest(workflow=workflow), jobs)) == 2, "unconfined (the CLI), both are valid"
+    missing = expand([group(**{"Source image": [str(tmp_path / "inside.png"), str(tmp_path / "gone.png")]})])
+    with pytest.raises(WorkflowInvalid) as refused:
+        prepare_batch(RunRequest(workflow=workflow), missing)
+    [issue] = refused.value.issues
+    assert (issue.field, issue.code, issue.message) == (
+        "path",
+        "missing_file",
+        f"job 2: no file at '{tmp_path}/gone.png'",
+    )

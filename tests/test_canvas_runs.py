@@ -212,6 +212,8 @@ def test_an_upload_is_kept_by_content_in_the_uploads_folder(tmp_path: Path):
     received.write_bytes(png_bytes())
     kept = store_upload(received, tmp_path / "uploads", tmp_path / "gradio")
     assert kept.parent == tmp_path / "uploads" and kept.suffix == ".png" and kept.read_bytes() == png_bytes()
+    assert not received.exists(), "Gradio's temporary copy is removed once kept"
+    received.write_bytes(png_bytes())
     assert store_upload(received, tmp_path / "uploads", tmp_path / "gradio") == kept
     assert [p.name for p in (tmp_path / "uploads").iterdir()] == [kept.name], "no temporary file is left"
 
@@ -235,6 +237,7 @@ def test_an_upload_that_is_not_a_received_image_is_refused(tmp_path: Path, case:
     with pytest.raises(UploadRefused, match=expected):
         store_upload(received, tmp_path / "uploads", gradio)
     assert not (tmp_path / "uploads").exists()
+    assert received.exists() == (case == "outside"), "a refused upload leaves Gradio's folder; other files stay"
 
 
 def test_an_upload_of_a_huge_image_in_a_small_file_is_refused_from_its_header(tmp_path: Path):

@@ -282,6 +282,30 @@ def test_an_out_of_bounds_override_exits_2_with_a_structured_issue_and_records_n
     assert code == EXIT_OK and runs == []
 
 
+def test_a_starter_runs_from_any_working_directory(
+    home: Path, tmp_path: Path, storage: Storage, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    """Starters name their example images relative to the installation; a user running one from elsewhere
+    (the README's `python run.py run pipelines/templates/…` from another folder) still gets them."""
+    monkeypatch.chdir(tmp_path)
+    code, report = cli_json(capsys, "run", REPO / "pipelines" / "templates" / "resize-image.json", "--out", "out")
+    assert (code, report["runs"][0]["status"]) == (EXIT_OK, "succeeded"), report
+    assert len(list((tmp_path / "out").glob("*.png"))) == 1
+
+
+def test_a_path_that_names_no_file_exits_2_at_validation_and_records_no_run(
+    home: Path, tmp_path: Path, storage: Storage, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    starter = REPO / "pipelines" / "templates" / "resize-image.json"
+    code, report = cli_json(capsys, "run", starter, "--set", "Source image=pictures/missing.png")
+    assert code == EXIT_INVALID
+    [issue] = report["issues"]
+    assert (issue["code"], issue["node"], issue["field"]) == ("missing_file", "load", "path")
+    assert issue["message"] == "no file at 'pictures/missing.png'"
+    assert storage.list_runs() == []
+
+
 def test_an_invalid_job_in_a_sweep_stops_the_whole_batch_before_any_run(home: Path, wf: Path, storage: Storage, capsys):
     code, report = cli_json(capsys, "run", wf, "--sweep", "Width=8,0,9", "--device", "cpu")
     assert code == EXIT_INVALID

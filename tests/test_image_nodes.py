@@ -145,7 +145,9 @@ def test_load_image_through_the_executor_reads_relative_to_its_file_root(tmp_pat
             "save": {"type": "SaveImage", "inputs": {"images": link("load", "image")}},
         }
     )
-    result = Executor().execute(build_plan(load_workflow(document)), run_id="r", file_roots=(tmp_path,))
+    result = Executor().execute(
+        build_plan(load_workflow(document), file_roots=(tmp_path,)), run_id="r", file_roots=(tmp_path,)
+    )
     assert result.target_outputs == {"save": {}}
     [item] = result.output_items
     assert (item.meta["width"], item.meta["height"]) == (3, 2)

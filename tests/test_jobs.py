@@ -7,6 +7,7 @@ import json
 import pytest
 from PIL import Image
 
+from nodes.files import INSTALL_ROOT
 from pipelines.issues import WorkflowInvalid
 from pipelines.jobs import RunRequest, WorkerPool
 from pipelines.workflow import PNG_RUN_KEY, PNG_WORKFLOW_KEY, canonical_json, load_workflow
@@ -116,6 +117,26 @@ def test_a_failing_node_fails_the_run_with_its_id_and_type(pool: WorkerPool, sto
     assert record.error["message"] == "this node always fails"
     failed = [e for e in handle.events(1) if e.kind == "run_failed"]
     assert failed[0].node == "boom"
+
+
+def test_a_run_error_names_paths_relative_to_the_data_folder_and_the_installation(pool: WorkerPool, storage: Storage):
+    """A library's message may carry where the server keeps its files; the run's error, which browsers and API
+    clients read, does not."""
+    installed = INSTALL_ROOT / "models" / "shapes" / "model_index.json"
+    message = f"cannot open {storage.home.resolve() / 'uploads' / 'a.png'} or {installed}"
+    failing = workflow_dict(
+        {
+            "a": {"type": "TestConst"},
+            "boom": {"type": "TestFail", "params": {"user": False, "message": message}, "inputs": {"a": link("a")}},
+            "sink": {"type": "TestSink", "inputs": {"value": link("boom")}},
+        }
+    )
+    handle = pool.submit(request(failing))
+    assert handle.wait(30).status == RunStatus.FAILED
+    expected = "ZeroDivisionError: cannot open uploads/a.png or models/shapes/model_index.json"
+    assert storage.get_run(handle.run_id).error["message"] == expected
+    [failed] = [e for e in handle.events(1) if e.kind == "run_failed"]
+    assert failed.data["error"]["message"] == expected
 
 
 def test_runs_execute_in_submission_order(pool: WorkerPool):

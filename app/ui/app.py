@@ -21,7 +21,7 @@ from app.api import Api
 from app.ui.canvas_runs import CanvasRuns
 from app.ui.editor import flow_editor
 from app.ui.studio import CANVAS_TAB, Studio, event_field
-from app.ui.uploads import UploadRefused, store_upload
+from app.ui.uploads import GRADIO_CACHE_SECONDS, UploadRefused, store_upload
 from app.ui.views import batch, library, models, runs
 from nodes.catalogue import catalogue
 from nodes.files import confined_path
@@ -139,7 +139,8 @@ def build_app(
     def canvas_cancel(evt: gr.EventData) -> None:
         canvas_runs.cancel(str(event_field(evt, "run_id") or ""))
 
-    with gr.Blocks(title="FlowCanvas") as demo:
+    # Gradio's temporary copies (uploads, images sent to the page) go an hour after they were made.
+    with gr.Blocks(title="FlowCanvas", delete_cache=(GRADIO_CACHE_SECONDS, GRADIO_CACHE_SECONDS)) as demo:
         with gr.Tabs(selected=CANVAS_TAB) as tabs:
             with gr.Tab("Canvas", id=CANVAS_TAB):
                 editor = flow_editor(
