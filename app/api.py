@@ -23,7 +23,7 @@ from pipelines.issues import Issue, WorkflowInvalid
 from pipelines.jobs import RunRequest, WorkerPool
 from pipelines.validate import validate_workflow
 from pipelines.workflow import Workflow, canonical_json, parse_workflow
-from storage import Storage
+from storage import InvalidValue, Storage
 from storage.errors import Ambiguous, NotFound, VersionConflict
 from storage.records import ArtifactRecord, RunRecord, RunStatus, WorkflowRecord
 
@@ -200,8 +200,10 @@ class Api:
             raise gr.Error("; ".join(str(issue) for issue in invalid.issues), title="invalid workflow") from None
         document = canonical_json(parsed)
         if not workflow_id:
-            record = self.storage.create_workflow(
-                parsed.name, document, description=parsed.description, tags=parsed.tags, message=message
+            record = self._call(
+                lambda: self.storage.create_workflow(
+                    parsed.name, document, description=parsed.description, tags=parsed.tags, message=message
+                )
             )
         else:
             existing = self._workflow(workflow_id)
@@ -256,8 +258,8 @@ class Api:
 
     @staticmethod
     def _call(read: Any) -> Any:
-        """Storage lookups, with not-found, ambiguous and conflicting saves as clear client errors."""
+        """Storage calls, with not-found, ambiguous, conflicting saves and unstorable values as clear client errors."""
         try:
             return read()
-        except (NotFound, Ambiguous, VersionConflict) as error:
+        except (NotFound, Ambiguous, VersionConflict, InvalidValue) as error:
             raise gr.Error(str(error)) from None

@@ -266,7 +266,14 @@ class ResizeImage(Node):
             "stretch", description="stretch: change the aspect ratio; crop: scale to cover, then cut the centre."
         )
 
+    @classmethod
+    def check(cls, params: Params) -> list[tuple[str, str]]:
+        return pixel_problems(params.width, params.height, 1, "width")
+
     def run(self, ctx: NodeContext, params: Params, image: torch.Tensor) -> dict[str, Any]:
+        # The batch is known only now: checked again before anything of the new size is made.
+        for field, message in pixel_problems(params.width, params.height, image.shape[0], "width"):
+            raise NodeError(message, field=field)
         return {"image": resize(image, params.width, params.height, params.method, params.fit)}
 
 

@@ -16,6 +16,7 @@ from pydantic import Field
 from nodes.degrade import gaussian_blur
 from nodes.embedded.segment import segment
 from nodes.fields import MAX_SIDE
+from nodes.limits import pixel_problems
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
 from nodes.types import SocketType
 
@@ -51,6 +52,10 @@ class BoxMask(Node):
         image_height: int = Field(
             64, ge=1, le=MAX_SIDE, description="The mask's height in pixels when no image is wired."
         )
+
+    @classmethod
+    def check(cls, params: Params) -> list[tuple[str, str]]:
+        return pixel_problems(params.image_width, params.image_height, 1, "image_width")
 
     def run(self, ctx: NodeContext, params: Params, image: torch.Tensor | None = None) -> dict[str, Any]:
         batch, (height, width) = (

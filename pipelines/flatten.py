@@ -13,8 +13,9 @@ from typing import Any
 
 from nodes.catalogue import get_node_class
 from pipelines.issues import Issue, IssueCode
-from pipelines.workflow import ID_SEPARATOR, MAX_NAME, SUBGRAPH_TYPE, Link, NodeEntry, Workflow
+from pipelines.workflow import ID_SEPARATOR, SUBGRAPH_TYPE, Link, NodeEntry, Workflow
 from storage.config import read_settings
+from storage.limits import MAX_NAME
 
 
 @dataclass

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from pipelines.issues import Issue, IssueCode, WorkflowInvalid
+from storage.limits import MAX_NAME, MAX_TEXT, NUL_REFUSED
 
 FORMAT = "flowcanvas.workflow"
 CURRENT_VERSION = 1
@@ -32,13 +33,9 @@ SUBGRAPH_TYPE = "Subgraph"
 ID_SEPARATOR = "/"  # flattened subgraph nodes are named outer/inner
 
 
-MAX_NAME = 255  # names, tags, titles and node ids: what every database column here holds
-MAX_TEXT = 100_000  # a description
-
-
 def _no_nul(value: str) -> str:
     if "\0" in value:
-        raise ValueError("contains a NUL character, which no database stores alike")
+        raise ValueError(NUL_REFUSED)
     return value
 
 

@@ -5,6 +5,7 @@ Everything else imports from here; only dicts, strings and bytes cross this boun
 
 from storage.artifacts import ArtifactStore, StoredFile
 from storage.errors import Ambiguous, NotFound, StorageError, VersionConflict
+from storage.limits import InvalidValue
 from storage.records import (
     IMAGE_KINDS,
     ArtifactRecord,
@@ -23,6 +24,7 @@ __all__ = [
     "ArtifactRecord",
     "ArtifactStore",
     "BatchRecord",
+    "InvalidValue",
     "NewArtifact",
     "NotFound",
     "RunRecord",

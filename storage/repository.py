@@ -17,6 +17,7 @@ from storage.artifacts import ArtifactStore
 from storage.config import artifact_root, data_home, database_url, read_settings
 from storage.db import WRITE_OPTION, make_engine, migrate
 from storage.errors import Ambiguous, NotFound, StorageError, VersionConflict
+from storage.limits import MAX_DEVICE, MAX_NAME, MAX_TEXT, checked_text
 from storage.models import Artifact, Batch, Run, RunOwner, Workflow, WorkflowVersion, new_id, utc_now
 from storage.records import (
     IMAGE_KINDS,
@@ -59,6 +60,27 @@ class _ProcessToken:
 
 
 _PROCESS_TOKEN = _ProcessToken()
+
+
+def _check_workflow_texts(
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    tags: list[str] | None = None,
+    document: str | None = None,
+    message: str | None = None,
+) -> None:
+    """InvalidValue for the first of a workflow's texts that not every backend would store alike."""
+    if name is not None:
+        checked_text("name", name, MAX_NAME)
+    if description is not None:
+        checked_text("description", description, MAX_TEXT)
+    for tag in tags or ():
+        checked_text("a tag", tag, MAX_NAME)
+    if document is not None:
+        checked_text("the workflow document", document, None)
+    if message is not None:
+        checked_text("the save message", message, MAX_TEXT)
 
 
 def _process_is_alive(pid: int) -> bool:
@@ -144,8 +166,10 @@ class Storage:
         message: str = "",
     ) -> WorkflowRecord:
         """A new workflow whose version 1 is `document`."""
+        tags = _tag_list(tags)
+        _check_workflow_texts(name=name, description=description, tags=tags, document=document, message=message)
         with self._writing.begin() as session:
-            workflow = self._insert_workflow(session, name, document, description, _tag_list(tags), message)
+            workflow = self._insert_workflow(session, name, document, description, tags, message)
             return WorkflowRecord.model_validate(workflow)
 
     def save_workflow_version(
@@ -157,6 +181,7 @@ class Storage:
         expected_version: int | None = None,
     ) -> WorkflowRecord:
         """Append `document` as the next version. With `expected_version`, refuse if someone saved since."""
+        _check_workflow_texts(document=document, message=message)
         with self._writing.begin() as session:
             version = self._claim_next_version(session, workflow_id, expected_version)
             self._insert_version(session, workflow_id, version, document, message)
@@ -178,6 +203,7 @@ class Storage:
             changes["description"] = description
         if tags is not None:
             changes["tags"] = _tag_list(tags)
+        _check_workflow_texts(**changes)
         with self._writing.begin() as session:
             if changes:
                 result = session.execute(
@@ -334,6 +360,10 @@ class Storage:
         batch_index: int | None = None,
     ) -> RunRecord:
         """A queued run of the `workflow` snapshot, owned by this process."""
+        checked_text("the run's workflow", workflow, None)
+        checked_text("device", device, MAX_DEVICE)
+        if target_node is not None:
+            checked_text("target node", target_node, MAX_NAME)
         run = Run(
             id=new_id(),
             workflow_id=workflow_id,

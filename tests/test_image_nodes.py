@@ -366,21 +366,39 @@ def test_load_image_refuses_a_huge_image_from_its_header_before_decoding(tmp_pat
     assert LoadImage().run(ctx("LoadImage"), LoadImage.Params(path=str(small)))["image"].shape == (1, 3, 100, 100)
 
 
-@pytest.mark.parametrize("node_type,params", [("EmptyImage", {}), ("EmptyLatent", {})])
-def test_a_node_asking_for_more_pixels_than_the_budget_is_refused_at_validation(node_type: str, params: dict):
+@pytest.mark.parametrize(
+    "node_type,size,field",
+    [
+        ("EmptyImage", {"width": 8192, "height": 8192, "batch_size": 2}, "batch_size"),
+        ("EmptyLatent", {"width": 8192, "height": 8192, "batch_size": 2}, "batch_size"),
+        ("ResizeImage", {"width": 16384, "height": 8192}, "width"),
+        ("BoxMask", {"image_width": 16384, "image_height": 8192}, "image_width"),
+    ],
+)
+def test_a_node_asking_for_more_pixels_than_the_budget_is_refused_at_validation(node_type: str, size: dict, field: str):
     from pipelines.validate import validate_workflow
 
-    size = {"width": 8192, "height": 8192, "batch_size": 2}  # 134 Mpx: the budget is 67
-    nodes = {"n": {"type": node_type, "params": {**params, **size}}}
+    nodes = {"n": {"type": node_type, "params": size}}  # 134 Mpx each: the budget is 67
     if node_type == "EmptyLatent":
-        nodes = {
-            "m": {"type": "LoadFlowModel", "params": {"source": "embedded:shapes"}},
-            "n": {"type": node_type, "params": size, "inputs": {"model": link("m", "model")}},
-        }
+        nodes["m"] = {"type": "LoadFlowModel", "params": {"source": "embedded:shapes"}}
+        nodes["n"]["inputs"] = {"model": link("m", "model")}
+    if node_type == "ResizeImage":
+        nodes["i"] = {"type": "EmptyImage", "params": {"width": 8, "height": 8}}
+        nodes["n"]["inputs"] = {"image": link("i", "image")}
     issues = validate_workflow(load_workflow(workflow_dict(nodes)))
     found = [i for i in issues if i.node == "n"]
-    assert [(i.field, i.code) for i in found] == [("batch_size", "invalid_params")]
+    assert [(i.field, i.code) for i in found] == [(field, "invalid_params")]
     assert "134 Mpx, over the budget of 67 Mpx" in found[0].message
+
+
+def test_resize_checks_the_budget_again_with_the_batch_it_is_given(monkeypatch):
+    monkeypatch.setenv("FLOWCANVAS_MAX_PIXELS", str(3 * 64 * 64))
+    params = ResizeImage.Params(width=64, height=64)
+    assert ResizeImage.check(params) == []
+    assert ResizeImage().run(ctx("ResizeImage"), params, image=torch.zeros(3, 3, 8, 8))["image"].shape == (3, 3, 64, 64)
+    with pytest.raises(NodeError, match=r"64×64 px × 4 is 16,384 px, over the budget of 12,288 px") as error:
+        ResizeImage().run(ctx("ResizeImage"), params, image=torch.zeros(4, 3, 8, 8))
+    assert error.value.field == "width"
 
 
 @pytest.mark.parametrize("path", ["a\x00b.png", "x" * 5000])

@@ -4,6 +4,7 @@ Tests taking `engine` or `storage` run against SQLite and PostgreSQL alike (`dat
 those about SQLite's own set-up (WAL, write locks, file backups) take `sqlite_engine` or `sqlite_storage`."""
 
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -23,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from storage import (
     Ambiguous,
     ArtifactStore,
+    InvalidValue,
     NewArtifact,
     NotFound,
     RunStatus,
@@ -643,6 +645,51 @@ def test_opening_storage_marks_runs_left_by_a_stopped_process(storage: Storage, 
         assert reopened.get_run(orphan.id).status == RunStatus.INTERRUPTED
     finally:
         reopened.close()
+
+
+# One set of limits for every backend
+
+TOO_LONG = "x" * 256
+LIMIT_CASES = {
+    "name over 255": ("create", {"name": TOO_LONG}, "name is 256 characters; at most 255 are stored"),
+    "NUL in name": ("create", {"name": "a\0b"}, "name contains a NUL character"),
+    "lone surrogate in name": ("create", {"name": "a\ud800"}, "name contains a lone surrogate"),
+    "description over 100,000": ("create", {"description": "d" * 100_001}, "description is 100,001 characters"),
+    "NUL in description": ("create", {"description": "a\0"}, "description contains a NUL character"),
+    "tag over 255": ("create", {"tags": ["ok", TOO_LONG]}, "a tag is 256 characters"),
+    "lone surrogate in document": ("create", {"document": '{"a": "\udcff"}'}, "the workflow document contains a lone"),
+    "NUL in save message": ("save", {"message": "m\0"}, "the save message contains a NUL character"),
+    "rename over 255": ("rename", {"name": TOO_LONG}, "name is 256 characters"),
+    "target node over 255": ("run", {"target_node": TOO_LONG}, "target node is 256 characters"),
+    "device over 64": ("run", {"device": "d" * 65}, "device is 65 characters; at most 64 are stored"),
+    "lone surrogate in run workflow": ("run", {"workflow": "\ud83d"}, "the run's workflow contains a lone surrogate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIMIT_CASES))
+def test_text_that_not_every_backend_stores_is_refused_alike_and_nothing_is_written(
+    storage: Storage, case: str
+) -> None:
+    action, values, message = LIMIT_CASES[case]
+    existing = storage.create_workflow("kept", DOCUMENT_V1)
+    before = (storage.list_workflows(), storage.list_runs(), storage.list_versions(existing.id))
+    with pytest.raises(InvalidValue, match=re.escape(message)):
+        if action == "create":
+            storage.create_workflow(**{"name": "new", "document": DOCUMENT_V1, **values})
+        elif action == "save":
+            storage.save_workflow_version(existing.id, DOCUMENT_V2, **values)
+        elif action == "rename":
+            storage.update_workflow_meta(existing.id, **values)
+        else:
+            storage.create_run(**{"workflow": "{}", "overrides": {}, "device": "cpu", **values})
+    assert (storage.list_workflows(), storage.list_runs(), storage.list_versions(existing.id)) == before
+
+
+def test_text_at_the_limits_is_stored_alike(storage: Storage) -> None:
+    kept = storage.create_workflow("n" * 255, DOCUMENT_V1, description="d" * 100_000, tags=["t" * 255, "ünï ✓"])
+    assert (len(kept.name), len(kept.description), kept.tags) == (255, 100_000, ("t" * 255, "ünï ✓"))
+    run = storage.create_run(workflow="{}", overrides={"Prompt": "a\0b \udcff"}, device="d" * 64, target_node="t" * 255)
+    assert storage.get_run(run.id).overrides == {"Prompt": "a\0b \udcff"}, "JSON escapes both, on every backend"
 
 
 # Batches
