@@ -9,16 +9,16 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin, UnidentifiedImageError
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from nodes.fields import MAX_SIDE
-from nodes.limits import image_size_problem, pixel_problems
+from nodes.limits import image_size_problem, open_image_header, pixel_problems
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
 from nodes.types import SocketType
 
@@ -141,6 +141,12 @@ class EmptyImage(Node):
         return {"image": image}
 
 
+def _without_nul(path: str) -> str:
+    if "\0" in path:
+        raise ValueError("contains a NUL character, which no file path can hold")
+    return path
+
+
 @node(
     "LoadImage",
     category="image",
@@ -150,11 +156,10 @@ class LoadImage(Node):
     """Load a PNG, JPEG or WebP file. Re-runs whenever the file's content changes."""
 
     class Params(NodeParams):
-        path: str = Field(
+        path: Annotated[str, AfterValidator(_without_nul)] = Field(
             ...,
             min_length=1,
             max_length=4096,
-            pattern=r"^[^\x00]*$",
             description="The image file to load.",
             json_schema_extra={"widget": "image_upload", "reads": "file"},
         )
@@ -166,7 +171,7 @@ class LoadImage(Node):
     def run(self, ctx: NodeContext, params: Params, **inputs: Any) -> dict[str, Any]:
         data = _read_file(ctx, params.path)
         try:
-            with Image.open(io.BytesIO(data)) as opened:
+            with open_image_header(data) as opened:
                 # The header gives the size before anything is decoded: a small file can hold a huge image.
                 too_large = image_size_problem(*opened.size)
                 if too_large is not None:

@@ -1,11 +1,15 @@
 """Budgets nodes check before any work starts (README, "Limits"), read from the environment when checked.
 
-Imports nothing heavy: the upload route (which never loads torch) checks images against the same budget.
+Imports nothing heavy (PIL, not torch): the upload route checks images against the same budget.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
+
+from PIL import Image
 
 DEFAULT_MAX_PIXELS = 2**26  # 67 Mpx per node output (width × height × batch): 4096² × 4, ~0.8 GB as float32 RGB
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000  # one decoded image: a 6,300² photo, ~0.5 GB as float32 RGBA
@@ -61,3 +65,12 @@ def image_size_problem(width: int, height: int) -> str | None:
         f"the image is {width}×{height} px ({_pixels(width * height)}), over the budget of {_pixels(budget)} "
         "(FLOWCANVAS_MAX_IMAGE_PIXELS)"
     )
+
+
+def open_image_header(data: bytes) -> Image.Image:
+    """The image in `data`, opened (its header read, nothing decoded), without PIL's decompression-bomb warning:
+    callers check image_size_problem on the header instead. PIL still raises DecompressionBombError past twice
+    its own limit (179 Mpx)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data))

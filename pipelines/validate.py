@@ -365,7 +365,8 @@ def _check_params(
             got = "" if kind in ("missing", "extra_forbidden") else f" (got {item['input']!r})"
             if field_name in constants:
                 got += f" (fed by {wired[field_name].node}.{wired[field_name].output})"
-            issues.append(Issue(node=node_id, field=field_name, code=code, message=f"{item['msg']}{got}", hint=hint))
+            message = item["msg"].removeprefix("Value error, ")  # a validator's own words need no label
+            issues.append(Issue(node=node_id, field=field_name, code=code, message=f"{message}{got}", hint=hint))
         return issues
     if set(wired) <= set(constants):
         issues.extend(

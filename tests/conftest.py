@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 import tests.support_nodes  # noqa: F401  (registers the Test* node types)
 from pipelines.jobs import WorkerPool
@@ -16,6 +17,20 @@ from storage import Storage, open_storage
 from tests.support_nodes import EXECUTIONS
 
 E2E_DIR = Path(__file__).resolve().parent / "e2e"
+
+
+PROPERTY_EXAMPLES = 300
+ADVERSARIAL_EXAMPLES = 10 * PROPERTY_EXAMPLES
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Property tests take their example count from the hypothesis profile: ten times more when the adversarial
+    suite is what was asked for (`-m adversarial`)."""
+    settings.register_profile("flowcanvas", max_examples=PROPERTY_EXAMPLES)
+    settings.register_profile("adversarial", max_examples=ADVERSARIAL_EXAMPLES)
+    expression = config.option.markexpr or ""
+    asked = "adversarial" in expression.split() and "not adversarial" not in expression
+    settings.load_profile("adversarial" if asked else "flowcanvas")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -104,6 +104,7 @@ def test_an_invalid_workflow_returns_structured_issues_and_queues_nothing(client
     assert client.predict(STARTER, None, api_name="/validate") == []
 
 
+@pytest.mark.adversarial
 def test_a_subgraph_expansion_bomb_is_refused_by_the_api_without_expanding_it(client, server):
     # Ten instances of the next level, seven levels deep: 10⁷ nodes named by a few kilobytes.
     subgraphs = {"s7": {"nodes": {"c": {"type": "Int", "params": {"value": 1}}}}}
@@ -124,6 +125,7 @@ def test_a_subgraph_expansion_bomb_is_refused_by_the_api_without_expanding_it(cl
     assert len(server[1].list_runs(limit=1000)) == before
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize("path", ["/etc/passwd", "../../secret.png", "~/.ssh/id_rsa.png"])
 def test_files_outside_the_data_folder_are_refused_and_never_read(client, server, path, monkeypatch):
     reads: list[str] = []
@@ -150,6 +152,7 @@ def test_a_file_in_the_data_folder_and_the_starter_images_may_be_read(client, se
         assert status == "succeeded", (path, issues)
 
 
+@pytest.mark.adversarial
 def test_model_sources_are_limited_to_embedded_and_configured_ones(client, tmp_path):
     for source in ("/etc", "stabilityai/stable-diffusion-3-medium-diffusers", str(tmp_path)):
         issues = client.predict(STARTER, {"Model": source}, api_name="/validate")
@@ -195,6 +198,7 @@ def test_saving_an_invalid_document_is_refused_with_its_issues(client):
         )
 
 
+@pytest.mark.adversarial
 def test_with_auth_unauthenticated_requests_are_refused(tmp_path_factory):
     with running_app(tmp_path_factory.mktemp("auth-data"), auth=("ada", "s3cret")) as (url, _):
         assert requests.get(url + "gradio_api/info", timeout=10).status_code == 401
@@ -219,6 +223,7 @@ def test_serving_off_this_machine_needs_a_login_or_insecure():
         launch_options("0.0.0.0", 7860, "ada", False)
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize(
     "api_name,arguments,words",
     [
@@ -241,6 +246,7 @@ def test_arguments_of_the_wrong_type_or_size_get_a_structured_error_and_change_n
     assert (len(server[1].list_runs(limit=1000)), len(server[1].list_workflows())) == before
 
 
+@pytest.mark.adversarial
 def test_a_lone_surrogate_is_refused_at_the_boundary_by_pydantic_itself():
     # gradio_client cannot even encode one; a plain HTTP client can send "\\ud800" in JSON.
     import gradio as gr
@@ -253,6 +259,7 @@ def test_a_lone_surrogate_is_refused_at_the_boundary_by_pydantic_itself():
         _check_arguments(search="a\ud800b")
 
 
+@pytest.mark.adversarial
 def test_one_upload_request_is_limited_in_all_whatever_its_number_of_files(server):
     """The per-file cap let three 40 MB files through in one request; the request's total is capped too, from
     its Content-Length or, without one, as the body streams in."""

@@ -293,6 +293,7 @@ def test_a_starter_runs_from_any_working_directory(
     assert len(list((tmp_path / "out").glob("*.png"))) == 1
 
 
+@pytest.mark.adversarial
 def test_a_path_that_names_no_file_exits_2_at_validation_and_records_no_run(
     home: Path, tmp_path: Path, storage: Storage, capsys, monkeypatch: pytest.MonkeyPatch
 ):
@@ -712,6 +713,7 @@ def test_run_py_exit_codes_and_json_output(tmp_path: Path):
         opened.close()
 
 
+@pytest.mark.adversarial
 def test_run_out_names_an_image_saved_inside_a_subgraph_without_a_folder_in_it(home: Path, tmp_path: Path, capsys):
     inner = {
         "nodes": {
@@ -734,6 +736,7 @@ def test_run_out_names_an_image_saved_inside_a_subgraph_without_a_folder_in_it(h
     assert Path(run["outputs"][0]).is_file()
 
 
+@pytest.mark.adversarial
 def test_run_out_that_cannot_be_written_is_an_error_before_anything_runs(home: Path, wf: Path, tmp_path: Path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

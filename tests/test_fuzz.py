@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,8 +15,8 @@ from pipelines.plan import Plan, build_plan
 from pipelines.validate import validate_workflow
 from pipelines.workflow import CURRENT_VERSION, FORMAT, Workflow, canonical_json, parse_workflow
 
+# The example count is the loaded profile's (tests/conftest.py): 300, or 3,000 under -m adversarial.
 FUZZ = settings(
-    max_examples=300,
     deadline=None,
     database=None,
     suppress_health_check=[
@@ -25,6 +26,8 @@ FUZZ = settings(
         HealthCheck.filter_too_much,
     ],
 )
+
+pytestmark = pytest.mark.adversarial
 
 CLASSES = list(all_node_classes())
 TYPE_NAMES = sorted(c.type for c in CLASSES)

@@ -17,6 +17,8 @@ import pytest
 
 from storage import RunStatus, open_storage
 
+pytestmark = pytest.mark.adversarial
+
 ROOT = Path(__file__).resolve().parents[1]
 
 WORKER_SCRIPT = textwrap.dedent("""

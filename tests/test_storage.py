@@ -586,6 +586,7 @@ def test_runs_from_before_leases_of_a_stopped_process_are_marked_interrupted(sto
     assert storage.mark_interrupted_runs() == []
 
 
+@pytest.mark.adversarial
 def test_a_run_whose_owners_lease_lapsed_is_interrupted_whatever_its_pid_or_host(storage: Storage) -> None:
     here, lease = socket.gethostname(), storage.lease_seconds
     runs = {name: storage.create_run(workflow="{}", overrides={}, device="cpu").id for name in LEASE_CASES}
@@ -666,6 +667,7 @@ LIMIT_CASES = {
 }
 
 
+@pytest.mark.adversarial
 @pytest.mark.parametrize("case", sorted(LIMIT_CASES))
 def test_text_that_not_every_backend_stores_is_refused_alike_and_nothing_is_written(
     storage: Storage, case: str

@@ -13,7 +13,6 @@ keeps in its temporary folder deleted after GRADIO_CACHE_SECONDS.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tempfile
 from pathlib import Path
@@ -23,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nodes.limits import image_size_problem
+from nodes.limits import image_size_problem, open_image_header
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 # One image per request, as the canvas sends it, plus room for the multipart headers around it.
@@ -53,7 +52,7 @@ def _keep(received: Path, uploads: Path) -> Path:
         raise UploadRefused(f"the file is {size / 1e6:.1f} MB; uploads are limited to {MAX_UPLOAD_BYTES / 1e6:.0f} MB")
     data = received.read_bytes()
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image_header(data) as image:
             kind = image.format
             too_large = image_size_problem(*image.size)  # from the header, before anything is decoded
             image.verify()
