@@ -34,8 +34,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import plotting  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 TEMPLATES = ROOT / "pipelines" / "templates"
 TINY_SEQUENCE_LENGTH = 16
@@ -276,54 +277,6 @@ def print_table(series: list[Series], budgets: list[int]) -> None:
 # ---- plot (PIL) --------------------------------------------------------------------------------------------
 
 
-def _font(size: int) -> Any:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):
-        return ImageFont.load_default()
-
-
-def _dashed_line(
-    draw: ImageDraw.ImageDraw,
-    points: list[tuple[float, float]],
-    colour: tuple[int, int, int],
-    pattern: tuple[int, ...] | None,
-    width: int,
-) -> None:
-    if pattern is None:
-        draw.line(points, fill=colour, width=width, joint="curve")
-        return
-    index, left, on = 0, float(pattern[0]), True  # position in the pattern carries over between segments
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        length = math.hypot(x1 - x0, y1 - y0)
-        done = 0.0
-        while done < length:
-            step = min(left, length - done)
-            if on:
-                a, b = done / length, (done + step) / length
-                draw.line(
-                    [(x0 + (x1 - x0) * a, y0 + (y1 - y0) * a), (x0 + (x1 - x0) * b, y0 + (y1 - y0) * b)],
-                    fill=colour,
-                    width=width,
-                )
-            done += step
-            left -= step
-            if left <= 1e-9:
-                index = (index + 1) % len(pattern)
-                left, on = float(pattern[index]), not on
-
-
-def _marker(draw: ImageDraw.ImageDraw, x: float, y: float, kind: str, colour: tuple[int, int, int], r: int = 4) -> None:
-    if kind == "circle":
-        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
-    elif kind == "square":
-        draw.rectangle([x - r, y - r, x + r, y + r], fill=colour)
-    elif kind == "triangle":
-        draw.polygon([(x, y - r - 1), (x - r - 1, y + r), (x + r + 1, y + r)], fill=colour)
-    else:
-        draw.polygon([(x, y - r - 1), (x + r + 1, y), (x, y + r + 1), (x - r - 1, y)], fill=colour)
-
-
 def _number(value: float) -> str:
     exponent = math.floor(math.log10(value))
     mantissa = value / 10**exponent
@@ -349,7 +302,7 @@ def plot(
     left, right, top, bottom = 90, 860, 50, 640  # the plot area; the legend goes right of it
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    font, small, big = _font(14), _font(12), _font(16)
+    font, small, big = plotting.font(14), plotting.font(12), plotting.font(16)
 
     def px(nfe: float, error: float) -> tuple[float, float]:
         fx = (math.log10(nfe) - x_lo) / (x_hi - x_lo)
@@ -378,7 +331,7 @@ def plot(
 
     if reference_error > 0:  # the reference's own error: a floor under which differences are not resolved
         _, y = px(1, reference_error)
-        _dashed_line(draw, [(left, y), (right, y)], (150, 150, 150), (4, 4), 1)
+        plotting.dashed_line(draw, [(left, y), (right, y)], (150, 150, 150), (4, 4), 1)
         draw.text((left + 6, y - 16), "~ the reference's own error (Euler N/2 vs N)", fill=(120, 120, 120), font=small)
 
     solvers = list(dict.fromkeys(s.solver for s in series))
@@ -388,9 +341,9 @@ def plot(
         style = schedules.index(row.schedule)
         coords = [px(n, e) for n, e in zip(row.nfe, row.error) if math.isfinite(e) and e > 0]
         if len(coords) > 1:
-            _dashed_line(draw, coords, colour, SCHEDULE_DASHES[style % len(SCHEDULE_DASHES)], 2)
+            plotting.dashed_line(draw, coords, colour, SCHEDULE_DASHES[style % len(SCHEDULE_DASHES)], 2)
         for x, y in coords:
-            _marker(draw, x, y, MARKERS[style % len(MARKERS)], colour)
+            plotting.marker(draw, x, y, MARKERS[style % len(MARKERS)], colour)
 
     draw.text((left, 14), title, fill="black", font=big)
     x_label = "model evaluations (NFE), log scale"
@@ -412,8 +365,10 @@ def plot(
     for row in series:
         colour = SOLVER_COLOURS[solvers.index(row.solver) % len(SOLVER_COLOURS)]
         style = schedules.index(row.schedule)
-        _dashed_line(draw, [(lx, ly + 7), (lx + 40, ly + 7)], colour, SCHEDULE_DASHES[style % len(SCHEDULE_DASHES)], 2)
-        _marker(draw, lx + 20, ly + 7, MARKERS[style % len(MARKERS)], colour)
+        plotting.dashed_line(
+            draw, [(lx, ly + 7), (lx + 40, ly + 7)], colour, SCHEDULE_DASHES[style % len(SCHEDULE_DASHES)], 2
+        )
+        plotting.marker(draw, lx + 20, ly + 7, MARKERS[style % len(MARKERS)], colour)
         draw.text((lx + 50, ly), row.label, fill="black", font=small)
         ly += 19 if row.schedule != schedules[-1] else 27
     out.parent.mkdir(parents=True, exist_ok=True)

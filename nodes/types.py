@@ -28,6 +28,7 @@ class SocketType(StrEnum):
     STRING = "STRING"
     BOOLEAN = "BOOLEAN"
     PROMPTS = "PROMPTS"  # a list of prompts (SplitFlow's sub-prompts)
+    VERIFIER = "VERIFIER"  # a scorer of images against a prompt (nodes/scaling/verifiers.py)
 
 
 # Socket colours for the canvas (ComfyUI-like palette, tuned for a dark background).
@@ -47,6 +48,7 @@ SOCKET_COLOURS: dict[SocketType, str] = {
     SocketType.STRING: "#e0e0e0",
     SocketType.BOOLEAN: "#90a4ae",
     SocketType.PROMPTS: "#fff59d",
+    SocketType.VERIFIER: "#f48fb1",
 }
 
 

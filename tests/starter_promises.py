@@ -15,6 +15,7 @@ PROMISES: dict[str, tuple[str, str, str] | None] = {
     "inpaint-flowchef": ("blue", "yellow", "star"),
     "superres-flowchef": ("blue", "red", "circle"),
     "deblur-flowchef": ("blue", "red", "circle"),
+    "scaling-embedded": ("red", "blue", "square"),
     "solver-comparison": None,
     "swatch": None,
     "resize-image": None,

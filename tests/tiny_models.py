@@ -33,10 +33,13 @@ from diffusers import (
 )
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from transformers import (
+    CLIPConfig,
+    CLIPModel,
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    CLIPVisionConfig,
     T5Config,
     T5EncoderModel,
     T5Tokenizer,
@@ -254,3 +257,27 @@ def saved_tiny_model(family: str, folder: str | Path, max_sequence_length: int =
     """A tiny SD3 (with T5) or FLUX-dev-like model saved for LoadFlowModel: the stand-in for real weights."""
     pipe = tiny_sd3_pipeline(with_t5=True) if family == "sd3" else tiny_flux_pipeline(guidance_embeds=True)
     return save_tiny(pipe, folder, max_sequence_length)
+
+
+def saved_tiny_clip(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny CLIP (text and vision towers, 32-pixel images) and its tokenizer, saved as a CLIP Score verifier
+    loads one from a local folder (safetensors weights)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        tokenizer = build_clip_tokenizer(CAPTION_CORPUS, model_max_length=CLIP_MAX_LENGTH)
+        vision = CLIPVisionConfig(
+            hidden_size=CLIP_HIDDEN,
+            intermediate_size=64,
+            projection_dim=CLIP_HIDDEN,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        )
+        config = CLIPConfig(
+            text_config=_clip_config(tokenizer).to_dict(), vision_config=vision.to_dict(), projection_dim=CLIP_HIDDEN
+        )
+        model = CLIPModel(config).eval()
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)

@@ -44,6 +44,14 @@ class Conditioning:
             self.extra,
         )
 
+    def row(self, index: int) -> Conditioning:
+        """The `index`-th prompt alone (a batch of 1); a single prompt is its own every row."""
+        if self.batch == 1:
+            return self
+        pick = slice(index, index + 1)
+        prompts = self.prompts[pick] if self.prompts else ()
+        return Conditioning(self.family, self.prompt_embeds[pick], self.pooled[pick], prompts, self.extra)
+
     @staticmethod
     def cat(parts: list[Conditioning]) -> Conditioning:
         """Stack conditionings along the batch (one forward call for several prompts)."""
