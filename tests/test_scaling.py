@@ -260,6 +260,14 @@ def test_best_of_one_on_the_linear_ode_is_the_euler_sampler(tiny):
     torch.testing.assert_close(searched, plain, rtol=1e-5, atol=1e-5)
 
 
+def test_particles_held_at_once_count_against_the_pixel_budget(tiny, monkeypatch):
+    monkeypatch.setenv("FLOWCANVAS_MAX_PIXELS", str(5 * 32 * 32))
+    particle_run(tiny, method="best_of_n", process="ode", nfe_budget=30, guidance=1.0)  # 5 particles of 32²
+    with pytest.raises(NodeError, match="6 particles at once: 32×32 px × 6") as refused:
+        particle_run(tiny, method="best_of_n", process="ode", nfe_budget=36, guidance=1.0)
+    assert refused.value.field == "nfe_budget"
+
+
 def test_blank_fields_take_the_models_defaults(tiny):
     """SD3 and FLUX take the paper's settings (RBF on the VP SDE, g = 3r², the adaptive grid)."""
     blank, used, _ = particle_run(tiny, nfe_budget=40, guidance=1.0)

@@ -28,6 +28,7 @@ import torch
 from pydantic import Field
 
 from nodes.editors.common import model_defaults, per_model_defaults
+from nodes.limits import pixel_problems
 from nodes.models.base import FlowModel
 from nodes.models.components import VAE, Conditioning, Latent
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
@@ -405,6 +406,10 @@ class ParticleSampler(Node):
         generator = torch.Generator("cpu").manual_seed(noise.seed)
         like = latent.samples.to(model.device, model.dtype)
         batch, shape = like.shape[0], tuple(like.shape[1:])
+        held = _particles_held(chosen.method, params, len(times) - 1)
+        height, width = (side * model.vae_scale_factor for side in shape[-2:])
+        for field_name, message in pixel_problems(width, height, held, "nfe_budget"):  # before any is drawn
+            raise NodeError(f"{held} particles at once: {message}", field=field_name, hint="lower the budget")
         total = params.nfe_budget * batch
 
         def score(x0: torch.Tensor) -> torch.Tensor:
@@ -444,6 +449,14 @@ class ParticleSampler(Node):
         return {"latent": Latent(torch.cat(results), model.family)}
 
 
+def _particles_held(method: Method, params: ParticleSampler.Params, steps: int) -> int:
+    """How many particles a method keeps in memory at once (the images it amounts to count against the pixel
+    budget)."""
+    if method == "rbf":
+        return params.chains * (params.initial_noises or max(1, params.nfe_budget // (10 * params.chains)))
+    return max(1, params.nfe_budget // steps)
+
+
 def _run_method(
     search: Search, method: Method, params: ParticleSampler.Params, shape: tuple[int, ...], like: torch.Tensor
 ) -> torch.Tensor:
@@ -451,5 +464,5 @@ def _run_method(
         return best_of_n(search, shape, like)
     if method == "particle_filter":
         return particle_filter(search, shape, like, params.temperature)
-    initial = params.initial_noises or max(1, search.velocity.budget // (10 * params.chains))
+    initial = _particles_held("rbf", params, search.steps) // params.chains
     return rollover_budget_forcing(search, shape, like, params.chains, initial)
