@@ -315,28 +315,9 @@ def test_on_the_embedded_model_best_of_n_never_scores_below_the_plain_sample(emb
     def adherence(latent: torch.Tensor) -> float:
         return float(verifier.score(embedded.vae.decode(latent)))
 
+    ode = {"steps": 10, "size": (64, 64), "method": "best_of_n", "path": "linear", "process": "ode"}
     for seed in range(3):
-        plain, _, _ = particle_run(
-            embedded,
-            seed=seed,
-            steps=10,
-            size=(64, 64),
-            method="best_of_n",
-            path="linear",
-            process="ode",
-            nfe_budget=10,
-            verifier=verifier,
-        )
-        searched, used, _ = particle_run(
-            embedded,
-            seed=seed,
-            steps=10,
-            size=(64, 64),
-            method="best_of_n",
-            path="linear",
-            process="ode",
-            nfe_budget=80,
-            verifier=verifier,
-        )
+        plain, _, _ = particle_run(embedded, seed=seed, nfe_budget=10, verifier=verifier, **ode)
+        searched, used, _ = particle_run(embedded, seed=seed, nfe_budget=80, verifier=verifier, **ode)
         assert used == 80 and adherence(searched) >= adherence(plain) - 1e-6
     assert math.isfinite(adherence(searched))
