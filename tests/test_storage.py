@@ -586,6 +586,9 @@ def test_runs_from_before_leases_of_a_stopped_process_are_marked_interrupted(sto
     assert storage.mark_interrupted_runs() == []
 
 
+LEASE_CASES = ("lapsed, other host", "lapsed, live pid", "fresh, this pid", "fresh, other host", "mine")
+
+
 @pytest.mark.adversarial
 def test_a_run_whose_owners_lease_lapsed_is_interrupted_whatever_its_pid_or_host(storage: Storage) -> None:
     here, lease = socket.gethostname(), storage.lease_seconds
@@ -613,9 +616,6 @@ def test_a_run_whose_owners_lease_lapsed_is_interrupted_whatever_its_pid_or_host
     with storage.engine.connect() as connection:  # lapsed leases are forgotten; live ones kept
         owners = set(connection.scalars(select(RunOwner.token)))
     assert tokens["fresh, other host"] in owners and tokens["lapsed, live pid"] not in owners
-
-
-LEASE_CASES = ("lapsed, other host", "lapsed, live pid", "fresh, this pid", "fresh, other host", "mine")
 
 
 def test_a_process_with_runs_keeps_its_lease_fresh(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

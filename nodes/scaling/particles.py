@@ -449,11 +449,16 @@ class ParticleSampler(Node):
         return {"latent": Latent(torch.cat(results), model.family)}
 
 
+def _initial_noises(params: ParticleSampler.Params) -> int:
+    """RBF's noises tried per chain at the start: as set, else a tenth of the budget over the chains."""
+    return params.initial_noises or max(1, params.nfe_budget // (10 * params.chains))
+
+
 def _particles_held(method: Method, params: ParticleSampler.Params, steps: int) -> int:
     """How many particles a method keeps in memory at once (the images it amounts to count against the pixel
     budget)."""
     if method == "rbf":
-        return params.chains * (params.initial_noises or max(1, params.nfe_budget // (10 * params.chains)))
+        return params.chains * _initial_noises(params)
     return max(1, params.nfe_budget // steps)
 
 
@@ -464,5 +469,4 @@ def _run_method(
         return best_of_n(search, shape, like)
     if method == "particle_filter":
         return particle_filter(search, shape, like, params.temperature)
-    initial = _particles_held("rbf", params, search.steps) // params.chains
-    return rollover_budget_forcing(search, shape, like, params.chains, initial)
+    return rollover_budget_forcing(search, shape, like, params.chains, _initial_noises(params))

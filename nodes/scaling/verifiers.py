@@ -66,6 +66,7 @@ class PromptAttributes:
         return {name: value for name in ATTRIBUTES if (value := getattr(self, name)) is not None}
 
 
+@lru_cache(maxsize=1024)  # a verifier reads its prompt at every scoring round of a search
 def read_prompt(prompt: str) -> PromptAttributes:
     """The attributes a prompt names, in any of the ways people write them: "a red circle on a blue
     background", "blue background, small red circle", "circle in red on blue", "a circle coloured red".
