@@ -5,6 +5,7 @@ import logging
 import os
 import socket
 import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -60,6 +61,19 @@ class _ProcessToken:
 
 
 _PROCESS_TOKEN = _ProcessToken()
+
+
+def _keep_lease(storage_ref: "weakref.ref[Storage]", closing: threading.Event, interval: float) -> None:
+    """Beat every `interval` seconds until the storage is closed or collected."""
+    while not closing.wait(interval):
+        storage = storage_ref()
+        if storage is None:
+            return
+        try:
+            storage._beat()
+        except Exception:  # a database briefly away must not end the lease for good: beat again next time
+            logger.exception("the run lease heartbeat could not be written; trying again")
+        del storage  # hold it only while beating
 
 
 def _check_workflow_texts(
@@ -135,24 +149,23 @@ class Storage:
                     owner.heartbeat_at = now
             self._leased_token = token
             self._closing.clear()
-            self._heartbeat = threading.Thread(target=self._keep_lease, name="flowcanvas-run-lease", daemon=True)
+            # The thread holds the storage weakly: one dropped without close() stops beating once it is collected.
+            self._heartbeat = threading.Thread(
+                target=_keep_lease,
+                args=(weakref.ref(self), self._closing, self.lease_seconds / 4),
+                name="flowcanvas-run-lease",
+                daemon=True,
+            )
             self._heartbeat.start()
         return token
 
-    def _keep_lease(self) -> None:
-        """Beat four times per lease, and mark the runs of owners whose lease lapsed meanwhile."""
-        while not self._closing.wait(self.lease_seconds / 4):
-            try:
-                with self._writing.begin() as session:
-                    session.execute(
-                        update(RunOwner).where(RunOwner.token == self._leased_token).values(heartbeat_at=utc_now())
-                    )
-                interrupted = self.mark_interrupted_runs()
-            except Exception:  # a database briefly away must not end the lease for good: beat again next time
-                logger.exception("the run lease heartbeat could not be written; trying again")
-                continue
-            if interrupted:
-                logger.warning("marked runs whose owner's lease lapsed as interrupted: %s", ", ".join(interrupted))
+    def _beat(self) -> None:
+        """Refresh this process's heartbeat, and mark the runs of owners whose lease lapsed meanwhile."""
+        with self._writing.begin() as session:
+            session.execute(update(RunOwner).where(RunOwner.token == self._leased_token).values(heartbeat_at=utc_now()))
+        interrupted = self.mark_interrupted_runs()
+        if interrupted:
+            logger.warning("marked runs whose owner's lease lapsed as interrupted: %s", ", ".join(interrupted))
 
     # Workflows
 
