@@ -1,6 +1,6 @@
 """The headless command line: its arguments, and which command (app.commands) each runs.
 
-Commands: serve (the default), run, validate, nodes, workflows, runs, train-embedded; exit codes in app.console.
+Commands: serve (the default), run, validate, nodes, workflows, runs, train-embedded, source-axes; exit codes in app.console.
 Runs go through the same job worker as the UI and the HTTP API. Only argparse is imported before a command
 is chosen, so `--help` stays fast.
 """
@@ -186,6 +186,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--init-from", type=Path, metavar="FOLDER", help="continue from a trained model's weights instead of scratch"
     )
+
+    axes = sub.add_parser(
+        "source-axes",
+        help="find a model's data-sparse noise directions for the Pruned Noise node (from its data)",
+    )
+    axes.add_argument("--model", default="embedded:shapes", help="a model source, as the Load Flow Model node takes")
+    axes.add_argument(
+        "--images",
+        type=Path,
+        metavar="FOLDER",
+        help="images like the model's training data (PNG, JPEG, WebP); the embedded model uses its own training set",
+    )
+    axes.add_argument("--count", type=_positive_int, default=30_720, help="embedded model: training scenes to encode")
+    axes.add_argument(
+        "--size", type=_positive_int, default=512, help="--images: the square size each image is cropped to"
+    )
+    axes.add_argument("--block", type=_positive_int, default=8, help="tile side in latent pixels")
+    axes.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    axes.add_argument(
+        "--out", type=Path, help="where to write them (default: source_axes.safetensors in the model's folder)"
+    )
     return parser
 
 
@@ -210,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "workflows": commands.workflows,
         "runs": commands.runs,
         "train-embedded": commands.train_embedded,
+        "source-axes": commands.source_axes,
     }[args.command]
     try:
         return handler(args)

@@ -567,3 +567,53 @@ def train_embedded(args: argparse.Namespace) -> int:
         config.out = args.out
     train(config, resume=args.resume)
     return EXIT_OK
+
+
+def source_axes(args: argparse.Namespace) -> int:
+    """Compute a model's data-sparse directions from its data and write them where Pruned Noise finds them."""
+    import os
+
+    import torch
+
+    from nodes.models.loader import MANAGER, LoadOptions, ModelLoadError
+    from nodes.sampling.pruned_noise import acceptance, image_latents, model_axes_path, source_axes
+    from storage.config import data_home
+
+    try:
+        loaded = MANAGER.get(args.model, LoadOptions(device=args.device), data_home() / "cache")
+    except ModelLoadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    model, vae = loaded.model, loaded.vae
+    if args.images is not None:
+        if not args.images.is_dir():
+            print(f"error: --images: no folder at {str(args.images)!r}", file=sys.stderr)
+            return EXIT_INVALID
+        batches, data = image_latents(vae, args.images, args.size), f"images in {args.images.name}/, {args.size} px"
+    elif model.defaults_key == "embedded":
+        from nodes.embedded.dataset import encoded_training_set
+
+        batches, data = encoded_training_set(vae, args.count), f"{args.count} training scenes"
+    else:
+        print("error: --images FOLDER is needed: images like the model's training data", file=sys.stderr)
+        return EXIT_INVALID
+    out = args.out or model_axes_path(model)
+    if out is None:
+        print(f"error: {args.model} is not a model folder: give --out FILE", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        axes = source_axes(batches, args.block, model.family, data)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID
+    partial = out.with_name(out.name + ".partial")
+    axes.save(partial)
+    os.replace(partial, out)  # a reader never sees half a file
+    kept = acceptance(axes.axes, axes.reject_threshold, torch.Generator().manual_seed(0))
+    print(
+        f"{len(axes.axes)} data-sparse directions of {2 * axes.dimension} ({axes.block}×{axes.block} tiles of "
+        f"{axes.channels} channels, {axes.samples:,} data tiles from {data}); thresholds τ = "
+        f"{axes.sparse_threshold:.4f}, τ_r = {axes.reject_threshold:.4f}, keeping about {kept:.1%} of "
+        f"Gaussian draws\nwrote {out}"
+    )
+    return EXIT_OK

@@ -16,6 +16,7 @@ PROMISES: dict[str, tuple[str, str, str] | None] = {
     "superres-flowchef": ("blue", "red", "circle"),
     "deblur-flowchef": ("blue", "red", "circle"),
     "scaling-embedded": ("red", "blue", "square"),
+    "pruned-noise-embedded": ("blue", "red", "circle"),
     "solver-comparison": None,
     "swatch": None,
     "resize-image": None,

@@ -254,9 +254,24 @@ def save_tiny(pipe: DiffusionPipeline, folder: str | Path, max_sequence_length: 
 
 
 def saved_tiny_model(family: str, folder: str | Path, max_sequence_length: int = 16) -> Path:
-    """A tiny SD3 (with T5) or FLUX-dev-like model saved for LoadFlowModel: the stand-in for real weights."""
+    """A tiny SD3 (with T5) or FLUX-dev-like model saved for LoadFlowModel: the stand-in for real weights, with
+    the source axes Pruned Noise reads beside it, as `python run.py source-axes` leaves them."""
     pipe = tiny_sd3_pipeline(with_t5=True) if family == "sd3" else tiny_flux_pipeline(guidance_embeds=True)
-    return save_tiny(pipe, folder, max_sequence_length)
+    saved = save_tiny(pipe, folder, max_sequence_length)
+    save_tiny_axes(saved, family)
+    return saved
+
+
+def save_tiny_axes(folder: Path, family: str, block: int = 2) -> None:
+    """Source axes for a tiny model's 16-channel latents, from data spanning 8 of a tile's 64 dimensions (so
+    the other directions, in both signs, are data-sparse)."""
+    from nodes.models.loader import AXES_FILE
+    from nodes.sampling.pruned_noise import from_tiles, source_axes
+
+    generator = torch.Generator().manual_seed(0)
+    tiles = torch.randn(400, 8, generator=generator) @ torch.randn(8, 16 * block * block, generator=generator)
+    latents = from_tiles(tiles, (100, 16, 2 * block, 2 * block), block)
+    source_axes([latents], block, family, "low-rank test latents").save(folder / AXES_FILE)
 
 
 def saved_tiny_clip(folder: str | Path, seed: int = 0) -> Path:

@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from nodes.models.components import VAE
 
 CANVAS = 64
 SUPERSAMPLE = 4
@@ -315,3 +319,12 @@ def batch(rng: np.random.Generator, n: int, held_out: bool = False) -> tuple[tor
     pixels = _compose(alpha, objects, backgrounds)
     images = torch.from_numpy(pixels.astype(np.float32) / np.float32(255.0))
     return images, [scene.caption for scene in scenes], scenes
+
+
+def encoded_training_set(vae: VAE, count: int, seed: int = 0, chunk: int = 256) -> Iterator[torch.Tensor]:
+    """Model latents of `count` training scenes (seen combinations, as training drew them), `chunk` at a time:
+    the embedded model's own data, for statistics such as pruned noise's data-sparse directions."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, count, chunk):
+        images, _, _ = batch(rng, min(chunk, count - start))
+        yield vae.encode(images).float().cpu()

@@ -121,6 +121,11 @@ def resolve_source(source: str) -> Source:
     return Source("hub", text, text)
 
 
+# Files a model folder may hold beside the model that are derived from it, not part of what it computes (a
+# node that reads one records its own hash): the data-sparse directions of pruned source noise.
+AXES_FILE = "source_axes.safetensors"
+
+
 def content_hash(source: Source, cache_root: Path | None = None) -> str:
     """SHA-256 over a model's files (weights, configs, tokenizers, flowcanvas.json: name and content),
     cached under `cache_root` by path, size and modification time, so any change on disk means a new hash
@@ -134,7 +139,9 @@ def content_hash(source: Source, cache_root: Path | None = None) -> str:
         else sorted(
             f
             for f in root.rglob("*")
-            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
+            if f.is_file()
+            and f.name != AXES_FILE
+            and not any(part.startswith(".") for part in f.relative_to(root).parts)
         )
     )
     stamp = [

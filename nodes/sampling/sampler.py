@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -25,12 +25,44 @@ from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Outp
 from nodes.sampling.solvers import Solver, Step
 from nodes.types import SocketType
 
+NoiseDraw = Callable[[tuple[int, ...], torch.Generator], torch.Tensor]  # shape, generator → float32 CPU noise
+
+
+def gaussian(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, dtype=torch.float32)
+
+
+class NoiseUnavailable(ValueError):
+    """A NOISE value cannot give noise of the shape asked (a pruning threshold that keeps too few draws)."""
+
+
+class Noise(Protocol):
+    """A NOISE value: starting noise from a seed. `draw` is the seed's noise for one sampler; `sample` draws from
+    a generator a sampler already holds (a particle sampler draws many starts from one); `check_shape` says why
+    a latent shape cannot take it, or None."""
+
+    @property
+    def seed(self) -> int: ...
+
+    def check_shape(self, shape: tuple[int, ...]) -> str | None: ...
+
+    def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor: ...
+
+    def draw(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor: ...
+
 
 @dataclass(frozen=True)
 class NoiseSource:
-    """A NOISE value: Gaussian noise from a seeded CPU generator, so a seed means the same on every device."""
+    """Plain Gaussian noise from a seeded CPU generator, so a seed means the same on every device (and the same
+    as in diffusers)."""
 
     seed: int
+
+    def check_shape(self, shape: tuple[int, ...]) -> str | None:
+        return None
+
+    def sample(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        return gaussian(shape, generator)
 
     def draw(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         generator = torch.Generator("cpu").manual_seed(self.seed)
@@ -173,7 +205,7 @@ class Sampler(Node):
         latent: Latent,
         sigmas: torch.Tensor,
         solver: Solver,
-        noise: NoiseSource,
+        noise: Noise,
         negative: Conditioning | None = None,
     ) -> dict[str, Any]:
         require_family(model, positive=positive, negative=negative, latent=latent)
@@ -183,7 +215,13 @@ class Sampler(Node):
             raise NodeError("denoise is too low to take a single step", field="denoise")
         sigmas = sigmas[first:]
         x0 = latent.samples.to(model.device, model.dtype)
-        eps = noise.draw(tuple(x0.shape), model.dtype, model.device)
+        problem = noise.check_shape(tuple(x0.shape))
+        if problem is not None:
+            raise NodeError(problem, field="noise")
+        try:
+            eps = noise.draw(tuple(x0.shape), model.dtype, model.device)
+        except NoiseUnavailable as error:
+            raise NodeError(str(error), field="noise", hint="raise the noise's threshold") from None
         # Text-to-image starts from pure noise (exactly, as the pipelines do); image-to-image mixes it in.
         x = eps if first == 0 and float(sigmas[0]) == 1.0 else sigmas[0] * eps + (1.0 - sigmas[0]) * x0
 

@@ -32,7 +32,7 @@ from nodes.limits import pixel_problems
 from nodes.models.base import FlowModel
 from nodes.models.components import VAE, Conditioning, Latent
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
-from nodes.sampling.sampler import NoiseSource, latent_preview, require_family
+from nodes.sampling.sampler import Noise, NoiseDraw, NoiseUnavailable, gaussian, latent_preview, require_family
 from nodes.scaling.verifiers import Verifier
 from nodes.types import SocketType
 
@@ -152,13 +152,14 @@ class Search:
     generator: torch.Generator
     chunk: int = 8
     progress: Progress | None = None
+    source: NoiseDraw = gaussian  # the starting noises: the NOISE input's `sample`
 
     @property
     def steps(self) -> int:
         return len(self.times) - 1
 
     def noise(self, count: int, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        return torch.randn((count, *shape), generator=self.generator, dtype=torch.float32).to(like.device, like.dtype)
+        return self.source((count, *shape), self.generator).to(like.device, like.dtype)
 
     def report(self, best: torch.Tensor) -> None:
         if self.progress is not None:
@@ -388,7 +389,7 @@ class ParticleSampler(Node):
         positive: Conditioning,
         latent: Latent,
         sigmas: torch.Tensor,
-        noise: NoiseSource,
+        noise: Noise,
         vae: VAE,
         verifier: Verifier,
         negative: Conditioning | None = None,
@@ -406,6 +407,9 @@ class ParticleSampler(Node):
         generator = torch.Generator("cpu").manual_seed(noise.seed)
         like = latent.samples.to(model.device, model.dtype)
         batch, shape = like.shape[0], tuple(like.shape[1:])
+        problem = noise.check_shape(tuple(like.shape))
+        if problem is not None:
+            raise NodeError(problem, field="noise")
         held = _particles_held(chosen.method, params, len(times) - 1)
         height, width = (side * model.vae_scale_factor for side in shape[-2:])
         for field_name, message in pixel_problems(width, height, held, "nfe_budget"):  # before any is drawn
@@ -440,10 +444,13 @@ class ParticleSampler(Node):
                 generator=generator,
                 chunk=params.particles_per_call,
                 progress=progress,
+                source=noise.sample,
             )
             try:
                 with torch.inference_mode():
                     results.append(_run_method(search, chosen.method, params, shape, like))
+            except NoiseUnavailable as error:
+                raise NodeError(str(error), field="noise", hint="raise the noise's threshold") from None
             except ValueError as error:
                 raise NodeError(str(error), field="nfe_budget") from None
         return {"latent": Latent(torch.cat(results), model.family)}
