@@ -21,6 +21,7 @@ PROMISES: dict[str, tuple[str, str, str] | None] = {
     "swatch": None,
     "resize-image": None,
     "txt2img-sd3": None,
+    "scaling-sd3": None,
     "txt2img-flux": None,
     "img2img-sd3": None,
 }

@@ -26,15 +26,27 @@ def test_template_is_valid_and_canonical(path: Path):
 @pytest.fixture(scope="module")
 def tiny_model_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Saved tiny SD3 and FLUX models standing in for real weights (no downloads here)."""
-    from tests.tiny_models import saved_tiny_model
+    from tests.tiny_models import saved_tiny_clip, saved_tiny_model
 
-    return {family: saved_tiny_model(family, tmp_path_factory.mktemp(family) / "model") for family in ("sd3", "flux")}
+    folders = {
+        family: saved_tiny_model(family, tmp_path_factory.mktemp(family) / "model") for family in ("sd3", "flux")
+    }
+    return {**folders, "clip": saved_tiny_clip(tmp_path_factory.mktemp("clip") / "model")}
 
 
 def small_overrides(workflow, picture: Path, models: dict[str, Path]) -> dict[str, object]:
-    """Point a template at test inputs: a small picture, a tiny model of its family, a small size, few steps."""
+    """Point a template at test inputs: a small picture, a tiny model of its family (and a tiny CLIP verifier),
+    a small size, few steps, a small search budget."""
     family = "flux" if "flux" in workflow.tags else "sd3"
-    values = {"Source image": str(picture), "Model": str(models[family]), "Width": 64, "Height": 64, "Steps": 4}
+    values = {
+        "Source image": str(picture),
+        "Model": str(models[family]),
+        "Verifier": str(models["clip"]),
+        "Width": 64,
+        "Height": 64,
+        "Steps": 4,
+        "NFE budget": 40,
+    }
     labels = {e.label for e in workflow.exposed}
     return {label: value for label, value in values.items() if label in labels}
 

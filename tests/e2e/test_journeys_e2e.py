@@ -35,6 +35,7 @@ from tests.studio_e2e import chromium
 # The tiny stand-ins run at this size and step count (a CPU would take minutes at 1024 px).
 TINY_SIZE = 64
 TINY_STEPS = 4
+TINY_NFE_BUDGET = 40  # a search of ten 4-step samples
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
 
@@ -47,10 +48,11 @@ def test_every_starter_has_a_promise():
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, Path]]]:
     """One app for the module (models stay loaded between journeys), with tiny SD3 and FLUX folders in its data
     folder, where a browser workflow may load models from."""
-    from tests.tiny_models import saved_tiny_model
+    from tests.tiny_models import saved_tiny_clip, saved_tiny_model
 
     home = tmp_path_factory.mktemp("journeys") / "data"
     models = {family: saved_tiny_model(family, home / "models" / family) for family in ("sd3", "flux")}
+    models["clip"] = saved_tiny_clip(home / "models" / "clip")
     with running_app(home) as (url, _storage):
         yield url, models
 
@@ -76,8 +78,12 @@ def use_tiny_models(page: Any, document: dict[str, Any], models: dict[str, Path]
             type_into(page, node, "source", models[family])
         elif entry["type"] == "Int" and entry.get("title") in ("Width", "Height"):
             type_into(page, node, "value", TINY_SIZE)
+        elif entry["type"] == "ClipVerifier":
+            type_into(page, node, "source", models["clip"])
         elif "steps" in params:
             type_into(page, node, "steps", TINY_STEPS)
+        if "nfe_budget" in params:
+            type_into(page, node, "nfe_budget", TINY_NFE_BUDGET)
 
 
 def wire_lengths(page: Any) -> list[float]:
