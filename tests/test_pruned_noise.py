@@ -189,8 +189,8 @@ def pruned_noise(loaded, seed: int = 0, **params) -> PrunedNoiseSource:
     ctx = NodeContext(node_id="n", node_type="PrunedNoise", device="cpu")
     noise = PrunedNoise().run(ctx, PrunedNoise.Params(seed=seed, **params), model=loaded.model)["noise"]
     assert ctx.records["seeds"] == {"n.seed": seed}
-    [(path, sha)] = ctx.records["model_hashes"].items()
-    assert path.endswith(params.get("axes") or AXES_FILE) and len(sha) == 64
+    [(name, sha)] = ctx.records["model_hashes"].items()
+    assert name == params.get("axes", f"{loaded.model.source} ({AXES_FILE})") and len(sha) == 64
     return noise
 
 

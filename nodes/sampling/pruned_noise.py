@@ -323,6 +323,7 @@ class PrunedNoise(Node):
                 field="axes",
             )
         ctx.record_seed("seed", params.seed)
-        ctx.record_model_hash(str(path), file_sha256(path))
+        # Recorded under the name the workflow gives it, never the server's path (records travel in PNGs).
+        ctx.record_model_hash(params.axes or f"{model.source} ({AXES_FILE})", file_sha256(path))
         threshold = params.threshold if params.threshold is not None else axes.reject_threshold
         return {"noise": PrunedNoiseSource(params.seed, axes, threshold)}
