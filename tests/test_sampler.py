@@ -104,6 +104,23 @@ def test_a_latent_from_another_family_is_refused_with_the_field(folders):
     assert "flux" in failure.value.message and "sd3" in failure.value.message
 
 
+def test_sd3_guidance_without_the_negative_is_refused_rather_than_silently_dropped(folders):
+    """SD3's CFG needs the negative; FLUX's embedded guidance does not (its true CFG is off at 1)."""
+    for family, template in (("sd3", "txt2img-sd3.json"), ("flux", "txt2img-flux.json")):
+        workflow = load_workflow(TEMPLATES / template)
+        document = json.loads(workflow.model_dump_json())
+        del document["nodes"]["sampler"]["inputs"]["negative"]
+        overrides = {"Model": str(folders[family]), "Steps": 2, "Width": 32, "Height": 32, "Guidance": 7.0}
+        plan = build_plan(load_workflow(document), overrides)
+        if family == "flux":
+            Executor().execute(plan, run_id="r")
+            continue
+        with pytest.raises(NodeFailed) as failure:
+            Executor().execute(plan, run_id="r")
+        assert failure.value.node_id == "sampler" and failure.value.field == "negative"
+        assert "needs the negative conditioning" in failure.value.message
+
+
 def test_sizes_that_are_not_multiples_of_16_are_invalid_before_running(folders):
     workflow, overrides = txt2img(folders["sd3"], 2, Width=40)
     from pipelines.validate import validate_workflow

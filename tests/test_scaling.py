@@ -177,7 +177,9 @@ class MeanBrightness:
         return images.float().mean(dim=(1, 2, 3))
 
 
-def particle_run(loaded, *, seed: int = 0, steps: int = 6, verifier=None, size=(32, 32), batch=1, **params):
+def particle_run(
+    loaded, *, seed: int = 0, steps: int = 6, verifier=None, size=(32, 32), batch=1, negative=True, **params
+):
     model = CountingModel(loaded.model)
     encode = loaded.text_encoder.encode
     previews: list[tuple[int, int]] = []
@@ -190,6 +192,7 @@ def particle_run(loaded, *, seed: int = 0, steps: int = 6, verifier=None, size=(
         ParticleSampler.Params(**params),
         model=model,
         positive=encode(["a red circle"]).repeat_to(batch),
+        negative=encode([""]).repeat_to(batch) if negative else None,
         latent=latent,
         sigmas=loaded.model.default_sigmas(steps, *size),
         noise=NoiseSource(seed),
@@ -287,6 +290,15 @@ def test_blank_fields_take_the_models_defaults(tiny):
 def test_a_batch_spends_the_budget_per_image(tiny):
     samples, used, previews = particle_run(tiny, method="rbf", nfe_budget=30, guidance=1.0, batch=2)
     assert samples.shape[0] == 2 and used <= 60 and previews[-1][1] == 60
+
+
+def test_sd3_guidance_without_the_negative_is_refused(tiny):
+    if tiny.model.family == "sd3":
+        with pytest.raises(NodeError, match="needs the negative conditioning") as refused:
+            particle_run(tiny, method="best_of_n", nfe_budget=6, guidance=7.0, negative=False)
+        assert refused.value.field == "negative"
+    else:  # FLUX's embedded guidance needs no negative
+        particle_run(tiny, method="best_of_n", nfe_budget=6, guidance=7.0, negative=False)
 
 
 def test_too_small_a_budget_or_a_bad_schedule_is_a_node_error(tiny):

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 from nodes.models.base import FlowModel
 from nodes.models.components import Conditioning, Latent
-from nodes.registry import Input, NodeError, NodeParams, Output
-from nodes.sampling.sampler import require_family
+from nodes.registry import Input, NodeParams, Output
+from nodes.sampling.sampler import require_family, require_negative_for_cfg
 from nodes.types import SocketType
 
 Defaults = TypeVar("Defaults")
@@ -69,9 +69,4 @@ def check_edit_inputs(
     require_family(
         model, source_latent=source_latent, source=prompts.source, target=prompts.target, negative=prompts.negative
     )
-    if model.family == "sd3" and prompts.negative is None and max(src_guidance, tar_guidance) > 1:
-        raise NodeError(
-            "SD3 guidance above 1 needs the negative conditioning",
-            field="negative",
-            hint="wire TextEncode's negative output (an empty negative prompt is fine)",
-        )
+    require_negative_for_cfg(model, prompts.negative, max(src_guidance, tar_guidance))

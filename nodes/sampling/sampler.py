@@ -119,6 +119,17 @@ def require_family(model: FlowModel, **values: Conditioning | Latent | None) -> 
             )
 
 
+def require_negative_for_cfg(model: FlowModel, negative: Conditioning | None, guidance: float) -> None:
+    """Refuse SD3 guidance above 1 without the negative conditioning: its CFG needs one, and without it the
+    guidance would silently do nothing."""
+    if model.family == "sd3" and negative is None and guidance > 1:
+        raise NodeError(
+            "SD3 guidance above 1 needs the negative conditioning",
+            field="negative",
+            hint="wire TextEncode's negative output (an empty negative prompt is fine)",
+        )
+
+
 def start_index(steps: int, denoise: float) -> int:
     """First step for img2img strength `denoise`, as diffusers' img2img pipelines compute it."""
     init_steps = min(steps * denoise, steps)
@@ -209,6 +220,7 @@ class Sampler(Node):
         negative: Conditioning | None = None,
     ) -> dict[str, Any]:
         require_family(model, positive=positive, negative=negative, latent=latent)
+        require_negative_for_cfg(model, negative, params.guidance)
         steps = len(sigmas) - 1
         first = start_index(steps, params.denoise)
         if first >= steps:

@@ -32,7 +32,15 @@ from nodes.limits import pixel_problems
 from nodes.models.base import FlowModel
 from nodes.models.components import VAE, Conditioning, Latent
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
-from nodes.sampling.sampler import Noise, NoiseDraw, NoiseUnavailable, gaussian, latent_preview, require_family
+from nodes.sampling.sampler import (
+    Noise,
+    NoiseDraw,
+    NoiseUnavailable,
+    gaussian,
+    latent_preview,
+    require_family,
+    require_negative_for_cfg,
+)
 from nodes.scaling.verifiers import Verifier
 from nodes.types import SocketType
 
@@ -395,6 +403,7 @@ class ParticleSampler(Node):
         negative: Conditioning | None = None,
     ) -> dict[str, Any]:
         require_family(model, positive=positive, negative=negative, latent=latent)
+        require_negative_for_cfg(model, negative, params.guidance)
         chosen = model_defaults(DEFAULTS, model, params)
         if chosen.method in ("particle_filter", "rbf") and not (chosen.process == "sde" and chosen.diffusion_norm > 0):
             raise NodeError(f"{chosen.method} selects among stochastic steps: use sde", field="process")
