@@ -17,7 +17,7 @@ from nodes.models.components import Latent
 from nodes.models.loader import MANAGER, LoadOptions
 from nodes.registry import NodeContext, NodeError
 from nodes.sampling.sampler import NoiseSource, Sampler
-from nodes.sampling.solvers import EULER
+from nodes.sampling.solvers import EULER, HEUN, MIDPOINT
 from nodes.scaling.particles import (
     BudgetExceeded,
     CountedVelocity,
@@ -178,7 +178,17 @@ class MeanBrightness:
 
 
 def particle_run(
-    loaded, *, seed: int = 0, steps: int = 6, verifier=None, size=(32, 32), batch=1, negative=True, **params
+    loaded,
+    *,
+    seed: int = 0,
+    steps: int = 6,
+    verifier=None,
+    size=(32, 32),
+    batch=1,
+    negative=True,
+    solver=None,
+    warnings=None,
+    **params,
 ):
     model = CountingModel(loaded.model)
     encode = loaded.text_encoder.encode
@@ -198,7 +208,10 @@ def particle_run(
         noise=NoiseSource(seed),
         vae=loaded.vae,
         verifier=verifier or MeanBrightness(),
+        solver=solver,
     )["latent"]
+    if warnings is not None:
+        warnings += ctx.records["warnings"].get("p", [])
     return out.samples, model.rows, previews
 
 
@@ -239,10 +252,20 @@ def test_every_method_keeps_within_its_budget_and_repeats_per_seed(tiny, method:
     assert not torch.equal(other, samples)
 
 
-def test_best_of_one_on_the_linear_ode_is_the_euler_sampler(tiny):
-    """One particle, no noise, the model's own path: the same bits as the Sampler with Euler for that seed."""
+@pytest.mark.parametrize("solver", [None, HEUN, MIDPOINT], ids=["unwired (Euler)", "heun", "midpoint"])
+def test_best_of_one_on_the_linear_ode_is_the_sampler_with_the_same_solver(tiny, solver):
+    """One particle, no noise, the model's own path: the Sampler's result for that seed and solver (Euler when
+    none is wired), one sample's evaluations spent."""
+    evaluations = (solver or EULER).evaluations(6)
     searched, used, _ = particle_run(
-        tiny, method="best_of_n", path="linear", process="ode", time_grid="schedule", nfe_budget=6, guidance=1.0
+        tiny,
+        method="best_of_n",
+        path="linear",
+        process="ode",
+        time_grid="schedule",
+        nfe_budget=evaluations,
+        guidance=1.0,
+        solver=solver,
     )
     encode = tiny.text_encoder.encode
     plain = (
@@ -254,13 +277,23 @@ def test_best_of_one_on_the_linear_ode_is_the_euler_sampler(tiny):
             positive=encode(["a red circle"]),
             latent=Latent(torch.zeros(tiny.model.latent_shape(1, 32, 32)), tiny.model.family),
             sigmas=tiny.model.default_sigmas(6, 32, 32),
-            solver=EULER,
+            solver=solver or EULER,
             noise=NoiseSource(0),
         )["latent"]
         .samples
     )
-    assert used == 6
+    assert used == evaluations
     torch.testing.assert_close(searched, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_a_wired_solver_sets_how_many_samples_the_budget_buys_and_elsewhere_is_reported_unused(tiny):
+    ode = {"method": "best_of_n", "path": "linear", "process": "ode", "time_grid": "schedule", "guidance": 1.0}
+    _, used, _ = particle_run(tiny, nfe_budget=37, solver=HEUN, **ode)
+    assert used == 3 * HEUN.evaluations(6), "three Heun samples of 11 evaluations"
+    warnings: list[dict] = []
+    particle_run(tiny, method="rbf", nfe_budget=30, guidance=1.0, solver=HEUN, warnings=warnings)
+    [warning] = warnings
+    assert warning["field"] == "solver" and "not used" in warning["message"]
 
 
 def test_particles_held_at_once_count_against_the_pixel_budget(tiny, monkeypatch):

@@ -41,6 +41,7 @@ from nodes.sampling.sampler import (
     require_family,
     require_negative_for_cfg,
 )
+from nodes.sampling.solvers import Solver
 from nodes.scaling.verifiers import Verifier
 from nodes.types import SocketType
 
@@ -174,8 +175,12 @@ class Search:
             self.progress(self.velocity.used, best)
 
 
-def best_of_n(search: Search, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    """N = budget // steps independent samples, stepped together; the best-scored final x̂0 is kept."""
+def best_of_n(search: Search, shape: tuple[int, ...], like: torch.Tensor, solver: Solver | None = None) -> torch.Tensor:
+    """N = budget // steps independent samples, stepped together; the best-scored final x̂0 is kept. On the
+    model's own ODE (linear path, no noise) a wired solver integrates them instead, N = budget // its
+    evaluations per sample."""
+    if solver is not None and search.path.kind == "linear" and search.norm == 0.0:
+        return _best_of_n_solved(search, solver, shape, like)
     count = search.velocity.budget // search.steps
     if count < 1:
         raise ValueError(
@@ -189,6 +194,27 @@ def best_of_n(search: Search, shape: tuple[int, ...], like: torch.Tensor) -> tor
         search.report(found.x0[:1])
     scores = search.score(found.x0)
     return found.x0[int(scores.argmax())].unsqueeze(0)
+
+
+def _best_of_n_solved(search: Search, solver: Solver, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    per_sample = solver.evaluations(search.steps)
+    count = search.velocity.budget // per_sample
+    if count < 1:
+        raise ValueError(
+            f"a budget of {search.velocity.budget} evaluations is less than one sample "
+            f"({solver.name}, {search.steps} steps: {per_sample} evaluations)"
+        )
+
+    def velocity(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return torch.cat([search.velocity(part, sigma) for part in x.split(search.chunk)])
+
+    samples = solver.sample(
+        velocity,
+        search.noise(count, shape, like),
+        torch.tensor(search.times, dtype=torch.float32),
+        lambda done: search.report(done.x0_estimate[:1]),
+    )
+    return samples[int(search.score(samples).argmax())].unsqueeze(0)
 
 
 def particle_filter(search: Search, shape: tuple[int, ...], like: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -335,6 +361,13 @@ DEFAULTS: dict[str, ScalingDefaults] = {
         Input("negative", SocketType.CONDITIONING, "Used by CFG (SD3) and true CFG (FLUX)", optional=True),
         Input("latent", SocketType.LATENT, "Its shape (size and batch) is what is drawn"),
         Input("sigmas", SocketType.SIGMAS, "The time grid, read as path time (1: noise, 0: data)"),
+        Input(
+            "solver",
+            SocketType.SOLVER,
+            "Integrates best-of-N on the model's own ODE (linear path); blank: Euler. The SDEs step with "
+            "Euler–Maruyama",
+            optional=True,
+        ),
         Input("noise", SocketType.NOISE, "Seeds every draw: initial noises, SDE noise, resampling"),
         Input("vae", SocketType.VAE, "Decodes clean estimates for the verifier"),
         Input("verifier", SocketType.VERIFIER),
@@ -401,6 +434,7 @@ class ParticleSampler(Node):
         vae: VAE,
         verifier: Verifier,
         negative: Conditioning | None = None,
+        solver: Solver | None = None,
     ) -> dict[str, Any]:
         require_family(model, positive=positive, negative=negative, latent=latent)
         require_negative_for_cfg(model, negative, params.guidance)
@@ -412,6 +446,13 @@ class ParticleSampler(Node):
             raise NodeError("the schedule must run from 1 (noise) to 0 (data)", field="sigmas")
         if chosen.time_grid == "adaptive":
             times = adaptive_times(times)
+        solved = chosen.method == "best_of_n" and chosen.path == "linear" and chosen.process == "ode"
+        if solver is not None and not solved:
+            ctx.warn(
+                f"the solver is not used: {chosen.method} on the {chosen.path} {chosen.process} steps with "
+                "Euler–Maruyama (only best-of-N on the linear ODE integrates with a wired solver)",
+                field="solver",
+            )
         ctx.record_seed("noise", noise.seed)
         generator = torch.Generator("cpu").manual_seed(noise.seed)
         like = latent.samples.to(model.device, model.dtype)
@@ -457,7 +498,7 @@ class ParticleSampler(Node):
             )
             try:
                 with torch.inference_mode():
-                    results.append(_run_method(search, chosen.method, params, shape, like))
+                    results.append(_run_method(search, chosen.method, params, shape, like, solver))
             except NoiseUnavailable as error:
                 raise NodeError(str(error), field="noise", hint="raise the noise's threshold") from None
             except ValueError as error:
@@ -479,10 +520,15 @@ def _particles_held(method: Method, params: ParticleSampler.Params, steps: int) 
 
 
 def _run_method(
-    search: Search, method: Method, params: ParticleSampler.Params, shape: tuple[int, ...], like: torch.Tensor
+    search: Search,
+    method: Method,
+    params: ParticleSampler.Params,
+    shape: tuple[int, ...],
+    like: torch.Tensor,
+    solver: Solver | None,
 ) -> torch.Tensor:
     if method == "best_of_n":
-        return best_of_n(search, shape, like)
+        return best_of_n(search, shape, like, solver)
     if method == "particle_filter":
         return particle_filter(search, shape, like, params.temperature)
     return rollover_budget_forcing(search, shape, like, params.chains, _initial_noises(params))
