@@ -22,3 +22,25 @@ def preview_every_field(description: str = "Show a preview every N steps, at mos
     """How often a long-running node streams a live preview: every N steps, 0 for never (nodes.sampling.sampler
     step_progress also keeps previews at least PREVIEW_INTERVAL apart)."""
     return Field(4, ge=0, le=1000, description=description)
+
+
+def guidance_field(default: float = 7.0) -> Any:
+    """The guidance a sampler applies: SD3's classifier-free scale, FLUX-dev's embedded guidance."""
+    return Field(
+        default,
+        ge=0.0,
+        le=100.0,
+        json_schema_extra={"step": 0.1},
+        description="SD3: classifier-free guidance scale (on above 1); FLUX-dev: the embedded guidance.",
+    )
+
+
+def true_cfg_field() -> Any:
+    """FLUX's true CFG, which runs the negative prompt as a second pass."""
+    return Field(
+        1.0,
+        ge=1.0,
+        le=100.0,
+        json_schema_extra={"step": 0.1},
+        description="FLUX only: true CFG with the negative prompt when above 1 (two passes).",
+    )

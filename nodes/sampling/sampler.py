@@ -16,7 +16,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from pydantic import Field
 
-from nodes.fields import preview_every_field, seed_field
+from nodes.fields import guidance_field, preview_every_field, seed_field, true_cfg_field
 from nodes.image import preview_png
 from nodes.limits import pixel_problems
 from nodes.models.base import FlowModel
@@ -164,13 +164,19 @@ def step_progress(ctx: NodeContext, model: FlowModel, preview_every: int) -> Cal
     return report
 
 
+# What every sampler of a guided velocity takes first (the Sampler, the Particle Sampler).
+GUIDED_INPUTS = (
+    Input("model", SocketType.FLOW_MODEL),
+    Input("positive", SocketType.CONDITIONING),
+    Input("negative", SocketType.CONDITIONING, "Used by CFG (SD3) and true CFG (FLUX)", optional=True),
+)
+
+
 @node(
     "Sampler",
     category="sampling",
     inputs=[
-        Input("model", SocketType.FLOW_MODEL),
-        Input("positive", SocketType.CONDITIONING),
-        Input("negative", SocketType.CONDITIONING, "Used by CFG (SD3) and true CFG (FLUX)", optional=True),
+        *GUIDED_INPUTS,
         Input("latent", SocketType.LATENT, "Empty for text-to-image; an encoded image for image-to-image"),
         Input("sigmas", SocketType.SIGMAS),
         Input("solver", SocketType.SOLVER),
@@ -182,20 +188,8 @@ class Sampler(Node):
     """Integrate the flow from noise to an image along a schedule with a solver."""
 
     class Params(NodeParams):
-        guidance: float = Field(
-            7.0,
-            ge=0.0,
-            le=100.0,
-            json_schema_extra={"step": 0.1},
-            description=("SD3: classifier-free guidance scale (on above 1); FLUX-dev: the embedded guidance."),
-        )
-        true_cfg: float = Field(
-            1.0,
-            ge=1.0,
-            le=100.0,
-            json_schema_extra={"step": 0.1},
-            description="FLUX only: true CFG with the negative prompt when above 1 (two passes).",
-        )
+        guidance: float = guidance_field()
+        true_cfg: float = true_cfg_field()
         denoise: float = Field(
             1.0,
             ge=0.0,

@@ -28,11 +28,13 @@ import torch
 from pydantic import Field
 
 from nodes.editors.common import model_defaults, per_model_defaults
+from nodes.fields import guidance_field, true_cfg_field
 from nodes.limits import pixel_problems
 from nodes.models.base import FlowModel
 from nodes.models.components import VAE, Conditioning, Latent
 from nodes.registry import Input, Node, NodeContext, NodeError, NodeParams, Output, node
 from nodes.sampling.sampler import (
+    GUIDED_INPUTS,
     Noise,
     NoiseDraw,
     NoiseUnavailable,
@@ -356,9 +358,7 @@ DEFAULTS: dict[str, ScalingDefaults] = {
     "ParticleSampler",
     category="scaling",
     inputs=[
-        Input("model", SocketType.FLOW_MODEL),
-        Input("positive", SocketType.CONDITIONING),
-        Input("negative", SocketType.CONDITIONING, "Used by CFG (SD3) and true CFG (FLUX)", optional=True),
+        *GUIDED_INPUTS,
         Input("latent", SocketType.LATENT, "Its shape (size and batch) is what is drawn"),
         Input("sigmas", SocketType.SIGMAS, "The time grid, read as path time (1: noise, 0: data)"),
         Input(
@@ -408,8 +408,8 @@ class ParticleSampler(Node):
         initial_noises: int = Field(
             0, ge=0, le=1000, description="rbf: noises tried per chain at the start; 0: a tenth of the budget."
         )
-        guidance: float = Field(7.0, ge=0.0, le=100.0, description="SD3: CFG scale; FLUX-dev: embedded guidance.")
-        true_cfg: float = Field(1.0, ge=1.0, le=100.0, description="FLUX only: true CFG with the negative prompt.")
+        guidance: float = guidance_field()
+        true_cfg: float = true_cfg_field()
         particles_per_call: int = Field(
             8, ge=1, le=256, description="Particles per model call: lower it if memory runs out."
         )
