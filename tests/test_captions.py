@@ -120,3 +120,15 @@ def test_training_captions_sometimes_carry_a_made_up_word_and_held_out_ones_only
     assert 0.05 < len(made_up) / len(training) < captions.NONSENSE_RATE, len(made_up)
     new_in_held_out = {w for _, c in held_out for w in re.findall(r"[a-z]+", c.text.lower())} - corpus_words
     assert new_in_held_out == {"top", "coloured"}
+
+
+def test_half_the_made_up_words_end_in_a_known_words_token_as_an_unseen_word_like_coloured_does(training):
+    tokenizer = CLIPTokenizer.from_pretrained(REPO_MODELS / "shapes" / "tokenizer")
+    assert tokenizer.tokenize("coloured")[-1] == "red</w>", "the reason for glued made-up words is gone"
+    corpus_words = {w for t in _training_corpus_sample() for w in re.findall(r"[a-z]+", t.lower())}
+    made_up = [w for _, c in training for w in re.findall(r"[a-z]+", c.text.lower()) if w not in corpus_words]
+    glued = [w for w in made_up if any(w.endswith(known) for known in captions.GLUED_WORDS)]
+    assert 0.4 < len(glued) / len(made_up) < 0.6, (len(glued), len(made_up))
+    ends_in_its_token = [w for w in glued if tokenizer.tokenize(w)[-1].removesuffix("</w>") in captions.GLUED_WORDS]
+    assert len(ends_in_its_token) > 0.8 * len(glued)
+    assert "coloured" not in made_up

@@ -72,7 +72,8 @@ def test_it_draws_what_the_caption_says(embedded, colour: str, shape: str, backg
 
 # What a newcomer types: no size word, other word orders, synonyms, capitals; "orange background, …" and "… with a
 # red background" are phrasings the model never saw in training (nodes/embedded/captions.py HELD_OUT_PHRASINGS).
-# Tag-style "square, blue" names the object's colour (the README's embedded-model section says where it still fails).
+# Tag-style "square, blue" names the object's colour. "coloured" is a word training never used, and the tokenizer
+# spells it "c o l o u" + "red" (nodes/embedded/captions.py GLUED_WORDS): the object must still come out green.
 PLAIN_PROMPTS = {
     "a red circle on a blue background": ("red", "circle", "blue"),
     "green star, white background": ("green", "star", "white"),
@@ -82,6 +83,7 @@ PLAIN_PROMPTS = {
     "a white ring with a red background": ("white", "ring", "red"),
     "a tiny black circle": ("black", "circle", None),
     "square, blue": ("blue", "square", None),
+    "a circle coloured green": ("green", "circle", None),
 }
 
 

@@ -83,7 +83,7 @@ DEFAULTS: dict[Kind, dict[str, FlowChefDefaults]] = {
     "edit": {
         "sd3": FlowChefDefaults(lr=0.5, opt_iters=1, optimizer="sgd", guidance=4.0, source_steps=20, true_cfg=2.0),
         "flux": FlowChefDefaults(lr=0.5, opt_iters=1, optimizer="sgd", guidance=0.0, source_steps=20, true_cfg=2.0),
-        "embedded": FlowChefDefaults(lr=6.0, opt_iters=1, optimizer="sgd", guidance=4.0, source_steps=14, true_cfg=1.0),
+        "embedded": FlowChefDefaults(lr=6.0, opt_iters=1, optimizer="sgd", guidance=4.0, source_steps=7, true_cfg=1.0),
     },
     "inpaint": {
         "sd3": FlowChefDefaults(lr=0.5, opt_iters=1, optimizer="sgd", guidance=4.0),
