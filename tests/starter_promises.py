@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-# What the analyzer must read from each embedded starter's saved image: (background, object colour, shape).
+# What the analyzer must read from each embedded starter's saved image: (background, object colour, shape); a
+# background of None where the starter's prompt leaves it unsaid (the model's free choice).
 # None: the output is not one shape scene (a grid, a swatch, a resized picture) or comes from a random tiny model.
-PROMISES: dict[str, tuple[str, str, str] | None] = {
+PROMISES: dict[str, tuple[str | None, str, str] | None] = {
     "txt2img-embedded": ("blue", "red", "circle"),
     "edit-flowedit": ("blue", "red", "star"),
     "edit-flowopt": ("blue", "red", "star"),
@@ -15,7 +16,7 @@ PROMISES: dict[str, tuple[str, str, str] | None] = {
     "inpaint-flowchef": ("blue", "yellow", "star"),
     "superres-flowchef": ("blue", "red", "circle"),
     "deblur-flowchef": ("blue", "red", "circle"),
-    "scaling-embedded": ("red", "blue", "square"),
+    "scaling-embedded": (None, "blue", "square"),
     "pruned-noise-embedded": ("blue", "red", "circle"),
     "solver-comparison": None,
     "swatch": None,
@@ -25,3 +26,8 @@ PROMISES: dict[str, tuple[str, str, str] | None] = {
     "txt2img-flux": None,
     "img2img-sd3": None,
 }
+
+
+def keeps(promise: tuple[str | None, str, str], read: tuple[str | None, str | None, str | None]) -> bool:
+    """Whether what the analyzer read keeps the promise (an unsaid background matches any)."""
+    return all(promised is None or promised == found for promised, found in zip(promise, read, strict=True))
