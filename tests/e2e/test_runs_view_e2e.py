@@ -95,8 +95,13 @@ def wait_for_history_status(page, run_id: str, status: str) -> None:
 
 
 def shown_whole(page, selector: str) -> dict:
-    """How the image `selector` is drawn: its object-fit, its box and its own size."""
-    return page.locator(selector).first.evaluate(
+    """How the image `selector` is drawn: its object-fit, its box and its own size, once it has loaded (measured
+    before, a busy machine reads the size of an image still on its way)."""
+    image = page.locator(selector).first
+    image.evaluate(
+        "(img) => img.complete || new Promise((done) => { img.onload = img.onerror = done; })", timeout=30_000
+    )
+    return image.evaluate(
         "(img) => ({fit: getComputedStyle(img).objectFit, box: [img.clientWidth, img.clientHeight],"
         " natural: [img.naturalWidth, img.naturalHeight]})"
     )
