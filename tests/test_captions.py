@@ -112,20 +112,24 @@ def test_the_vocabulary_lists_every_word_captions_use():
         assert vocabulary.knows(category, word), word
 
 
+@pytest.fixture(scope="module")
+def corpus_words() -> set[str]:
+    """Every word of the captions the tokenizer's merges were learned from."""
+    return {w for t in _training_corpus_sample() for w in re.findall(r"[a-z]+", t.lower())}
+
+
 def test_training_captions_sometimes_carry_a_made_up_word_and_held_out_ones_only_their_own_new_words(
-    training, held_out
+    training, held_out, corpus_words
 ):
-    corpus_words = {w for t in _training_corpus_sample() for w in re.findall(r"[a-z]+", t.lower())}
     made_up = [c.text for _, c in training if set(re.findall(r"[a-z]+", c.text.lower())) - corpus_words]
     assert 0.05 < len(made_up) / len(training) < captions.NONSENSE_RATE, len(made_up)
     new_in_held_out = {w for _, c in held_out for w in re.findall(r"[a-z]+", c.text.lower())} - corpus_words
     assert new_in_held_out == {"top", "coloured"}
 
 
-def test_half_the_made_up_words_end_in_a_known_words_token_as_an_unseen_word_like_coloured_does(training):
+def test_half_the_made_up_words_end_in_a_known_words_token_as_an_unseen_word_like_coloured_does(training, corpus_words):
     tokenizer = CLIPTokenizer.from_pretrained(REPO_MODELS / "shapes" / "tokenizer")
     assert tokenizer.tokenize("coloured")[-1] == "red</w>", "the reason for glued made-up words is gone"
-    corpus_words = {w for t in _training_corpus_sample() for w in re.findall(r"[a-z]+", t.lower())}
     made_up = [w for _, c in training for w in re.findall(r"[a-z]+", c.text.lower()) if w not in corpus_words]
     glued = [w for w in made_up if any(w.endswith(known) for known in captions.GLUED_WORDS)]
     assert 0.4 < len(glued) / len(made_up) < 0.6, (len(glued), len(made_up))
